@@ -1,0 +1,1 @@
+"""The fengkong gateway service: wire protocol, sessions, exchange link, routing, admin plane."""
