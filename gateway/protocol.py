@@ -92,6 +92,8 @@ class ExecReport(_Msg):
     side: int = 0
     price: float = 0.0
     qty: int = 0
+    # Set by the exchange on a trade whose both sides carry the same client account (自成交).
+    self_trade: bool = False
 
 
 class CancelReject(_Msg):
