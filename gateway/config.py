@@ -1,0 +1,141 @@
+"""Gateway configuration: the risk config plus listeners, users, operators, exchange link.
+
+One TOML file holds everything a deployment needs (``examples/gateway.toml``). The risk part is
+``checks.model.RiskConfigFile``; this module adds the service sections and validates them the
+same way: a mistake names the file, the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from checks.config import ConfigError, decode_toml, resolve
+from checks.model import RiskConfig, RiskConfigFile
+from gateway.auth import check_secret_hash
+from gateway.protocol import DEFAULT_MAX_FRAME
+
+
+class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    id: str = "gw1"
+    host: str = "127.0.0.1"
+    port: int = 9100
+    max_frame: int = DEFAULT_MAX_FRAME
+    heartbeat_s: float = 5.0  # the most a client may ask for; it may ask for less
+    idle_timeout_factor: float = 3.0  # no inbound traffic for this many heartbeats: disconnect
+    max_client_buffer: int = 8 * 1024 * 1024  # bytes queued to a slow client before it is dropped
+    reject_storm: int = 200  # rejects in one second from one session that trip its kill switch
+    cancel_all_on_shutdown: bool = False
+
+
+class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 9200
+    user: str = "gateway"
+    secret: str = ""
+    reconnect_min_s: float = 0.05
+    reconnect_max_s: float = 2.0
+    heartbeat_s: float = 5.0
+
+
+class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 9300
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    max_failures: int = 5
+    failure_window_s: float = 60.0
+    lockout_s: float = 300.0
+
+
+class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    name: str
+    secret_hash: str
+    accounts: list[str]
+    ip_allow: list[str] = []
+    automated: bool = True  # an algo (programmatic) session: needs a confirmed registration
+    cancel_on_disconnect: bool | None = None  # None: as the client asks at logon
+
+
+class OperatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    name: str
+    token_hash: str  # gateway.auth.hash_token(token)
+    role: Literal["viewer", "risk", "admin"]
+
+
+class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    dir: str = ""  # empty: no journal (tests and demos only)
+    fsync: Literal["always", "interval", "os"] = "interval"
+    fsync_interval_ms: int = 5
+
+
+class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    bootstrap: str = ""  # empty: Kafka off
+    audit_topic: str = "fengkong.audit"
+    alerts_topic: str = "fengkong.alerts"
+    dropcopy_topic: str = "fengkong.dropcopy"
+    control_topic: str = "fengkong.control"
+    idempotent: bool = True
+
+
+class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    gateway: ListenerConfig = ListenerConfig()
+    exchange: ExchangeLinkConfig = ExchangeLinkConfig()
+    admin: AdminConfig = AdminConfig()
+    auth: AuthConfig = AuthConfig()
+    users: list[UserConfig] = []
+    operators: list[OperatorConfig] = []
+    journal: JournalConfig = JournalConfig()
+    kafka: KafkaConfig = KafkaConfig()
+
+
+class GatewayConfig(msgspec.Struct, kw_only=True):
+    source: str
+    risk: RiskConfig
+    gateway: ListenerConfig
+    exchange: ExchangeLinkConfig
+    admin: AdminConfig
+    auth: AuthConfig
+    users: dict[str, UserConfig]
+    operators: list[OperatorConfig]
+    journal: JournalConfig
+    kafka: KafkaConfig
+
+
+def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayConfig:
+    source = str(path)
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise ConfigError(source, "", f"cannot read the file: {err.strerror}") from None
+    file = decode_toml(data, GatewayConfigFile, source)
+    risk = resolve(file, source)
+    accounts = {a.id for a in risk.accounts}
+    users: dict[str, UserConfig] = {}
+    for n, user in enumerate(file.users):
+        where = f"users[{n}]"
+        if user.name in users:
+            raise ConfigError(source, f"{where}.name", f"duplicate user {user.name!r}")
+        problem = check_secret_hash(user.secret_hash)
+        if problem:
+            raise ConfigError(source, f"{where}.secret_hash", problem)
+        for j, acc in enumerate(user.accounts):
+            if acc not in accounts:
+                raise ConfigError(source, f"{where}.accounts[{j}]", f"unknown account {acc!r}")
+        users[user.name] = user
+    for n, op in enumerate(file.operators):
+        if not op.token_hash.startswith("sha256$"):
+            raise ConfigError(source, f"operators[{n}].token_hash",
+                              "expected 'sha256$...' (make one with `fengkong hash-token`)")
+    g = file.gateway
+    if not 0 < g.max_frame <= 16 * 1024 * 1024:
+        raise ConfigError(source, "gateway.max_frame", "expected 1 .. 16777216 bytes")
+    if g.heartbeat_s <= 0:
+        raise ConfigError(source, "gateway.heartbeat_s", "expected a number of seconds > 0")
+    return GatewayConfig(source=source, risk=risk, gateway=g, exchange=file.exchange,
+                         admin=file.admin, auth=file.auth, users=users,
+                         operators=list(file.operators), journal=file.journal, kafka=file.kafka)
