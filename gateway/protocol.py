@@ -14,7 +14,13 @@ Errors: anything wrong with the stream raises ``ProtocolError`` (and only that) 
 naming the problem — oversize length, unknown tag, missing field, wrong field type (by field
 name), trailing bytes inside a frame, a truncated frame at end of stream. After an error the
 decoder is *poisoned*: a length-prefixed stream cannot be resynchronised, so the owner answers
-with ``Logout`` and closes that connection only.
+with ``Logout`` and closes that connection only. msgspec can let ``UnicodeDecodeError`` (a string
+that is not UTF-8) and ``RecursionError`` (absurdly nested values) escape; ``feed`` turns them into
+``ProtocolError`` too, since a peer must never be able to crash the gateway with a frame.
+
+Schema evolution: fields are only ever added at the end, with a default. A frame may omit trailing
+fields that have defaults, and msgspec ignores extra trailing elements, so an older peer and a
+newer one still understand each other.
 
 Enumerated fields of orders (side, offset, ...) travel as plain ints and quantities as numbers:
 a bad *value* in an order is not a broken stream but a bad order, which the risk engine rejects
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import re
 import struct
+from typing import NoReturn
 
 import msgspec
 
@@ -165,48 +172,90 @@ Message = (
 )
 MESSAGE_TYPES: tuple[type[_Msg], ...] = Message.__args__  # type: ignore[attr-defined]
 _FIELDS = {cls.__name__: cls.__struct_fields__ for cls in MESSAGE_TYPES}
+# Fields without a default, which a frame must carry (array_like: always a prefix of the fields).
+_REQUIRED = {
+    cls.__name__: cls.__struct_fields__[: len(cls.__struct_fields__) - len(cls.__struct_defaults__)]
+    for cls in MESSAGE_TYPES
+}
+_SHAPE = "[type, field, ...]"
+_TAG_SHOWN = 64  # an unknown tag is echoed, but never a whole 64 KiB of it
 
 
 class ProtocolError(Exception):
     """The byte stream is not a valid sequence of frames; the text says what and where."""
 
 
-_PATH_INDEX = re.compile(r"`\$\[(\d+)\]")
+# msgspec ends an error with its path, e.g. "... - at `$[3][1]`"; the first index is the array
+# slot. Anchored at the end: an echoed tag string may itself contain text that looks like a path.
+_PATH_INDEX = re.compile(r"- at `\$\[(\d+)\][^`]*`$")
 
 
-def _explain(err: msgspec.ValidationError | msgspec.DecodeError, body: bytes) -> str:
+def _peek(body: bytes | bytearray) -> tuple[int | None, str | None]:
+    """Read the top-level array length and string tag straight from the msgpack header.
+
+    Only used on the error path, and deliberately not a full decode: a body that failed
+    validation may be deeply nested (RecursionError), contain bad UTF-8 or be cut short.
+    """
+    size = len(body)
+    if not size:
+        return None, None
+    b = body[0]
+    if 0x90 <= b <= 0x9F:
+        count, pos = b & 0x0F, 1
+    elif b == 0xDC and size >= 3:
+        count, pos = int.from_bytes(body[1:3], "big"), 3
+    elif b == 0xDD and size >= 5:
+        count, pos = int.from_bytes(body[1:5], "big"), 5
+    else:
+        return None, None
+    if pos >= size:
+        return count, None
+    b = body[pos]
+    if 0xA0 <= b <= 0xBF:
+        n, pos = b & 0x1F, pos + 1
+    elif b in (0xD9, 0xDA, 0xDB):
+        width = 1 << (b - 0xD9)
+        if pos + 1 + width > size:
+            return count, None
+        n, pos = int.from_bytes(body[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+    else:
+        return count, None
+    if pos + n > size:
+        return count, None
+    return count, bytes(body[pos : pos + n]).decode("utf-8", "replace")
+
+
+def _show_tag(tag: str) -> str:
+    return repr(tag) if len(tag) <= _TAG_SHOWN else f"{tag[:_TAG_SHOWN]!r}... ({len(tag)} chars)"
+
+
+def _explain(err: msgspec.ValidationError, body: bytes | bytearray) -> str:
     """Turn msgspec's ``$[3]`` paths into field names: 'NewOrder.price: Expected float...'."""
     text = str(err)
+    count, tag = _peek(body)
     m = _PATH_INDEX.search(text)
     if m is None:
-        missing = _missing_fields(text, body)
-        return missing or text
-    try:
-        raw = msgspec.msgpack.decode(body)
-    except msgspec.DecodeError:
-        return text
-    tag = raw[0] if isinstance(raw, list) and raw else None
-    fields = _FIELDS.get(tag) if isinstance(tag, str) else None
+        # No path: the top-level value itself is wrong (not an array, or too short).
+        if "at least length" not in text:
+            return f"frame body must be a msgpack array {_SHAPE}: {text}"
+        if not count:
+            return f"empty message array; expected {_SHAPE}"
+        if tag is None or tag not in _FIELDS:  # pragma: no cover - msgspec checks the tag first
+            return text
+        missing = _REQUIRED[tag][count - 1 :]
+        return (
+            f"{tag} is missing required field(s): {', '.join(missing)} "
+            f"(got {count - 1} of {len(_REQUIRED[tag])})"
+        )
     index = int(m.group(1))
-    if index == 0 or fields is None:
-        return f"unknown message type {tag!r} (expected one of {', '.join(_FIELDS)})"
+    if index == 0 or tag is None or tag not in _FIELDS:
+        expected = f"expected one of {', '.join(_FIELDS)}"
+        if tag is not None:  # msgspec's own text would echo the whole tag
+            return f"unknown message type {_show_tag(tag)} ({expected})"
+        return f"the message type must be a string ({expected}): {text}"
+    fields = _FIELDS[tag]
     name = fields[index - 1] if index - 1 < len(fields) else f"[{index}]"
     return f"{tag}.{name}: {text}"
-
-
-def _missing_fields(text: str, body: bytes) -> str | None:
-    """'Expected array of at least length N' means required fields are missing: name them."""
-    if "at least length" not in text:
-        return None
-    try:
-        raw = msgspec.msgpack.decode(body)
-    except msgspec.DecodeError:
-        return None
-    if not (isinstance(raw, list) and raw and isinstance(raw[0], str) and raw[0] in _FIELDS):
-        return None
-    fields = _FIELDS[raw[0]]
-    missing = fields[len(raw) - 1 :]
-    return f"{raw[0]} is missing field(s): {', '.join(missing)}"
 
 
 class FrameDecoder:
@@ -215,6 +264,8 @@ class FrameDecoder:
     __slots__ = ("_buf", "_max_frame", "_decoder", "_error")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 1:
+            raise ValueError(f"max_frame must be at least 1 byte, got {max_frame}")
         self._buf = bytearray()
         self._max_frame = max_frame
         self._decoder = msgspec.msgpack.Decoder(Message)
@@ -237,33 +288,59 @@ class FrameDecoder:
         out: list[_Msg] = []
         pos = 0
         end = len(buf)
+        max_frame = self._max_frame
         decode = self._decoder.decode
+        unpack_from = _HEADER.unpack_from
         while end - pos >= HEADER_SIZE:
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > self._max_frame:
-                self._fail(f"frame length {length} exceeds the maximum of {self._max_frame} bytes")
+            (length,) = unpack_from(buf, pos)
+            if length > max_frame:
+                self._fail(f"frame length {length} exceeds the maximum of {max_frame} bytes")
             if length == 0:
-                self._fail("empty frame (length 0)")
-            if end - pos - HEADER_SIZE < length:
+                self._fail("empty frame (length 0); every frame carries one message")
+            start = pos + HEADER_SIZE
+            pos = start + length
+            if pos > end:
+                pos = start - HEADER_SIZE
                 break
-            body = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + length])
-            pos += HEADER_SIZE + length
+            # One copy (a bytearray slice); a memoryview would pin ``buf`` against resizing.
+            body = buf[start:pos]
             try:
                 out.append(decode(body))
             except msgspec.ValidationError as err:
                 self._fail(f"invalid message: {_explain(err, body)}")
             except msgspec.DecodeError as err:
-                self._fail(f"undecodable frame body: {err}")
+                self._fail(f"malformed msgpack in frame body: {err}")
+            except UnicodeDecodeError as err:
+                # msgspec lets this escape for a str with bad UTF-8; it is still a bad frame.
+                tag = _peek(body)[1]
+                where = f"{tag} frame" if tag in _FIELDS else "frame"
+                self._fail(
+                    f"malformed msgpack in frame body: a string in the {where} is not UTF-8"
+                    f" ({err.reason})"
+                )
+            except RecursionError:
+                # msgspec recurses to skip nested values (e.g. extra trailing elements).
+                self._fail("malformed msgpack in frame body: arrays or maps nested too deeply")
         if pos:
             del buf[:pos]
         return out
 
     def close(self) -> None:
-        """Call at end of stream: a partial frame still buffered is a truncated frame."""
-        if self._error is None and self._buf:
-            self._fail(f"connection closed inside a frame ({len(self._buf)} bytes of a frame unread)")
+        """Call at end of stream: a partial frame still buffered is a truncated frame.
 
-    def _fail(self, text: str) -> None:
+        A no-op once the decoder has failed: that error was already raised from ``feed``.
+        """
+        if self._error is None and self._buf:
+            n = len(self._buf)
+            if n < HEADER_SIZE:
+                self._fail(f"connection closed inside a frame header ({n} of {HEADER_SIZE} bytes)")
+            (length,) = _HEADER.unpack_from(self._buf, 0)
+            self._fail(
+                f"connection closed inside a frame ({n - HEADER_SIZE} of {length} body bytes"
+                f" received, {n} bytes unread)"
+            )
+
+    def _fail(self, text: str) -> NoReturn:
         self._error = text
         self._buf.clear()
         raise ProtocolError(text)
