@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from enum import IntEnum
 from pathlib import Path
+from time import monotonic_ns
 from typing import Any, Literal
 
 import msgspec
@@ -442,7 +443,11 @@ class Journal:
             raise TypeError(f"journal records are {', '.join(t.__name__ for t in RECORD_TYPES)}; got {type(record).__name__}")
         start = len(out)
         out += _ZERO_HEADER
-        self._encode_into(record, out, start + HEADER_SIZE)
+        try:
+            self._encode_into(record, out, start + HEADER_SIZE)
+        except (TypeError, OverflowError) as err:
+            del out[start:]
+            raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
         length = len(out) - start - HEADER_SIZE
         if length > MAX_RECORD:
             del out[start:]
@@ -475,7 +480,7 @@ class Journal:
         mode = self.fsync.mode
         if mode == "record":
             self.flush()
-        elif mode == "interval" and time.monotonic_ns() - self._last_sync >= self._interval_ns:
+        elif mode == "interval" and monotonic_ns() - self._last_sync >= self._interval_ns:
             self.flush()
 
     def _rotate(self) -> None:
@@ -496,7 +501,7 @@ class Journal:
         if self._dirty and self._fd >= 0:
             os.fdatasync(self._fd)
             self._dirty = False
-        self._last_sync = time.monotonic_ns()
+        self._last_sync = monotonic_ns()
 
     async def run_flusher(self) -> None:
         """For ``interval`` mode: fsync the idle tail every ``interval_ms``. The owner runs this as a
