@@ -70,6 +70,9 @@ from checks.state import (
 KILL_BLOCK = 1
 KILL_CLOSE_ONLY = 2
 MAX_QTY = 1_000_000_000  # beyond any instrument's maximum; keeps C int64 arithmetic safe
+# Above any futures price (CNY per unit). A fill or market price beyond it is treated as garbage
+# from the exchange: fen() of it would overflow C int64 (and raise on inf in Python).
+MAX_PRICE = 1e9
 SLOT_BITS = 32
 _KILL_REASON = {
     KillScope.FIRM: R.KILLED_FIRM, KillScope.ACCOUNT: R.KILLED_ACCOUNT,
@@ -197,6 +200,11 @@ class Engine:
             pc.messages = pc.filled_orders = 0
         for gi in self.group_inst.values():
             gi.open_volume = 0
+        # Working openings carry over into the new day's opening volume: their leaves are released
+        # from it when they finish, which must not drive the new day's count below zero.
+        for order in self.orders.values():
+            if order.opening and order.hedge != Hedge.HEDGE:
+                self._gi(self.accounts[order.acct].group, order.inst).open_volume += order.leaves
 
     # ---------------------------------------------------------------- decide
     def decide(self, order, now: int, session: int = 0) -> Decision:  # noqa: ANN001
@@ -259,8 +267,9 @@ class Engine:
         if price is None or not math.isfinite(price) or price < 0.0 or (price == 0.0 and not market):
             return rejected(R.INVALID_PRICE, f"price={order.price!r}")
         if not market:
-            steps = math.floor(price / inst.tick + 0.5)
-            if abs(steps * inst.tick - price) > inst.tick * 1e-6:
+            quotient = price / inst.tick + 0.5  # inf for an absurd price: not a whole number of ticks
+            steps = math.floor(quotient) if math.isfinite(quotient) else None
+            if steps is None or abs(steps * inst.tick - price) > inst.tick * 1e-6:
                 return rejected(R.PRICE_NOT_ON_TICK, f"{price} with tick {inst.tick}")
 
             # 5. price
@@ -595,7 +604,7 @@ class Engine:
         o = self.orders.get(ref)
         if o is None or type(qty) is not int or not 0 < qty <= o.leaves:
             return Outcome(known=False)
-        if not (math.isfinite(px) and px > 0.0):
+        if not (math.isfinite(px) and 0.0 < px <= MAX_PRICE):
             return Outcome(known=False)
         acct, inst = self.accounts[o.acct], self.instruments[o.inst]
         pos = self._pos(o.acct, o.inst)
@@ -724,10 +733,10 @@ class Engine:
         if i is None:
             return Outcome(known=False)
         inst = self.instruments[i]
-        if math.isfinite(upper) and math.isfinite(lower) and 0.0 < lower <= upper:
+        if math.isfinite(upper) and math.isfinite(lower) and 0.0 < lower <= upper <= MAX_PRICE:
             inst.upper, inst.lower = upper, lower
         alerts: list[AlertEvent] = []
-        if math.isfinite(last_px) and last_px > 0.0:
+        if math.isfinite(last_px) and 0.0 < last_px <= MAX_PRICE:
             inst.ref_price = inst.mark = last_px
             for a in sorted(self.holders.get(i, ())):
                 acct = self.accounts[a]

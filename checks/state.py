@@ -32,9 +32,10 @@ def recent(ring: deque[int], k: int, now: int, window: int) -> bool:
     """At least ``k`` of the timestamps in ``ring`` lie in ``(now - window, now]``.
 
     The ring keeps the most recent timestamps in order, so the k-th most recent decides:
-    exact, and O(1) however busy the account is.
+    exact, and O(1) however busy the account is. ``k <= 0`` is always true: a limit of 0 allows
+    nothing (it is ``None`` that means no limit).
     """
-    return 0 < k <= len(ring) and ring[-k] > now - window
+    return k <= 0 or (k <= len(ring) and ring[-k] > now - window)
 
 
 class InstrumentState:
