@@ -82,6 +82,9 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
 
 
 class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # The risk sections may live in a file of their own, shared with the exchange simulator
+    # (path relative to this file); this file may then override only ``[firm]``.
+    risk_config: str = ""
     gateway: ListenerConfig = ListenerConfig()
     exchange: ExchangeLinkConfig = ExchangeLinkConfig()
     admin: AdminConfig = AdminConfig()
@@ -113,7 +116,22 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
         except OSError as err:
             raise ConfigError(source, "", f"cannot read the file: {err.strerror}") from None
     file = decode_toml(data, GatewayConfigFile, source)
-    risk = resolve(file, source)
+    if file.risk_config:
+        risk_path = Path(path).parent / file.risk_config
+        present = set(msgspec.toml.decode(data))
+        for key in sorted(present & (set(RiskConfigFile.__struct_fields__) - {"firm"})):
+            raise ConfigError(source, key, f"risk sections live in {file.risk_config!r} "
+                                           "(risk_config); only [firm] may be overridden here")
+        try:
+            risk_data = risk_path.read_bytes()
+        except OSError as err:
+            raise ConfigError(source, "risk_config", f"cannot read {risk_path}: {err.strerror}") from None
+        risk_file = decode_toml(risk_data, RiskConfigFile, str(risk_path))
+        if "firm" in present:
+            risk_file = msgspec.structs.replace(risk_file, firm=file.firm)
+        risk = resolve(risk_file, str(risk_path))
+    else:
+        risk = resolve(file, source)
     accounts = {a.id for a in risk.accounts}
     users: dict[str, UserConfig] = {}
     for n, user in enumerate(file.users):

@@ -1,0 +1,5 @@
+"""``python -m gateway`` is the ``fengkong`` command."""
+
+from gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""The admin plane: an HTTP/JSON API for risk officers, on its own port, never the client port.
+
+Every request carries ``Authorization: Bearer <token>``; tokens map to operators with a role:
+
+=========  ==================================================================================
+viewer     read status: accounts, positions, funds, open orders, counters, kills, alerts
+risk       + kill / reset any scope, set account status, confirm a programmatic registration,
+           *tighten* a limit
+admin      + loosen a limit (while a session is open: only with ``emergency`` and a reason)
+=========  ==================================================================================
+
+A missing or unknown token gets 401, a role too low 403; both are logged. Every change is
+journaled and logged with the operator's identity (``KillSwitch._audit``).
+
+Change control (security rules art. 15): tightening, killing and close-only are always
+allowed; loosening a limit while any instrument's trading session is open requires
+``"emergency": true`` and a ``"reason"``.
+
+Endpoints (JSON bodies; see the README for curl examples)::
+
+    GET  /v1/status                       firm summary, link, sessions, kills, alerts
+    GET  /v1/accounts                     every account's funds and counters
+    GET  /v1/accounts/{id}                one account, with positions and open orders
+    GET  /v1/orders[?account=A]           working orders
+    GET  /v1/alerts[?limit=N]             recent alerts
+    POST /v1/kill    {scope, key, reason, close_only}
+    POST /v1/reset   {scope, key, reason}
+    POST /v1/accounts/{id}/status        {status, reason}
+    POST /v1/accounts/{id}/programmatic  {registration, reason}
+    POST /v1/accounts/{id}/limits        {limits: {...}, reason, emergency}
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from checks.calendar import in_sessions, time_of_day
+from checks.enums import KillScope, ProgReg
+from checks.model import Limits
+from gateway.auth import verify_token
+from gateway.killswitch import KillError
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+log = structlog.get_logger("fengkong.admin")
+ROLES = {"viewer": 1, "risk": 2, "admin": 3}
+
+# For each limit: +1 when a bigger value is looser, -1 when a smaller value is looser.
+_LOOSER_WHEN = {
+    "otr_min_messages": +1, "message_fee_free": +1, "programmatic_per_sec": +1,
+    "programmatic_occasions": +1, "warn_fraction": +1, "repeat_window_ms": -1,
+    "execution_window_ms": -1, "stop_unregistered_programmatic": -1, "message_fee": -1,
+}
+
+
+def is_looser(name: str, old: Any, new: Any) -> bool:
+    if old == new:
+        return False
+    if name.startswith("max_") or name == "loss_limit":
+        if new is None:
+            return True
+        if old is None:
+            return False
+        return new > old
+    direction = _LOOSER_WHEN.get(name, +1)
+    return (new > old) if direction > 0 else (new < old)
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+class AdminApi:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.operators = gw.cfg.operators
+        self.app = web.Application(middlewares=[self._errors])
+        r = self.app.router
+        r.add_get("/v1/status", self.status)
+        r.add_get("/v1/accounts", self.accounts)
+        r.add_get("/v1/accounts/{id}", self.account)
+        r.add_get("/v1/orders", self.orders)
+        r.add_get("/v1/alerts", self.alerts)
+        r.add_post("/v1/kill", self.kill)
+        r.add_post("/v1/reset", self.reset)
+        r.add_post("/v1/accounts/{id}/status", self.set_status)
+        r.add_post("/v1/accounts/{id}/programmatic", self.set_programmatic)
+        r.add_post("/v1/accounts/{id}/limits", self.set_limits)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # ------------------------------------------------------------------ auth and errors
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except AdminError as err:
+            return web.json_response({"error": str(err)}, status=err.status)
+        except KillError as err:
+            return web.json_response({"error": str(err)}, status=404)
+        except (ValueError, msgspec.ValidationError) as err:
+            return web.json_response({"error": str(err)}, status=400)
+
+    def _operator(self, request: web.Request, need: str) -> str:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        op = next((o for o in self.operators if token and verify_token(o.token_hash, token)), None)
+        if op is None:
+            log.warning("admin request refused: no valid token", path=request.path,
+                        peer=request.remote)
+            raise AdminError(401, "missing or unknown operator token (Authorization: Bearer ...)")
+        if ROLES[op.role] < ROLES[need]:
+            log.warning("admin request refused: role too low", operator=op.name, role=op.role,
+                        need=need, path=request.path)
+            raise AdminError(403, f"operator {op.name!r} has role {op.role!r}; this needs {need!r}")
+        return op.name
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise AdminError(400, "the request body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise AdminError(400, "the request body must be a JSON object")
+        return body
+
+    # ------------------------------------------------------------------ reads
+    async def status(self, request: web.Request) -> web.Response:
+        self._operator(request, "viewer")
+        return web.json_response(self.gw.status())
+
+    async def accounts(self, request: web.Request) -> web.Response:
+        self._operator(request, "viewer")
+        engine = self.gw.engine
+        return web.json_response([engine.account_view(a.id) for a in self.gw.cfg.risk.accounts])
+
+    async def account(self, request: web.Request) -> web.Response:
+        self._operator(request, "viewer")
+        account = request.match_info["id"]
+        try:
+            view = self.gw.engine.account_view(account)
+        except KeyError:
+            raise AdminError(404, f"unknown account {account!r}") from None
+        snap = self.gw.engine.snapshot()
+        view["positions"] = {sym: dict(zip(_POSITION_FIELDS, t, strict=True))
+                             for (acc, sym), t in snap["positions"].items() if acc == account}
+        view["orders"] = self.gw.router.open_order_views(account)
+        view["limits"] = msgspec.structs.asdict(self.gw.limits[account])
+        return web.json_response(view)
+
+    async def orders(self, request: web.Request) -> web.Response:
+        self._operator(request, "viewer")
+        return web.json_response(self.gw.router.open_order_views(request.query.get("account")))
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        self._operator(request, "viewer")
+        limit = int(request.query.get("limit", "100"))
+        alerts = list(self.gw.router.alerts)[-limit:]
+        return web.json_response([msgspec.structs.asdict(a) for a in alerts])
+
+    # ------------------------------------------------------------------ changes
+    async def kill(self, request: web.Request) -> web.Response:
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        result = self.gw.killswitch.kill(str(body.get("scope", "")), str(body.get("key", "")),
+                                         operator=op, reason=str(body.get("reason", "")),
+                                         close_only=bool(body.get("close_only", False)))
+        return web.json_response(msgspec.structs.asdict(result))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        self.gw.killswitch.reset(str(body.get("scope", "")), str(body.get("key", "")),
+                                 operator=op, reason=str(body.get("reason", "")))
+        return web.json_response({"ok": True})
+
+    async def set_status(self, request: web.Request) -> web.Response:
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        sent = self.gw.killswitch.set_status(request.match_info["id"], str(body.get("status", "")),
+                                             operator=op, reason=str(body.get("reason", "")))
+        return web.json_response({"ok": True, "cancels_sent": sent})
+
+    async def set_programmatic(self, request: web.Request) -> web.Response:
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        account = request.match_info["id"]
+        name = str(body.get("registration", "CONFIRMED")).upper()
+        if name not in ProgReg.__members__:
+            raise AdminError(400, f"registration must be one of {', '.join(ProgReg.__members__)}")
+        try:
+            self.gw.engine.set_programmatic(account, ProgReg[name])
+        except KeyError:
+            raise AdminError(404, f"unknown account {account!r}") from None
+        self.gw.killswitch._audit(op, "set_programmatic", KillScope.ACCOUNT, account,
+                                  str(body.get("reason", "")), time.time_ns(), registration=name)
+        return web.json_response({"ok": True})
+
+    async def set_limits(self, request: web.Request) -> web.Response:
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        account = request.match_info["id"]
+        if account not in self.gw.limits:
+            raise AdminError(404, f"unknown account {account!r}")
+        changes = body.get("limits")
+        if not isinstance(changes, dict) or not changes:
+            raise AdminError(400, "'limits' must be a non-empty object of limit names to values")
+        current = self.gw.limits[account]
+        merged = msgspec.structs.asdict(current)
+        unknown = sorted(set(changes) - set(merged))
+        if unknown:
+            raise AdminError(400, f"unknown limit(s): {', '.join(unknown)}")
+        merged.update(changes)
+        try:
+            new = msgspec.convert(merged, Limits)
+        except msgspec.ValidationError as err:
+            raise AdminError(400, f"invalid limit: {err}") from None
+        looser = sorted(k for k, v in changes.items() if is_looser(k, getattr(current, k), v))
+        reason = str(body.get("reason", ""))
+        emergency = bool(body.get("emergency", False))
+        if looser:
+            if ROLES[next(o.role for o in self.operators if o.name == op)] < ROLES["admin"]:
+                raise AdminError(403, f"loosening {', '.join(looser)} needs the admin role")
+            if self.gw.session_open() and not (emergency and reason):
+                raise AdminError(409, f"loosening {', '.join(looser)} while a trading session is "
+                                      "open needs \"emergency\": true and a \"reason\" "
+                                      "(change control, security rules art. 15)")
+        self.gw.engine.set_limits(account, new)
+        self.gw.limits[account] = new
+        self.gw.killswitch._audit(op, "set_limits", KillScope.ACCOUNT, account, reason,
+                                  time.time_ns(), changes=changes, looser=looser,
+                                  emergency=emergency)
+        return web.json_response({"ok": True, "looser": looser})
+
+
+_POSITION_FIELDS = (
+    "long_td", "long_yd", "short_td", "short_yd", "long_td_frozen", "long_yd_frozen",
+    "short_td_frozen", "short_yd_frozen", "long_pending", "short_pending", "long_cost",
+    "short_cost", "long_margin", "short_margin", "unrealised", "cancels", "large_cancels",
+    "self_trades",
+)
+
+
+def any_session_open(gw: Gateway, now_ns: int) -> bool:
+    if not gw.cfg.risk.enforce_hours:
+        return True  # no calendar enforced: treat every moment as trading time
+    tod = time_of_day(now_ns)
+    return any(in_sessions(tod, s) for s in gw.cfg.risk.session_seconds.values())

@@ -1,0 +1,275 @@
+"""``fengkong``: the one command line for brokers, algo teams and risk officers.
+
+    fengkong serve --config gateway.toml        run the gateway
+    fengkong sim exchange|replay|scenario ...   the exchange simulator and its tools
+    fengkong demo                               simulator + gateway + replay on loopback
+    fengkong kill --account A [--close-only]    stop a scope and cancel what rests in it
+    fengkong reset --account A                  put it back
+    fengkong status [--account A]               live status as tables
+    fengkong journal verify|dump|prune DIR      inspect the audit journal
+    fengkong hash-secret / hash-token           make config entries for users and operators
+
+The admin commands (kill, reset, status) talk to a running gateway's admin plane over HTTP;
+the operator token comes from ``--token`` or ``$FENGKONG_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from checks.config import ConfigError
+
+SCOPES = ("firm", "account", "group", "session", "instrument", "product")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"fengkong: config error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fengkong", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", required=True, help="gateway TOML file")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-json", action="store_true", default=None,
+                   help="JSON log lines even on a TTY")
+    p.set_defaults(func=_serve)
+
+    from simulator.cli import add_sim_commands
+
+    add_sim_commands(sub)
+
+    p = sub.add_parser("demo", help="run the demo on loopback and print what happened")
+    p.add_argument("--engine-only", action="store_true",
+                   help="just the risk-engine walk-through (no sockets)")
+    p.set_defaults(func=_demo)
+
+    for name, helptext in (("kill", "stop a scope and cancel its working orders"),
+                           ("reset", "lift a kill")):
+        p = sub.add_parser(name, help=helptext)
+        _admin_args(p)
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--firm", action="store_true", help="the whole firm")
+        for scope in SCOPES[1:]:
+            group.add_argument(f"--{scope}", metavar="ID")
+        p.add_argument("--reason", default="", help="why (audited)")
+        if name == "kill":
+            p.add_argument("--close-only", action="store_true",
+                           help="refuse openings only; closing orders still pass")
+        p.set_defaults(func=_kill_reset, action=name)
+
+    p = sub.add_parser("status", help="live status of a running gateway")
+    _admin_args(p)
+    p.add_argument("--account", help="one account in detail")
+    p.add_argument("--json", action="store_true", help="raw JSON")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: __import__("gateway.journal", fromlist=["main"]).main(a.rest))
+
+    p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")
+    p.add_argument("--secret", help="the secret (prompted for when omitted)")
+    p.set_defaults(func=_hash_secret)
+    p = sub.add_parser("hash-token", help="make an operator token and its token_hash")
+    p.add_argument("--token", help="use this token instead of a new random one")
+    p.set_defaults(func=_hash_token)
+
+    p = sub.add_parser("bench", help="end-to-end benchmark: gateway vs bare forwarder vs direct")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: __import__("bench.harness", fromlist=["main"]).main(a.rest))
+    return parser
+
+
+# ---------------------------------------------------------------------- serve and demo
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from gateway.config import load_gateway_config
+    from gateway.logs import configure_logging
+    from gateway.server import serve
+
+    configure_logging(args.log_level, args.log_json)
+    cfg = load_gateway_config(args.config)
+    uvloop.run(serve(cfg))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.engine_only:
+        from gateway import engine_demo
+
+        engine_demo.run()
+        return 0
+    from gateway import demo
+
+    return demo.main()
+
+
+# ---------------------------------------------------------------------- admin client
+def _admin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin", default=os.environ.get("FENGKONG_ADMIN", "http://127.0.0.1:9300"),
+                   help="admin plane URL (default $FENGKONG_ADMIN or http://127.0.0.1:9300)")
+    p.add_argument("--token", default=os.environ.get("FENGKONG_TOKEN", ""),
+                   help="operator token (default $FENGKONG_TOKEN)")
+
+
+def admin_call(base: str, token: str, method: str, path: str,
+               body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        try:
+            detail = json.loads(err.read()).get("error", "")
+        except ValueError:
+            detail = ""
+        raise AdminCallError(f"{err.code} {err.reason}: {detail}") from None
+    except urllib.error.URLError as err:
+        raise AdminCallError(f"cannot reach the admin plane at {base}: {err.reason}") from None
+
+
+class AdminCallError(Exception):
+    pass
+
+
+def _scope_of(args: argparse.Namespace) -> tuple[str, str]:
+    if args.firm:
+        return "firm", ""
+    for scope in SCOPES[1:]:
+        value = getattr(args, scope)
+        if value:
+            return scope, value
+    raise SystemExit("fengkong: name a scope, e.g. --account A001")
+
+
+def _kill_reset(args: argparse.Namespace) -> int:
+    scope, key = _scope_of(args)
+    body: dict[str, Any] = {"scope": scope, "key": key, "reason": args.reason}
+    if args.action == "kill":
+        body["close_only"] = args.close_only
+    try:
+        result = admin_call(args.admin, args.token, "POST", f"/v1/{args.action}", body)
+    except AdminCallError as err:
+        print(f"fengkong {args.action}: {err}", file=sys.stderr)
+        return 1
+    target = "the firm" if scope == "firm" else f"{scope} {key}"
+    if args.action == "kill":
+        print(f"killed {target}{' (close-only)' if args.close_only else ''}: "
+              f"{result['cancels_sent']} cancels sent in {result['elapsed_us'] / 1000:.2f} ms")
+    else:
+        print(f"reset {target}: trading allowed again")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    path = f"/v1/accounts/{args.account}" if args.account else "/v1/status"
+    try:
+        data = admin_call(args.admin, args.token, "GET", path)
+    except AdminCallError as err:
+        print(f"fengkong status: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    console = Console()
+    if args.account:
+        console.print(_kv_table(f"account {args.account}",
+                                {k: v for k, v in data.items() if k not in ("positions", "orders", "limits")}))
+        t = Table(title="positions")
+        for col in ("symbol", "long td/yd", "short td/yd", "frozen L/S", "pending L/S", "cancels"):
+            t.add_column(col)
+        for sym, p in data["positions"].items():
+            t.add_row(sym, f"{p['long_td']}/{p['long_yd']}", f"{p['short_td']}/{p['short_yd']}",
+                      f"{p['long_td_frozen'] + p['long_yd_frozen']}/{p['short_td_frozen'] + p['short_yd_frozen']}",
+                      f"{p['long_pending']}/{p['short_pending']}", str(p["cancels"]))
+        console.print(t)
+        console.print(f"{len(data['orders'])} working order(s)")
+        return 0
+    console.print(f"gateway [bold]{data['gateway']}[/], exchange link [bold]{data['exchange_link']}[/], "
+                  f"uptime {data['uptime_s']} s, {data['working_orders']} working orders, "
+                  f"stats {data['stats']}")
+    t = Table(title="accounts")
+    for col in ("account", "status", "available", "used margin", "frozen", "P&L", "working", "msgs"):
+        t.add_column(col, justify="right")
+    for a in data["accounts"]:
+        t.add_row(a["account"], a["status"], f"{a['available']:,.2f}", f"{a['used_margin']:,.2f}",
+                  f"{a['frozen_margin'] + a['frozen_fee']:,.2f}",
+                  f"{a['realised_pnl'] + a['unrealised_pnl'] - a['paid_fee']:,.2f}",
+                  str(a["open_orders"]), str(a["messages_today"]))
+    console.print(t)
+    if data["kills"]:
+        kt = Table(title="kill switch")
+        for col in ("scope", "key", "mode"):
+            kt.add_column(col)
+        for k in data["kills"]:
+            kt.add_row(k["scope"], k["key"], k["mode"])
+        console.print(kt)
+    else:
+        console.print("kill switch: nothing killed")
+    st = Table(title="sessions")
+    for col in ("session", "user", "accounts", "working"):
+        st.add_column(col)
+    for s in data["sessions"]:
+        st.add_row(str(s["session"]), s["user"], ",".join(s["accounts"]), str(s["working_orders"]))
+    console.print(st)
+    for a in data["alerts"][-5:]:
+        console.print(f"alert {a['code']} {a['scope']}: {a['text']}")
+    return 0
+
+
+def _kv_table(title: str, data: dict[str, Any]):  # noqa: ANN202
+    from rich.table import Table
+
+    t = Table(title=title, show_header=False)
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    for k, v in data.items():
+        t.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    return t
+
+
+def _hash_secret(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_secret
+
+    secret = args.secret or getpass.getpass("client secret: ")
+    print(hash_secret(secret))
+    return 0
+
+
+def _hash_token(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_token, new_token
+
+    token = args.token or new_token()
+    print(f"token:      {token}\ntoken_hash: {hash_token(token)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

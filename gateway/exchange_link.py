@@ -1,0 +1,214 @@
+"""The exchange link: the gateway's member connection (seat) to the exchange.
+
+It connects, logs on, *reconciles* (asks for the status of every order of the seat and lets
+the router catch up on fills and cancels it missed), and only then reports itself up: until
+then new orders are refused with EXCHANGE_UNAVAILABLE. When the connection drops it goes
+down at once, raises an alert, and reconnects with exponential backoff; nothing is queued
+while it is down, because a stale order released minutes late is worse than a clear reject.
+
+Backpressure: if the exchange stops reading, the link pauses reading from every client
+session until the exchange catches up, so memory stays bounded and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from checks.enums import AlertLevel, ExecType
+from checks.reasons import Reason
+from gateway.framed import FramedProtocol
+from gateway.protocol import (
+    CancelReject,
+    ExecReport,
+    Heartbeat,
+    Logon,
+    LogonAck,
+    LogonReject,
+    Logout,
+    MarketData,
+    OrderStatusEnd,
+    OrderStatusRequest,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import ExchangeLinkConfig
+    from gateway.router import Router
+
+log = structlog.get_logger("fengkong.exchange_link")
+
+
+class _LinkProtocol(FramedProtocol):
+    def __init__(self, link: ExchangeLink) -> None:
+        super().__init__(16 * 1024 * 1024)
+        self.link = link
+
+    def on_message(self, msg: Any) -> None:
+        self.link.on_message(msg)
+
+    def on_protocol_error(self, text: str) -> None:
+        log.error("exchange sent a malformed stream", error=text)
+        self.abort()
+
+    def on_disconnected(self, exc: Exception | None, closed_by_us: bool) -> None:
+        self.link.on_disconnected(exc)
+
+    def on_congested(self) -> None:
+        self.link.set_client_reading(False)
+
+    def on_decongested(self) -> None:
+        self.link.set_client_reading(True)
+
+
+class ExchangeLink:
+    def __init__(self, router: Router, cfg: ExchangeLinkConfig) -> None:
+        self.router = router
+        self.cfg = cfg
+        self.up = False
+        self.proto: _LinkProtocol | None = None
+        self.connects = 0
+        self._logon: asyncio.Future[Any] | None = None
+        self._status_req = ""
+        self._status_seen: set[str] = set()
+        self._status_done: asyncio.Future[int] | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._hb_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.changed = asyncio.Condition()
+        router.link = self
+
+    # -- lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="exchange-link")
+        self._hb_task = asyncio.create_task(self._heartbeats(), name="exchange-link-heartbeat")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in (self._task, self._hb_task):
+            if task is not None:
+                task.cancel()
+        for task in (self._task, self._hb_task):
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if self.proto is not None:
+            self.proto.close()
+
+    async def wait_up(self, timeout: float) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.up), timeout)
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _run(self) -> None:
+        backoff = self.cfg.reconnect_min_s
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await self._connect_once(loop)
+                backoff = self.cfg.reconnect_min_s
+                await self._lost.wait()
+            except (TimeoutError, OSError, ConnectionError, LinkRefused) as err:
+                log.warning("exchange link connect failed", error=str(err) or type(err).__name__,
+                            retry_in_s=round(backoff, 3))
+                if self.proto is not None:
+                    self.proto.abort()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+
+    async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lost.clear()
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(lambda: _LinkProtocol(self), self.cfg.host, self.cfg.port), 5.0)
+        self.proto = proto
+        self._logon = loop.create_future()
+        proto.send(Logon(self.cfg.user, self.cfg.secret, [], self.cfg.heartbeat_s, False))
+        answer = await asyncio.wait_for(self._logon, 5.0)
+        if isinstance(answer, LogonReject):
+            raise LinkRefused(f"exchange refused logon: {answer.text} ({answer.reason})")
+        self.connects += 1
+        # Reconcile before accepting new orders: learn what happened while we were away.
+        self._status_req = f"recon-{time.time_ns()}"
+        self._status_seen = set()
+        self._status_done = loop.create_future()
+        proto.send(OrderStatusRequest(self._status_req, "", False))
+        lost = await asyncio.wait_for(self._status_done, 10.0)
+        self.up = True
+        log.info("exchange link up", host=self.cfg.host, port=self.cfg.port,
+                 connects=self.connects, reconciled_lost=lost)
+        if self.connects > 1:
+            self.router.alert(AlertLevel.WARNING, Reason.LINK_STATUS, "firm",
+                              f"exchange link is back (reconnect {self.connects - 1}); "
+                              f"{lost} orders unknown to the exchange were closed")
+        await self._notify()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_s)
+            if self.proto is not None and not self.proto.closed:
+                self.proto.send(Heartbeat(time.time_ns()))
+
+    # -- inbound
+    def on_message(self, msg: Any) -> None:
+        t = type(msg)
+        if t is ExecReport:
+            if msg.exec_type == ExecType.STATUS and self._status_done is not None \
+                    and not self._status_done.done():
+                self._status_seen.add(msg.cl_ord_id)
+            self.router.exchange_report(msg)
+        elif t is MarketData:
+            self.router.market_data(msg)
+        elif t is CancelReject:
+            self.router.cancel_reject(msg)
+        elif t is OrderStatusEnd:
+            if msg.req_id == self._status_req and self._status_done is not None \
+                    and not self._status_done.done():
+                lost = self.router.reconciled(msg, self._status_seen)
+                self._status_done.set_result(lost)
+        elif t in (LogonAck, LogonReject):
+            if self._logon is not None and not self._logon.done():
+                self._logon.set_result(msg)
+        elif t is Logout:
+            log.warning("exchange logged us out", text=msg.text)
+        elif t is Heartbeat:
+            pass
+        else:
+            log.warning("unexpected message from the exchange", type=t.__name__)
+
+    def on_disconnected(self, exc: Exception | None) -> None:
+        was_up = self.up
+        self.up = False
+        self.proto = None
+        self._lost.set()
+        for fut in (self._logon, self._status_done):
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectionError("exchange closed the connection"))
+        self.set_client_reading(True)
+        if was_up and not self._stopping:
+            log.error("exchange link lost", error=str(exc) if exc else "closed by the exchange")
+            self.router.alert(AlertLevel.CRITICAL, Reason.LINK_STATUS, "firm",
+                              "exchange link lost: new orders are refused until it is back")
+        asyncio.get_running_loop().create_task(self._notify())
+
+    # -- outbound
+    def send(self, msg: Any) -> None:
+        if self.proto is not None:
+            self.proto.send(msg)
+
+    def set_client_reading(self, on: bool) -> None:
+        for s in list(self.router.sessions.values()):
+            t = getattr(s, "transport", None)
+            if t is not None and not s.closed:
+                t.resume_reading() if on else t.pause_reading()
+
+
+class LinkRefused(Exception):
+    pass

@@ -1,0 +1,125 @@
+"""A framed connection: the asyncio ``Protocol`` base of client sessions and the exchange link.
+
+It owns the sans-IO ``FrameDecoder`` for inbound bytes and an outbound buffer that coalesces
+every frame produced in one event-loop turn into a single ``transport.write`` (one syscall for
+a burst of reports instead of one each). Subclasses implement ``on_message`` and
+``on_protocol_error``; nothing here knows what the messages mean.
+
+Backpressure: when the transport's write buffer passes its high-water mark, ``pause_writing``
+marks the connection congested; subclasses decide the policy (a client session that stays
+congested past ``max_buffer`` is dropped as a slow consumer, the exchange link pauses intake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.protocol import FrameDecoder, ProtocolError, encode_into
+
+
+class FramedProtocol(asyncio.Protocol):
+    def __init__(self, max_frame: int) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(max_frame)
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self.congested = False
+        self.closed = False
+        self.peer: str = ""
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.on_connected()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            messages = self.decoder.feed(data)
+        except ProtocolError as err:
+            self.on_protocol_error(str(err))
+            return
+        for msg in messages:
+            if self.closed:
+                break
+            self.on_message(msg)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self.decoder.close()
+        except ProtocolError as err:
+            self.on_protocol_error(str(err))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        self.transport = None
+        self._out.clear()
+        self.on_disconnected(exc, was_closed)
+
+    def pause_writing(self) -> None:
+        self.congested = True
+        self.on_congested()
+
+    def resume_writing(self) -> None:
+        self.congested = False
+        self.on_decongested()
+
+    # -- sending
+    def send(self, msg) -> None:  # noqa: ANN001 - any protocol message
+        """Queue one frame; every frame queued this loop turn leaves in one write."""
+        if self.closed:
+            return
+        encode_into(msg, self._out)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.closed:
+            self.transport.write(bytes(self._out))
+            self._out.clear()
+
+    def write_buffer_size(self) -> int:
+        t = self.transport
+        return (t.get_write_buffer_size() if t is not None else 0) + len(self._out)
+
+    def close(self) -> None:
+        """Flush what is queued, then close."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- for subclasses
+    def on_connected(self) -> None: ...
+
+    def on_message(self, msg) -> None: ...  # noqa: ANN001
+
+    def on_protocol_error(self, text: str) -> None: ...
+
+    def on_disconnected(self, exc: Exception | None, closed_by_us: bool) -> None: ...
+
+    def on_congested(self) -> None: ...
+
+    def on_decongested(self) -> None: ...

@@ -1,0 +1,143 @@
+"""The gateway process: wires the engine, router, sessions, exchange link, kill switch and
+admin plane together, and owns every task it starts.
+
+``fengkong serve --config gateway.toml`` runs it until SIGTERM/SIGINT, then shuts down in
+order: stop accepting clients, optionally cancel every working order, log out the sessions,
+flush the journal, close the exchange link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import msgspec
+import structlog
+
+from checks.enums import KillScope
+from checks.model import Limits
+from gateway.admin import AdminApi, any_session_open
+from gateway.auth import Lockout
+from gateway.config import GatewayConfig
+from gateway.exchange_link import ExchangeLink
+from gateway.killswitch import KillSwitch
+from gateway.protocol import Logout
+from gateway.router import Router
+from gateway.session import ClientSession
+
+log = structlog.get_logger("fengkong.server")
+
+
+def _cython_engine() -> Any:
+    from cext.engine import Engine
+
+    return Engine
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, journal: Any = None, engine_cls: Any = None) -> None:
+        self.cfg = cfg
+        # The Cython engine; the reference engine can stand in (it decides identically).
+        self.engine = (engine_cls or _cython_engine())(cfg.risk)
+        self.limits: dict[str, Limits] = {a.id: a.limits for a in cfg.risk.accounts}
+        self.router = Router(cfg, self.engine, journal)
+        self.killswitch = KillSwitch(self.router)
+        self.link = ExchangeLink(self.router, cfg.exchange)
+        a = cfg.auth
+        self.lockout = Lockout(a.max_failures, int(a.failure_window_s * 1e9), int(a.lockout_s * 1e9))
+        self.admin = AdminApi(self)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self.started_ns = time.time_ns()
+
+    async def start(self, wait_link: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        g = self.cfg.gateway
+        self.server = await loop.create_server(lambda: ClientSession(self.router, self.lockout),
+                                               g.host, g.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
+        self.link.start()
+        self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
+        log.info("gateway started", client_port=self.port, admin_port=self.admin.port,
+                 exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}")
+        if wait_link:
+            await self.link.wait_up(wait_link)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic_ns()
+            for s in list(self.router.sessions.values()):
+                s.tick(now)  # type: ignore[attr-defined]
+
+    async def stop(self, cancel_all: bool | None = None) -> None:
+        """Graceful shutdown (see the module docstring)."""
+        cancel_all = self.cfg.gateway.cancel_all_on_shutdown if cancel_all is None else cancel_all
+        if self.server is not None:
+            self.server.close()
+        if cancel_all and self.link.up:
+            self.router.cancel_refs(self.engine.open_orders(KillScope.FIRM, ""), "shutdown")
+            await asyncio.sleep(0)  # let the cancels leave in this turn's flush
+        for s in list(self.router.sessions.values()):
+            s.send(Logout("gateway shutting down"))
+            s.close()  # type: ignore[attr-defined]
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.admin.stop()
+        await self.link.stop()
+        if self.router.journal is not None:
+            self.router.journal.flush()
+        log.info("gateway stopped")
+
+    def session_open(self) -> bool:
+        return any_session_open(self, time.time_ns())
+
+    def status(self) -> dict[str, Any]:
+        r = self.router
+        return {
+            "gateway": self.cfg.gateway.id,
+            "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
+            "exchange_link": "up" if self.link.up else "down",
+            "sessions": [{"session": s.session_id, "user": s.user, "accounts": sorted(s.accounts),
+                          "working_orders": len(s.by_clid)} for s in r.sessions.values()],
+            "kills": [{"scope": KillScope(scope).name.lower(), "key": self._scope_name(scope, key),
+                       "mode": "close_only" if mode == 2 else "block"}
+                      for scope, key, mode in self.engine.killed()],
+            "accounts": [self.engine.account_view(a.id) for a in self.cfg.risk.accounts],
+            "working_orders": len(r.orders),
+            "stats": dict(r.stats),
+            "alerts": [msgspec.structs.asdict(a) for a in list(r.alerts)[-20:]],
+            "history": self.killswitch.history[-20:],
+        }
+
+    def _scope_name(self, scope: int, key: int) -> str:
+        risk = self.cfg.risk
+        if scope == KillScope.ACCOUNT:
+            return risk.accounts[key].id
+        if scope == KillScope.INSTRUMENT:
+            return risk.instruments[key].symbol
+        if scope == KillScope.GROUP:
+            return sorted({a.group for a in risk.accounts})[key]
+        if scope == KillScope.PRODUCT:
+            return sorted({i.product for i in risk.instruments})[key]
+        return "" if scope == KillScope.FIRM else str(key)
+
+
+async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    gw = Gateway(cfg)
+    await gw.start()
+    print(f"fengkong gateway {cfg.gateway.id}: clients on {cfg.gateway.host}:{gw.port}, "
+          f"admin on {cfg.admin.host}:{gw.admin.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    await gw.stop()
