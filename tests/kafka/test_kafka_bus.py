@@ -1,0 +1,210 @@
+"""The Kafka outbox and control channel against a real broker (tansu, see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from gateway.journal import (
+    AdminAction,
+    Decision,
+    ExchangeEvent,
+    FsyncPolicy,
+    Inbound,
+    Journal,
+    JournalReader,
+    Outbound,
+    State,
+    record_account,
+    to_builtins,
+)
+from gateway.kafka_bus import (
+    ControlCommand,
+    ControlConsumer,
+    OutboxPublisher,
+    Topics,
+    publish_control,
+)
+from gateway.protocol import Alert, ExecReport, NewOrder
+
+if TYPE_CHECKING:
+    from conftest import Broker  # the fixture's type (tests/kafka/conftest.py)
+
+T0 = 1_748_914_200 * 10**9
+TOPICS = Topics(audit="t.audit", alerts="t.alerts", drop_copy="t.dropcopy", control="t.control",
+                partitions=3)
+
+
+def flow(start: int, n: int) -> list:
+    """A plausible mix of every record type, several accounts."""
+    out: list = []
+    for i in range(start, start + n):
+        acct = ("A1", "B2", "C3")[i % 3]
+        t = T0 + i * 1000
+        kind = i % 7
+        if kind == 0:
+            out.append(Inbound(t, 7, NewOrder(f"c{i}", acct, "rb2510", 1, 1, 1, 1, 1, 3500.0, 1)))
+        elif kind == 1:
+            out.append(Decision(t, 7, f"c{i}", acct, "rb2510", 0, "", i))
+        elif kind == 2:
+            out.append(Outbound(t, 7, ExecReport(f"c{i}", f"X{i}", acct, "rb2510", 2, 2)))
+        elif kind == 3:
+            out.append(ExchangeEvent(t, ExecReport(f"c{i}", f"X{i}", acct, "rb2510", 4, 3, last_qty=1)))
+        elif kind == 4:
+            out.append(Outbound(t, 0, Alert(2, 1301, f"account:{acct}", "80% of the cancel limit")))
+        elif kind == 5:
+            out.append(AdminAction(t, "risk.li", "kill", "account", acct, reason="drill"))
+        else:
+            out.append(State(t, "snapshot", b"\x01\x02"))
+    return out
+
+
+async def consume(bootstrap: str, topic: str, done: Callable[[list[ConsumerRecord]], bool],
+                  timeout: float = 20) -> list[ConsumerRecord]:
+    """Read ``topic`` from the start (no group) until ``done(messages)``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", metadata_max_age_ms=1000)
+    await consumer.start()
+    got: list[ConsumerRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(got):
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(messages)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def dedup(messages: list[ConsumerRecord]) -> dict[tuple[str, int], ConsumerRecord]:
+    """De-duplicate on (gateway_id, seq) as a consumer would; duplicates must be identical."""
+    out: dict[tuple[str, int], ConsumerRecord] = {}
+    for m in messages:
+        headers = dict(m.headers)
+        key = (headers["gateway_id"].decode(), int(headers["seq"]))
+        if key in out:
+            assert (out[key].value, out[key].key) == (m.value, m.key)
+        out[key] = m
+    return out
+
+
+def seqs_of(messages: list[ConsumerRecord], gateway_id: str = "gw-1") -> set[int]:
+    return {seq for gid, seq in dedup(messages) if gid == gateway_id}
+
+
+async def test_every_journal_record_reaches_audit_once_after_dedup(broker: Broker, tmp_path: Path) -> None:
+    jdir, state = tmp_path / "journal", tmp_path / "outbox.json"
+    recs = flow(0, 210)
+    with Journal.open(jdir, fsync=FsyncPolicy.never(), segment_bytes=4096) as j:
+        j.append_many(recs[:100])  # some before the publisher starts, some while it runs
+        async with OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state,
+                                   request_timeout_ms=5000, batch_size=64) as pub:
+            for r in recs[100:]:
+                j.append(r)
+                pub.wake()
+            await pub.wait_published(len(recs), timeout=20)
+        assert json.loads(state.read_text()) == {"gateway_id": "gw-1", "published_seq": len(recs)}
+        # Publish it all again from scratch: at-least-once means duplicates are possible, and
+        # consumers must still see every record exactly once after de-duplication.
+        state.unlink()
+        async with OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state,
+                                   request_timeout_ms=5000) as pub:
+            await pub.wait_published(len(recs), timeout=20)
+
+    audit = await consume(broker.bootstrap, TOPICS.audit, lambda got: len(got) >= 2 * len(recs))
+    assert len(audit) == 2 * len(recs)
+    unique = dedup(audit)
+    assert sorted(unique) == [("gw-1", s) for s in range(1, len(recs) + 1)]
+    for (_, seq), m in unique.items():
+        value = json.loads(m.value)
+        record = recs[seq - 1]
+        assert value == {"gateway_id": "gw-1", "seq": seq, "record": json.loads(json.dumps(to_builtins(record)))}
+        assert (m.key or b"").decode() == record_account(record)  # keyed by account
+        assert dict(m.headers)["type"].decode() == value["record"]["type"]
+
+    alert_seqs = {s for s, r in enumerate(recs, 1) if isinstance(getattr(r, "msg", None), Alert)}
+    exch_seqs = {s for s, r in enumerate(recs, 1) if isinstance(r, ExchangeEvent)}
+    alerts = await consume(broker.bootstrap, TOPICS.alerts, lambda got: seqs_of(got) >= alert_seqs)
+    drops = await consume(broker.bootstrap, TOPICS.drop_copy, lambda got: seqs_of(got) >= exch_seqs)
+    assert seqs_of(alerts) == alert_seqs and seqs_of(drops) == exch_seqs
+
+
+async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    jdir, state = tmp_path / "journal", tmp_path / "outbox.json"
+    j = Journal.open(jdir, fsync=FsyncPolicy.never(), segment_bytes=2048)
+    pub = OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state,
+                          request_timeout_ms=1500, backoff=(0.05, 0.5))
+    try:
+        await pub.start()
+        j.append_many(flow(0, 40))
+        await pub.wait_published(40, timeout=20)
+
+        broker.stop()
+        for r in flow(40, 60):  # the gateway keeps journaling through the outage
+            j.append(r)
+        pub.wake()
+        await pub.wait_for(lambda: pub.failures >= 2, timeout=30)
+        acked = pub.published_seq
+        assert acked == 40 and json.loads(state.read_text())["published_seq"] == acked
+
+        await broker.restart()  # empty: memory storage, topics gone
+        for r in flow(100, 20):
+            j.append(r)
+        pub.wake()
+        await pub.wait_published(120, timeout=30)
+    finally:
+        await pub.stop()
+        j.close()
+
+    audit = await consume(broker.bootstrap, TOPICS.audit, lambda got: seqs_of(got) >= set(range(acked + 1, 121)))
+    assert seqs_of(audit) == set(range(acked + 1, 121))  # everything after the last ack, nothing lost
+    restarted = OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state)
+    assert restarted.published_seq == 120  # a restarted publisher resumes from the stored position
+    assert [s for s, _ in JournalReader(jdir)][-1] == 120
+
+
+async def test_control_command_applied_once_by_each_gateway(broker: Broker) -> None:
+    applied: dict[str, list[str]] = {"gw-a": [], "gw-b": [], "gw-c": []}
+    finished = {g: asyncio.Event() for g in applied}
+
+    def handler_for(gateway: str):
+        async def handle(command: ControlCommand) -> None:
+            applied[gateway].append(command.command_id)
+            if command.command_id == "cmd-2":
+                finished[gateway].set()
+        return handle
+
+    kill = ControlCommand("cmd-1", "kill", "account", "A1", "risk.li", "runaway algo", T0)
+    await publish_control(broker.bootstrap, TOPICS.control, kill)
+    consumers = [
+        ControlConsumer(broker.bootstrap, TOPICS.control, "fengkong-gw-a", handler_for("gw-a")),
+        ControlConsumer(broker.bootstrap, TOPICS.control, "fengkong-gw-b", handler_for("gw-b")),
+        # a restarted instance whose journal already shows cmd-1 applied
+        ControlConsumer(broker.bootstrap, TOPICS.control, "fengkong-gw-c", handler_for("gw-c"),
+                        applied_ids=["cmd-1"]),
+    ]
+    try:
+        for c in consumers:
+            await c.start()
+        await publish_control(broker.bootstrap, TOPICS.control, kill)  # redelivered: same id
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(TOPICS.control, b"{not a command", key=b"fleet")
+        finally:
+            await producer.stop()
+        reset = ControlCommand("cmd-2", "reset", "account", "A1", "risk.li", "algo fixed", T0 + 1)
+        await publish_control(broker.bootstrap, TOPICS.control, reset)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(e.wait() for e in finished.values()))
+    finally:
+        for c in consumers:
+            await c.stop()
+    assert applied == {"gw-a": ["cmd-1", "cmd-2"], "gw-b": ["cmd-1", "cmd-2"], "gw-c": ["cmd-2"]}
+    assert all(c.received == 4 for c in consumers)  # kill, duplicate kill, junk, reset
