@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", required=True, help="gateway TOML file")
+    p.add_argument("--port", type=int, help="client port (overrides [gateway].port; 0 = any free)")
+    p.add_argument("--admin-port", type=int, help="admin port (overrides [admin].port)")
+    p.add_argument("--exchange", metavar="HOST:PORT", help="exchange address (overrides [exchange])")
+    p.add_argument("--journal", metavar="DIR", help="journal directory (overrides [journal].dir)")
+    p.add_argument("--engine", choices=("cython", "reference"), default="cython",
+                   help="risk engine: the Cython hot path, or the Python reference (same decisions)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-json", action="store_true", default=None,
                    help="JSON log lines even on a TTY")
@@ -109,8 +115,12 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     configure_logging(args.log_level, args.log_json)
-    cfg = load_gateway_config(args.config)
-    uvloop.run(serve(cfg))
+    cfg = apply_overrides(load_gateway_config(args.config), port=args.port,
+                          admin_port=args.admin_port, exchange=args.exchange, journal=args.journal)
+    engine_cls = None
+    if args.engine == "reference":
+        from checks.engine import Engine as engine_cls
+    uvloop.run(serve(cfg, engine_cls=engine_cls))
     return 0
 
 
@@ -123,6 +133,25 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway import demo
 
     return demo.main()
+
+
+def apply_overrides(cfg: Any, *, port: int | None = None, admin_port: int | None = None,
+                    exchange: str | None = None, journal: str | None = None) -> Any:
+    """Command-line overrides of a loaded ``GatewayConfig`` (ports, addresses, journal)."""
+    from msgspec.structs import replace
+
+    if port is not None:
+        cfg = replace(cfg, gateway=replace(cfg.gateway, port=port))
+    if admin_port is not None:
+        cfg = replace(cfg, admin=replace(cfg.admin, port=admin_port))
+    if exchange:
+        host, _, p = exchange.rpartition(":")
+        if not host or not p.isdigit():
+            raise ConfigError("--exchange", "", f"expected HOST:PORT, got {exchange!r}")
+        cfg = replace(cfg, exchange=replace(cfg.exchange, host=host, port=int(p)))
+    if journal is not None:
+        cfg = replace(cfg, journal=replace(cfg.journal, dir=journal))
+    return cfg
 
 
 # ---------------------------------------------------------------------- admin client

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from gateway.protocol import FrameDecoder, ProtocolError, encode_into
+
+_log = structlog.get_logger("fengkong.framed")
 
 
 class FramedProtocol(asyncio.Protocol):
@@ -53,7 +57,10 @@ class FramedProtocol(asyncio.Protocol):
         for msg in messages:
             if self.closed:
                 break
-            self.on_message(msg)
+            try:
+                self.on_message(msg)
+            except Exception as exc:  # a bug handling one message must not take the link down
+                self.on_internal_error(msg, exc)
 
     def eof_received(self) -> bool | None:
         try:
@@ -117,6 +124,10 @@ class FramedProtocol(asyncio.Protocol):
     def on_message(self, msg) -> None: ...  # noqa: ANN001
 
     def on_protocol_error(self, text: str) -> None: ...
+
+    def on_internal_error(self, msg, exc: Exception) -> None:  # noqa: ANN001
+        _log.exception("internal error handling a message", msg_type=type(msg).__name__,
+                       peer=self.peer, exc_info=exc)
 
     def on_disconnected(self, exc: Exception | None, closed_by_us: bool) -> None: ...
 

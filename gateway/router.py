@@ -327,13 +327,13 @@ class Router:
         status = next_status(o.status, event)
         if status is None:
             log.warning("report out of lifecycle order", exch_id=rep.cl_ord_id,
-                        status=o.status, event=event.name)
+                        status=o.status, lifecycle_event=event.name)
             return
         o.status = status
         if o.order_id == "" and rep.order_id:
             o.order_id = rep.order_id
         out = ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, status, et,
-                         rep.reason if et == ExecType.REJECTED else 0,
+                         rep.reason if et in (ExecType.REJECTED, ExecType.CANCELED) else 0,
                          rep.text, rep.last_qty, rep.last_px, o.cum, o.leaves, now,
                          o.side, o.price, o.qty, rep.self_trade)
         if et == ExecType.REJECTED and not out.reason:
@@ -394,10 +394,15 @@ class Router:
         now = self.clock() if now is None else now
         lost = [o for o in self.orders.values() if o.exch_id not in seen]
         for o in lost:
-            self.exchange_report(ExecReport(o.exch_id, "", o.account, o.symbol, OrdStatus.REJECTED,
-                                            ExecType.REJECTED, int(Reason.EXCHANGE_REJECT),
-                                            "the exchange has no record of this order after "
-                                            "the link came back", ts_ns=now), now)
+            # Never acknowledged: the exchange never took it. Acknowledged: it is gone from the
+            # exchange's book, which for the client is a cancel.
+            never_acked = o.status == OrdStatus.PENDING_NEW
+            self.exchange_report(ExecReport(
+                o.exch_id, o.order_id, o.account, o.symbol,
+                OrdStatus.REJECTED if never_acked else OrdStatus.CANCELED,
+                ExecType.REJECTED if never_acked else ExecType.CANCELED,
+                int(Reason.EXCHANGE_REJECT), "the exchange has no record of this order after "
+                "the link came back", ts_ns=now), now)
         return len(lost)
 
     # ------------------------------------------------------------------ alerts and triggers

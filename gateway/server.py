@@ -127,12 +127,19 @@ class Gateway:
         return "" if scope == KillScope.FIRM else str(key)
 
 
-async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
+async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None,
+                engine_cls: Any = None) -> None:
     """Run until SIGTERM or SIGINT."""
-    gw = Gateway(cfg)
+    gw = Gateway(cfg, engine_cls=engine_cls)
     await gw.start()
     print(f"fengkong gateway {cfg.gateway.id}: clients on {cfg.gateway.host}:{gw.port}, "
           f"admin on {cfg.admin.host}:{gw.admin.port}", flush=True)
+
+    async def announce_link() -> None:
+        await gw.link.wait_up(3600)
+        print(f"fengkong gateway {cfg.gateway.id}: exchange link up", flush=True)
+
+    announcer = asyncio.create_task(announce_link())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,4 +147,5 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     if ready is not None:
         ready.set()
     await stop.wait()
+    announcer.cancel()
     await gw.stop()

@@ -44,6 +44,8 @@ from gateway.protocol import (
     LogonReject,
     Logout,
     NewOrder,
+    OrderStatusEnd,
+    OrderStatusRequest,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +105,18 @@ class ClientSession(FramedProtocol):
                                        text.encode()[:1024]))
         self.send(Logout(text, int(Reason.PROTOCOL_ERROR)))
         self.close()
+
+    def on_internal_error(self, msg: Any, exc: Exception) -> None:
+        """A bug handling one message: say so to the client (nothing was sent), keep serving."""
+        log.exception("internal error; message refused", session=self.session_id,
+                      msg_type=type(msg).__name__, exc_info=exc)
+        if isinstance(msg, NewOrder):
+            self.send(ExecReport(msg.cl_ord_id, "", msg.account, msg.symbol, OrdStatus.REJECTED,
+                                 ExecType.REJECTED, int(Reason.INTERNAL_ERROR),
+                                 Reason.INTERNAL_ERROR.description, ts_ns=time.time_ns()))
+        elif isinstance(msg, CancelOrder):
+            self.send(CancelReject(msg.cl_ord_id, msg.orig_cl_ord_id, int(Reason.INTERNAL_ERROR),
+                                   Reason.INTERNAL_ERROR.description))
 
     def on_disconnected(self, exc: Exception | None, closed_by_us: bool) -> None:
         was_active = self.state == State.ACTIVE
@@ -199,6 +213,19 @@ class ClientSession(FramedProtocol):
     def _cancel(self, msg: CancelOrder) -> None:
         self.router.cancel(self, msg)
 
+    def _status_request(self, msg: OrderStatusRequest) -> None:
+        """The user's working orders (all its sessions'), e.g. for a client after a reconnect."""
+        now = time.time_ns()
+        count = 0
+        for o in list(self.router.orders.values()):
+            if o.user != self.user or (msg.account and o.account != msg.account):
+                continue
+            self.send(ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, o.status,
+                                 ExecType.STATUS, 0, "", 0, 0.0, o.cum, o.leaves, now, o.side,
+                                 o.price, o.qty))
+            count += 1
+        self.send(OrderStatusEnd(msg.req_id, count))
+
     def _heartbeat(self, msg: Heartbeat) -> None:
         pass  # on_message already refreshed the idle timer
 
@@ -260,6 +287,7 @@ _TABLE: dict[tuple[State, type], Any] = {
     (State.ACTIVE, NewOrder): ClientSession._new_order,
     (State.ACTIVE, CancelOrder): ClientSession._cancel,
     (State.ACTIVE, Heartbeat): ClientSession._heartbeat,
+    (State.ACTIVE, OrderStatusRequest): ClientSession._status_request,
     (State.ACTIVE, Logout): ClientSession._logout,
     (State.ACTIVE, Logon): ClientSession._second_logon,
 }
