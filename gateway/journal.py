@@ -68,9 +68,8 @@ from gateway.protocol import ExecReport, Message
 log = structlog.get_logger(__name__)
 
 _HEADER = struct.Struct(">IIQ")  # length, crc32, seq
-_CRC = struct.Struct(">I")
+_LENGTH_SEQ = struct.Struct(">IQ")
 HEADER_SIZE = _HEADER.size
-_ZERO_HEADER = bytes(HEADER_SIZE)
 MAX_RECORD = 16 << 20  # a larger length field is damage, not a record
 SUFFIX = ".journal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
@@ -333,7 +332,7 @@ class Journal:
         self._broken: str | None = None  # why appends are refused (closed, failed write)
         self._last_sync = 0
         self._interval_ns = fsync.interval_ms * 1_000_000
-        self._encode_into = msgspec.msgpack.Encoder().encode_into
+        self._encode = msgspec.msgpack.Encoder().encode
 
     @classmethod
     def open(
@@ -441,21 +440,17 @@ class Journal:
     def _frame(self, record: JournalRecord, seq: int, out: bytearray) -> None:
         if not isinstance(record, RECORD_TYPES):
             raise TypeError(f"journal records are {', '.join(t.__name__ for t in RECORD_TYPES)}; got {type(record).__name__}")
-        start = len(out)
-        out += _ZERO_HEADER
         try:
-            self._encode_into(record, out, start + HEADER_SIZE)
+            body = self._encode(record)
         except (TypeError, OverflowError) as err:
-            del out[start:]
             raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
-        length = len(out) - start - HEADER_SIZE
+        length = len(body)
         if length > MAX_RECORD:
-            del out[start:]
             raise JournalError(f"record {seq} is {length} bytes; the maximum is {MAX_RECORD}")
-        _HEADER.pack_into(out, start, length, 0, seq)
-        with memoryview(out) as mv:
-            crc = zlib.crc32(mv[start + 8 :], zlib.crc32(mv[start : start + 4]))
-        _CRC.pack_into(out, start + 4, crc)
+        # The CRC covers length, seq and body: the same bytes as in the file, minus the CRC.
+        crc = zlib.crc32(body, zlib.crc32(_LENGTH_SEQ.pack(length, seq)))
+        out += _HEADER.pack(length, crc, seq)
+        out += body
 
     def _write(self, data: bytearray, count: int) -> None:
         done = 0
