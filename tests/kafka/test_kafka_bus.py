@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
@@ -208,3 +209,26 @@ async def test_control_command_applied_once_by_each_gateway(broker: Broker) -> N
             await c.stop()
     assert applied == {"gw-a": ["cmd-1", "cmd-2"], "gw-b": ["cmd-1", "cmd-2"], "gw-c": ["cmd-2"]}
     assert all(c.received == 4 for c in consumers)  # kill, duplicate kill, junk, reset
+
+
+async def test_publisher_stops_at_journal_damage_and_says_where(broker: Broker, tmp_path: Path) -> None:
+    jdir = tmp_path / "journal"
+    with Journal.open(jdir, fsync=FsyncPolicy.never(), segment_bytes=512) as j:
+        j.append_many(flow(0, 30))
+    segs = sorted(jdir.glob("*.journal"))
+    raw = bytearray(segs[1].read_bytes())
+    raw[30] ^= 0x01  # corrupt the second segment: not a tail, so nothing is cut
+    segs[1].write_bytes(raw)
+    first_bad = int(segs[1].name.split(".")[0])
+    async with OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", tmp_path / "outbox.json",
+                               request_timeout_ms=5000) as pub:
+        await pub.wait_for(lambda: pub.damage is not None and pub.published_seq == first_bad - 1, 20)
+        assert pub.damage is not None and pub.damage.segment == str(segs[1]) and pub.damage.seq == first_bad
+
+
+def test_outbox_state_of_another_gateway_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "outbox.json"
+    state.write_text('{"gateway_id": "gw-2", "published_seq": 7}')
+    with pytest.raises(ValueError, match="belongs to gateway 'gw-2'"):
+        OutboxPublisher(tmp_path, "127.0.0.1:1", TOPICS, "gw-1", state)
+    assert OutboxPublisher(tmp_path, "127.0.0.1:1", TOPICS, "gw-2", state).published_seq == 7
