@@ -1,0 +1,77 @@
+# cython: language_level=3
+"""Typed interface of ``cext.engine``: the engine's C book (see ``cext/book.pxd``) and methods."""
+
+from libc.stdint cimport int64_t
+
+from cext.book cimport Account, GroupInstrument, Instrument, Order, Position, ProductCounters
+
+
+cdef class Engine:
+    cdef readonly object cfg
+    cdef readonly bint enforce_hours
+    cdef readonly int64_t day_boundary
+    cdef readonly int64_t day
+    cdef readonly int64_t day_end
+    cdef readonly int64_t msg_ring
+    cdef readonly dict acct_ids      # account id -> index
+    cdef readonly dict inst_ids      # symbol -> index
+    cdef readonly dict product_ids   # product -> index
+    cdef readonly dict group_ids     # group -> index
+
+    cdef int64_t n_acct
+    cdef int64_t n_inst
+    cdef int64_t n_prod
+    cdef int64_t n_group
+    cdef Account* accts
+    cdef Instrument* insts
+    cdef Position* pos               # [n_acct * n_inst]
+    cdef ProductCounters* prods      # [n_acct * n_prod]
+    cdef unsigned char* allowed      # [n_acct * n_prod]: product on the account's allow-list
+    cdef GroupInstrument* gis        # [n_group * n_inst]
+    cdef int64_t* sessions           # (start_s, end_s) pairs of every instrument
+    # the order pool: slots, a LIFO free list (checks.engine.Engine._new_ref)
+    cdef Order* orders
+    cdef int64_t n_slots
+    cdef int64_t cap_slots
+    cdef int64_t* free_slots
+    cdef int64_t n_free
+    cdef int64_t cap_free
+    # kill switch: C flags for the hot path, the reference's dict for killed() and sessions
+    cdef unsigned char kill_firm
+    cdef unsigned char* kill_acct
+    cdef unsigned char* kill_group
+    cdef unsigned char* kill_inst
+    cdef unsigned char* kill_prod
+    cdef dict kills
+    cdef dict session_kills
+    cdef set automated_sessions
+    # names, for texts and snapshots
+    cdef list acct_names
+    cdef list acct_scopes            # "account:<id>"
+    cdef list inst_symbols
+    cdef list inst_exchanges
+    cdef list inst_products
+    cdef object account_state_cls
+    # alerts raised by the call in progress (None until the first one)
+    cdef list alerts
+
+    cdef void _alert(self, object event)
+    cdef int _roll_day(self, int64_t now) except -1
+    cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
+                         int64_t hedge, int64_t ord_type, int64_t tif, double price,
+                         int64_t ticks, int64_t qty, bint large, bint counts_open,
+                         int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td)
+    cdef object _count_message(self, int64_t a, int64_t i, int64_t now)
+    cdef int _count_contract_cancel(self, int64_t slot) except -1
+    cdef int _count_alerts(self, int64_t count, int64_t limit, double frac, object code,
+                           object scope, str what) except -1
+    cdef int _finish(self, int64_t slot, int64_t status) except -1
+    cdef int _mark(self, int64_t a, int64_t i) except -1
+    cdef int _loss_alert(self, int64_t a) except -1
+    cdef int64_t _slot_of(self, object ref) except -2
+    cdef object _ref_of(self, int64_t slot)
+    cdef int _load_limits(self, int64_t a, object st) except -1
+    cdef object _scope_key(self, object scope, object key)
+    cdef int _sync_kill(self, object scope, int64_t k) except -1
+    cdef tuple _order_tuple(self, int64_t slot)
+    cdef tuple _account_tuple(self, int64_t a)
