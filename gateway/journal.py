@@ -76,7 +76,7 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 BUSINESS_RETENTION_DAYS = 1826  # >= 5 years (security rules, rule 18)
 CHINA_TZ = timezone(timedelta(hours=8), "CST")  # naive CLI times are exchange time; no DST
 _NS_PER_DAY = 86_400 * 10**9
-_CHUNK = 1 << 20
+_CHUNK = 256 << 10  # read size; a tailing reader re-reads at most this per batch
 
 # Session numbers in records: > 0 a client session, 0 none (alerts for risk officers),
 # < 0 an exchange link (-1 the default link).

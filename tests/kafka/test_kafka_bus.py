@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from gateway.journal import (
@@ -163,6 +164,13 @@ async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         await pub.stop()
         j.close()
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:  # the publisher re-created its topics, with its own partition count, on the empty broker
+        described = await admin.describe_topics([TOPICS.audit, TOPICS.alerts, TOPICS.drop_copy])
+    finally:
+        await admin.close()
+    assert [len(t["partitions"]) for t in described] == [TOPICS.partitions] * 3
     audit = await consume(broker.bootstrap, TOPICS.audit, lambda got: seqs_of(got) >= set(range(acked + 1, 121)))
     assert seqs_of(audit) == set(range(acked + 1, 121))  # everything after the last ack, nothing lost
     restarted = OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state)
