@@ -32,6 +32,7 @@ Endpoints (JSON bodies; see the README for curl examples)::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,7 @@ class AdminApi:
         r.add_get("/v1/accounts/{id}", self.account)
         r.add_get("/v1/orders", self.orders)
         r.add_get("/v1/alerts", self.alerts)
+        r.add_get("/v1/recovery", self.recovery)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/reset", self.reset)
         r.add_post("/v1/accounts/{id}/status", self.set_status)
@@ -176,6 +178,14 @@ class AdminApi:
         limit = int(request.query.get("limit", "100"))
         alerts = list(self.gw.router.alerts)[-limit:]
         return web.json_response([msgspec.structs.asdict(a) for a in alerts])
+
+    async def recovery(self, request: web.Request) -> web.Response:
+        """What the last start rebuilt from the journal, with the book's digest at that point."""
+        self._operator(request, "viewer")
+        rep = self.gw.recovery
+        if rep is None:
+            return web.json_response({"journal": False})
+        return web.json_response({"journal": True, **dataclasses.asdict(rep)})
 
     # ------------------------------------------------------------------ changes
     async def kill(self, request: web.Request) -> web.Response:

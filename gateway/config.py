@@ -68,7 +68,7 @@ class OperatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
 class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     dir: str = ""  # empty: no journal (tests and demos only)
-    fsync: Literal["always", "interval", "os"] = "interval"
+    fsync: Literal["record", "interval", "os"] = "interval"  # see gateway.journal.FsyncPolicy
     fsync_interval_ms: int = 5
 
 

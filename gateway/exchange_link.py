@@ -43,7 +43,7 @@ log = structlog.get_logger("fengkong.exchange_link")
 
 class _LinkProtocol(FramedProtocol):
     def __init__(self, link: ExchangeLink) -> None:
-        super().__init__(16 * 1024 * 1024)
+        super().__init__(16 * 1024 * 1024, link.router.before_write)
         self.link = link
 
     def on_message(self, msg: Any) -> None:

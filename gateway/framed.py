@@ -13,6 +13,7 @@ congested past ``max_buffer`` is dropped as a slow consumer, the exchange link p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -22,7 +23,9 @@ _log = structlog.get_logger("fengkong.framed")
 
 
 class FramedProtocol(asyncio.Protocol):
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, before_write: Callable[[], None] | None = None) -> None:
+        # Called before any bytes leave for the peer: the audit log's write-ahead flush.
+        self.before_write = before_write
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_frame)
         self._out = bytearray()
@@ -97,6 +100,8 @@ class FramedProtocol(asyncio.Protocol):
     def flush(self) -> None:
         self._flush_scheduled = False
         if self._out and self.transport is not None and not self.closed:
+            if self.before_write is not None:
+                self.before_write()
             self.transport.write(bytes(self._out))
             self._out.clear()
 

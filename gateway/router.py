@@ -49,6 +49,7 @@ from gateway.protocol import (
 )
 
 if TYPE_CHECKING:
+    from gateway.audit import AuditLog
     from gateway.config import GatewayConfig
 
 log = structlog.get_logger("fengkong.router")
@@ -105,11 +106,13 @@ class LinkPort:
 
 
 class Router:
-    def __init__(self, cfg: GatewayConfig, engine: Any, journal: jr.Journal | None = None,
+    def __init__(self, cfg: GatewayConfig, engine: Any, audit: AuditLog | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.cfg = cfg
         self.engine = engine
-        self.journal = journal
+        self.audit = audit
+        # Every connection flushes the write-ahead batch before its bytes leave.
+        self.before_write = audit.flush if audit is not None else None
         self.clock = clock
         self.replaying = False
         self.sessions: dict[int, SessionPort] = {}
@@ -131,8 +134,8 @@ class Router:
 
     # ------------------------------------------------------------------ plumbing
     def _record(self, record: Any) -> None:
-        if self.journal is not None and not self.replaying:
-            self.journal.append(record)
+        if self.audit is not None and not self.replaying:
+            self.audit.append(record)
 
     def _to_session(self, session: SessionPort | None, msg: Any, now: int) -> None:
         if session is None or self.replaying:

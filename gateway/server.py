@@ -18,14 +18,18 @@ import structlog
 
 from checks.enums import KillScope
 from checks.model import Limits
+from gateway import journal as jr
 from gateway.admin import AdminApi, any_session_open
+from gateway.audit import AuditLog
 from gateway.auth import Lockout
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
+from gateway.journal import FsyncPolicy, Journal
 from gateway.killswitch import KillSwitch
 from gateway.protocol import Logout
+from gateway.recovery import RecoveryReport, replay_journal
 from gateway.router import Router
-from gateway.session import ClientSession
+from gateway.session import ClientSession, next_session_ids
 
 log = structlog.get_logger("fengkong.server")
 
@@ -37,12 +41,18 @@ def _cython_engine() -> Any:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, journal: Any = None, engine_cls: Any = None) -> None:
+    def __init__(self, cfg: GatewayConfig, engine_cls: Any = None) -> None:
         self.cfg = cfg
         # The Cython engine; the reference engine can stand in (it decides identically).
         self.engine = (engine_cls or _cython_engine())(cfg.risk)
         self.limits: dict[str, Limits] = {a.id: a.limits for a in cfg.risk.accounts}
-        self.router = Router(cfg, self.engine, journal)
+        self.journal: Journal | None = None
+        audit = None
+        if cfg.journal.dir:
+            self.journal = Journal.open(cfg.journal.dir, fsync=FsyncPolicy(
+                cfg.journal.fsync, cfg.journal.fsync_interval_ms))
+            audit = AuditLog(self.journal)
+        self.router = Router(cfg, self.engine, audit)
         self.killswitch = KillSwitch(self.router)
         self.link = ExchangeLink(self.router, cfg.exchange)
         a = cfg.auth
@@ -51,7 +61,15 @@ class Gateway:
         self.server: asyncio.Server | None = None
         self.port = 0
         self._ticker: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self.started_ns = time.time_ns()
+        self.recovery: RecoveryReport | None = None
+        if self.journal is not None:
+            if self.journal.recovered is not None:
+                log.warning("journal tail was damaged and cut", damage=str(self.journal.recovered))
+            self.recovery = replay_journal(self, self.journal)
+            next_session_ids(max(self.recovery.max_session + 1, 1))
+            self.router._record(jr.State(time.time_ns(), "boot", self.router.prefix.encode()))
 
     async def start(self, wait_link: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -62,6 +80,8 @@ class Gateway:
         await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
         self.link.start()
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
+        if self.journal is not None:
+            self._flusher = asyncio.create_task(self.journal.run_flusher(), name="journal-fsync")
         log.info("gateway started", client_port=self.port, admin_port=self.admin.port,
                  exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}")
         if wait_link:
@@ -85,12 +105,13 @@ class Gateway:
         for s in list(self.router.sessions.values()):
             s.send(Logout("gateway shutting down"))
             s.close()  # type: ignore[attr-defined]
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._flusher):
+            if task is not None:
+                task.cancel()
         await self.admin.stop()
         await self.link.stop()
-        if self.router.journal is not None:
-            self.router.journal.flush()
+        if self.router.audit is not None:
+            self.router.audit.close()
         log.info("gateway stopped")
 
     def session_open(self) -> bool:

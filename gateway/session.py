@@ -56,6 +56,12 @@ log = structlog.get_logger("fengkong.session")
 _session_ids = itertools.count(1)
 
 
+def next_session_ids(start: int) -> None:
+    """Number new sessions from ``start`` (after recovery: past every journaled session)."""
+    global _session_ids
+    _session_ids = itertools.count(start)
+
+
 class State(IntEnum):
     AWAIT_LOGON = 1
     LOGGING_ON = 4  # secret being verified off the loop
@@ -69,7 +75,7 @@ _DUMMY_HASH = hash_secret("unknown-user", salt=b"fengkong-dummy!!")
 
 class ClientSession(FramedProtocol):
     def __init__(self, router: Router, lockout: Lockout) -> None:
-        super().__init__(router.cfg.gateway.max_frame)
+        super().__init__(router.cfg.gateway.max_frame, router.before_write)
         self.router = router
         self.lockout = lockout
         self.session_id = next(_session_ids)
