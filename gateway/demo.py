@@ -114,9 +114,14 @@ async def _script(console: Console, port: int, admin: str) -> bool:
     summary = await replay(storm, "127.0.0.1", port, logins={"runaway": Login("algo1", "algo-secret")},
                            speed=0, cancel_on_disconnect=False)
     print_summary(summary)
-    rate_limited = summary.rejected.get("ORDER_RATE", 0)
-    console.print(f"the per-second order limit refused [bold]{rate_limited}[/] of them; "
-                  f"[bold]{summary.accepted}[/] are resting at the exchange")
+    def count(name: str) -> int:
+        return sum(n for key, n in summary.rejected.items() if key.endswith(name))
+
+    rate_limited, storm_killed = count("ORDER_RATE"), count("KILLED_SESSION")
+    console.print(f"[bold]{summary.accepted}[/] accepted, then the per-second order limit refused "
+                  f"[bold]{rate_limited}[/]; at {rate_limited} rejects in a second the reject-storm "
+                  f"guard killed the session (cancelling its resting orders at the exchange: "
+                  f"{summary.canceled} CANCELED reports) and refused the last [bold]{storm_killed}[/]")
     ok &= rate_limited > 0
 
     # 3. the risk officer's kill switch
@@ -155,6 +160,7 @@ async def _script(console: Console, port: int, admin: str) -> bool:
     console.print(t)
     console.print(f"kill switch: {status['kills']}")
     console.print(f"A001 working orders after the kill: {working_a001}")
+    ok &= working_a001 == 0
     for alert in status["alerts"][-4:]:
         console.print(f"alert {alert['code']} ({Reason(alert['code']).name}) {alert['scope']}: "
                       f"{alert['text']}")

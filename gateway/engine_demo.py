@@ -54,13 +54,13 @@ SCRIPT: list[tuple] = [
     ("unknown instrument", "A001", "rb9999", B, OPEN, 3200.0, 1),
     ("group account rests a sell", "A004", "SR605", S, OPEN, 5610.0, 3),
     ("its sibling would buy into it: self-trade", "A005", "SR605", B, OPEN, 5612.0, 3),
-    ("not enough funds for IF margin", "A003", "rb2605", B, OPEN, 3200.0, 300),
+    ("not enough funds for the margin", "A003", "rb2605", B, OPEN, 3200.0, 300),
 ]
 
 
 def run(config: Path = SAMPLE_CONFIG, console: Console | None = None) -> list[tuple[str, int]]:
     """Run the script; print the decision table; return (what, reason code) per order."""
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 140))
     cfg = load_risk_config(config)
     engine = Engine(cfg)
     now = ns_from_local(2026, 11, 30, 9, 30)  # Monday 09:30, day session open
