@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, help="admin port (overrides [admin].port)")
     p.add_argument("--exchange", metavar="HOST:PORT", help="exchange address (overrides [exchange])")
     p.add_argument("--journal", metavar="DIR", help="journal directory (overrides [journal].dir)")
+    p.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap (overrides [kafka])")
+    p.add_argument("--kafka-idempotent", choices=("on", "off"),
+                   help="producer idempotence (off for brokers without InitProducerId)")
+    p.add_argument("--id", help="gateway instance id (overrides [gateway].id)")
+    p.add_argument("--seat", help="exchange seat user (overrides [exchange].user)")
     p.add_argument("--engine", choices=("cython", "reference"), default="cython",
                    help="risk engine: the Cython hot path, or the Python reference (same decisions)")
     p.add_argument("--log-level", default="info")
@@ -78,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         for scope in SCOPES[1:]:
             group.add_argument(f"--{scope}", metavar="ID")
         p.add_argument("--reason", default="", help="why (audited)")
+        p.add_argument("--fleet", metavar="BOOTSTRAP",
+                       help="publish on the Kafka control topic instead: every gateway applies it")
+        p.add_argument("--control-topic", default="fengkong.control")
+        p.add_argument("--operator", default=os.environ.get("USER", "operator"),
+                       help="who is acting (audited; with --fleet)")
         if name == "kill":
             p.add_argument("--close-only", action="store_true",
                            help="refuse openings only; closing orders still pass")
@@ -116,7 +126,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_json)
     cfg = apply_overrides(load_gateway_config(args.config), port=args.port,
-                          admin_port=args.admin_port, exchange=args.exchange, journal=args.journal)
+                          admin_port=args.admin_port, exchange=args.exchange, journal=args.journal,
+                          kafka=args.kafka, gateway_id=args.id, seat=args.seat,
+                          idempotent=None if args.kafka_idempotent is None
+                          else args.kafka_idempotent == "on")
     engine_cls = None
     if args.engine == "reference":
         from checks.engine import Engine as engine_cls
@@ -136,7 +149,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def apply_overrides(cfg: Any, *, port: int | None = None, admin_port: int | None = None,
-                    exchange: str | None = None, journal: str | None = None) -> Any:
+                    exchange: str | None = None, journal: str | None = None,
+                    kafka: str | None = None, gateway_id: str | None = None,
+                    idempotent: bool | None = None, seat: str | None = None) -> Any:
     """Command-line overrides of a loaded ``GatewayConfig`` (ports, addresses, journal)."""
     from msgspec.structs import replace
 
@@ -151,6 +166,16 @@ def apply_overrides(cfg: Any, *, port: int | None = None, admin_port: int | None
         cfg = replace(cfg, exchange=replace(cfg.exchange, host=host, port=int(p)))
     if journal is not None:
         cfg = replace(cfg, journal=replace(cfg.journal, dir=journal))
+    if kafka is not None:
+        if not cfg.journal.dir:
+            raise ConfigError("--kafka", "", "Kafka publishes from the journal: give --journal too")
+        cfg = replace(cfg, kafka=replace(cfg.kafka, bootstrap=kafka))
+    if idempotent is not None:
+        cfg = replace(cfg, kafka=replace(cfg.kafka, idempotent=idempotent))
+    if gateway_id:
+        cfg = replace(cfg, gateway=replace(cfg.gateway, id=gateway_id))
+    if seat:
+        cfg = replace(cfg, exchange=replace(cfg.exchange, user=seat))
     return cfg
 
 
@@ -197,6 +222,8 @@ def _scope_of(args: argparse.Namespace) -> tuple[str, str]:
 
 def _kill_reset(args: argparse.Namespace) -> int:
     scope, key = _scope_of(args)
+    if args.fleet:
+        return _fleet(args, scope, key)
     body: dict[str, Any] = {"scope": scope, "key": key, "reason": args.reason}
     if args.action == "kill":
         body["close_only"] = args.close_only
@@ -211,6 +238,27 @@ def _kill_reset(args: argparse.Namespace) -> int:
               f"{result['cancels_sent']} cancels sent in {result['elapsed_us'] / 1000:.2f} ms")
     else:
         print(f"reset {target}: trading allowed again")
+    return 0
+
+
+def _fleet(args: argparse.Namespace, scope: str, key: str) -> int:
+    import asyncio
+    import uuid
+
+    from gateway.kafka_bus import ControlCommand, publish_control
+
+    if args.action == "kill" and args.close_only:
+        print("fengkong kill: --close-only is not carried by fleet commands", file=sys.stderr)
+        return 2
+    cmd = ControlCommand(command_id=str(uuid.uuid4()), action=args.action, scope_kind=scope,
+                         scope_value=key, operator=args.operator, reason=args.reason,
+                         ts_ns=__import__("time").time_ns())
+    try:
+        asyncio.run(publish_control(args.fleet, args.control_topic, cmd))
+    except Exception as err:  # noqa: BLE001 - any Kafka failure: say it, exit non-zero
+        print(f"fengkong {args.action}: could not publish to {args.fleet}: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.action} {scope} {key} published to {args.control_topic} as {cmd.command_id}")
     return 0
 
 

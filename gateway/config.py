@@ -152,6 +152,9 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     g = file.gateway
     if not 0 < g.max_frame <= 16 * 1024 * 1024:
         raise ConfigError(source, "gateway.max_frame", "expected 1 .. 16777216 bytes")
+    if file.kafka.bootstrap and not file.journal.dir:
+        raise ConfigError(source, "kafka.bootstrap", "Kafka publishes from the journal: set "
+                                                     "[journal].dir too")
     if g.heartbeat_s <= 0:
         raise ConfigError(source, "gateway.heartbeat_s", "expected a number of seconds > 0")
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=file.exchange,

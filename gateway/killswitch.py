@@ -70,16 +70,17 @@ class KillSwitch:
         return key
 
     def _audit(self, operator: str, action: str, scope: KillScope, key: str, reason: str,
-               now: int, **args: object) -> None:
+               now: int, command_id: str = "", **args: object) -> None:
         self.router._record(jr.AdminAction(now, operator, action, scope.name.lower(), str(key),
-                                           dict(args), reason))
+                                           dict(args), reason, False, command_id))
         entry = {"ts_ns": now, "operator": operator, "action": action,
                  "scope": scope.name.lower(), "key": str(key), "reason": reason, **args}
         self.history.append(entry)
         log.warning("admin action", **entry)
 
     def kill(self, scope: KillScope | str, key: str = "", *, operator: str, reason: str = "",
-             close_only: bool = False, now: int | None = None) -> KillResult:
+             close_only: bool = False, now: int | None = None,
+             command_id: str = "") -> KillResult:
         scope = parse_scope(scope) if isinstance(scope, str) else scope
         now = time.time_ns() if now is None else now
         started = time.perf_counter()
@@ -88,7 +89,7 @@ class KillSwitch:
             refs = self.engine.kill(scope, k, close_only)
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
-        self._audit(operator, "kill", scope, key, reason, now, close_only=close_only)
+        self._audit(operator, "kill", scope, key, reason, now, command_id, close_only=close_only)
         if scope == KillScope.SESSION:
             refs = self.router.session_refs(int(k))
         sent = self.router.cancel_refs(refs, f"kill {scope.name.lower()} {key}", now)
@@ -100,7 +101,7 @@ class KillSwitch:
         return KillResult(scope.name.lower(), str(key), sent, elapsed)
 
     def reset(self, scope: KillScope | str, key: str = "", *, operator: str, reason: str = "",
-              now: int | None = None) -> None:
+              now: int | None = None, command_id: str = "") -> None:
         scope = parse_scope(scope) if isinstance(scope, str) else scope
         now = time.time_ns() if now is None else now
         k = self._key(scope, key)
@@ -108,7 +109,7 @@ class KillSwitch:
             self.engine.reset(scope, k)
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
-        self._audit(operator, "reset", scope, key, reason, now)
+        self._audit(operator, "reset", scope, key, reason, now, command_id)
         self.router.alert(AlertLevel.WARNING, Reason.KILL_SWITCH, _scope_text(scope, key),
                           f"kill switch reset by {operator}: {reason or 'no reason given'}", now)
 
@@ -138,6 +139,16 @@ class KillSwitch:
                           f"account set {status.name} by {operator}: {reason or 'no reason given'}",
                           now)
         return sent
+
+    # -- fleet-wide commands from the Kafka control topic
+    async def control_command(self, cmd) -> None:  # noqa: ANN001 - gateway.kafka_bus.ControlCommand
+        operator = f"kafka:{cmd.operator or 'unknown'}"
+        if cmd.action == "kill":
+            self.kill(cmd.scope_kind, cmd.scope_value, operator=operator, reason=cmd.reason,
+                      command_id=cmd.command_id)
+        else:
+            self.reset(cmd.scope_kind, cmd.scope_value, operator=operator, reason=cmd.reason,
+                       command_id=cmd.command_id)
 
     # -- automatic triggers: the same path, with the gateway as the operator
     def engine_trigger(self, account: str, reason: int, status: int) -> None:

@@ -56,6 +56,7 @@ class RecoveryReport:
     working_orders: int = 0
     max_session: int = 0
     digest: str = ""  # checks.digest of the book right after the replay
+    command_ids: list[str] = field(default_factory=list)  # Kafka control commands applied
     disagreements: list[str] = field(default_factory=list)
     damage: str = ""
     elapsed_s: float = 0.0
@@ -132,6 +133,8 @@ def replay_journal(gw: Gateway, journal: jr.Journal) -> RecoveryReport:
                 router.exchange_report(rec.report, rec.ts_ns)
             elif t is jr.AdminAction:
                 _apply_admin(gw, rec)
+                if rec.command_id:
+                    report.command_ids.append(rec.command_id)
             elif t is jr.State and rec.kind == "boot":
                 router.prefix = rec.data.decode()
                 router._seq = 0

@@ -420,6 +420,7 @@ class Router:
         self.alerts.append(msg)
         if self.replaying:
             return
+        self._record(jr.Outbound(now, jr.NO_SESSION, msg))  # once, for the alerts topic
         log.warning("alert", level=AlertLevel(level).name, code=Reason(code).name, scope=scope,
                     text=text)
         account = scope.split(":", 1)[1].split("/", 1)[0] if scope.startswith("account:") else None

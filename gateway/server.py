@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,6 +26,7 @@ from gateway.auth import Lockout
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
 from gateway.journal import FsyncPolicy, Journal
+from gateway.kafka_bus import ControlConsumer, OutboxPublisher, Topics
 from gateway.killswitch import KillSwitch
 from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, replay_journal
@@ -62,6 +64,8 @@ class Gateway:
         self.port = 0
         self._ticker: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self.outbox: OutboxPublisher | None = None
+        self.control: ControlConsumer | None = None
         self.started_ns = time.time_ns()
         self.recovery: RecoveryReport | None = None
         if self.journal is not None:
@@ -82,6 +86,20 @@ class Gateway:
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
         if self.journal is not None:
             self._flusher = asyncio.create_task(self.journal.run_flusher(), name="journal-fsync")
+        k = self.cfg.kafka
+        if k.bootstrap and self.journal is not None:
+            topics = Topics(audit=k.audit_topic, alerts=k.alerts_topic, drop_copy=k.dropcopy_topic,
+                            control=k.control_topic)
+            self.outbox = OutboxPublisher(self.journal.directory, k.bootstrap, topics,
+                                          self.cfg.gateway.id,
+                                          Path(self.journal.directory) / "outbox.state",
+                                          idempotent=k.idempotent)
+            await self.outbox.start()
+            applied = self.recovery.command_ids if self.recovery else []
+            self.control = ControlConsumer(k.bootstrap, k.control_topic,
+                                           f"fengkong-{self.cfg.gateway.id}",
+                                           self.killswitch.control_command, applied)
+            await self.control.start()
         log.info("gateway started", client_port=self.port, admin_port=self.admin.port,
                  exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}")
         if wait_link:
@@ -110,6 +128,9 @@ class Gateway:
                 task.cancel()
         await self.admin.stop()
         await self.link.stop()
+        for part in (self.control, self.outbox):
+            if part is not None:
+                await part.stop()
         if self.router.audit is not None:
             self.router.audit.close()
         log.info("gateway stopped")
