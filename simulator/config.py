@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -37,6 +38,7 @@ from checks.config import ConfigError, decode_toml, resolve
 from checks.model import RiskConfig, RiskConfigFile
 
 _RISK_KEYS = frozenset(RiskConfigFile.__struct_fields__)
+T = TypeVar("T")
 
 
 class Member(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -135,7 +137,7 @@ def load_sim_config(path: str | Path) -> tuple[RiskConfig, SimConfig]:
     return risk, check_sim_config(sim, source)
 
 
-def _convert(raw: dict, type_: type, source: str, prefix: str):  # noqa: ANN202 - generic
+def _convert(raw: dict, type_: type[T], source: str, prefix: str) -> T:
     """``msgspec.convert`` with the risk loader's error shape: file, field path, problem."""
     try:
         return msgspec.convert(raw, type_)

@@ -182,7 +182,7 @@ class ScenarioContext:
             if not client.closed:
                 try:
                     await self.cancel_all(client)
-                except Exception:  # noqa: BLE001 - cleanup must reach every client
+                except Exception:  # cleanup must reach every client
                     pass
         await asyncio.gather(*(c.close() for c in self.clients if not c.closed),
                              return_exceptions=True)
@@ -217,7 +217,7 @@ async def run_scenario(name: str, host: str, port: int, target: str = "exchange"
     started = time.perf_counter()
     try:
         await registry[name].flow(ctx)
-    except Exception as err:  # noqa: BLE001 - a failing flow is a failed scenario, reported
+    except Exception as err:  # a failing flow is a failed scenario, reported
         result.error = f"{type(err).__name__}: {err}"
     finally:
         await ctx.finish()

@@ -5,16 +5,15 @@ from __future__ import annotations
 import random
 
 import pytest
+from sim_wire import RawConnection
 
 from checks.enums import ExecType, OrdStatus, Side, Tif
 from checks.model import RiskConfig
 from checks.reasons import Reason
 from gateway.protocol import ExecReport, Heartbeat, NewOrder
-from simulator.client import Client, ConnectionClosed
+from simulator.client import Client, ConnectionClosed, OrderHandle
 from simulator.config import FaultPlan, LatencyModel
 from simulator.exchange import ExchangeServer, serve_exchange
-
-from sim_wire import RawConnection
 
 BUY = Side.BUY
 
@@ -23,7 +22,7 @@ async def connect(server: ExchangeServer, user: str) -> Client:
     return await Client.connect("127.0.0.1", server.port, user, "")
 
 
-def buy(client: Client, i: int):  # noqa: ANN201 - an OrderHandle
+def buy(client: Client, i: int) -> OrderHandle:
     return client.send_order_nowait(account="A001", symbol="m2605", side=BUY, price=2800 + i % 50, qty=1)
 
 

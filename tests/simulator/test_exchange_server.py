@@ -7,6 +7,7 @@ import struct
 
 import msgspec
 import pytest
+from sim_wire import RawConnection
 
 from checks.enums import ExecType, OrdStatus, Side, Tif
 from checks.model import RiskConfig
@@ -24,8 +25,6 @@ from gateway.protocol import (
 from simulator.client import Client, ConnectionClosed, LogonRejected
 from simulator.config import Member
 from simulator.exchange import ExchangeServer, serve_exchange
-
-from sim_wire import RawConnection
 
 BUY, SELL = Side.BUY, Side.SELL
 
