@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from simulator import exchange, replay, scenarios
+from simulator import exchange_cli, replay, scenarios
 
 
 def add_sim_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_sim_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("exchange", help="run the simulated exchange",
                        description="Run the simulated exchange (matching engine on TCP).")
-    exchange.build_parser(p).set_defaults(func=exchange.run)
+    exchange_cli.build_parser(p).set_defaults(func=exchange_cli.run)
     p = sub.add_parser("replay", help="replay recorded order flow",
                        description="Replay recorded order flow (CSV / JSON lines / msgpack).")
     replay.build_parser(p).set_defaults(func=replay.run)

@@ -33,21 +33,18 @@ Latency and faults
 ``LatencyModel`` delays order entry and each report leg; ``FaultPlan`` rejects a seeded fraction
 of orders, adds latency, drops connections after N messages, or stops acknowledging. Both can
 be swapped at run time (``set_latency``, ``set_faults``); ``drop()`` closes seats on demand.
-Delays go through ``_DelayLine``, one FIFO and one timer per seat, so delayed messages to a
+Delays go through ``simulator.delay_line.DelayLine``, one FIFO and one timer per seat, so delayed messages to a
 seat are never reordered (asyncio's timer heap does not promise FIFO for equal deadlines).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import itertools
 import logging
 import random
-import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +74,7 @@ from gateway.protocol import (
     encode_into,
 )
 from simulator.config import FaultPlan, LatencyModel, SimConfig, check_sim_config, load_sim_config
+from simulator.delay_line import DelayLine
 from simulator.matching import AckOnlyEngine, Engine, MatchingEngine, Report
 
 log = logging.getLogger("fengkong.sim.exchange")
@@ -96,47 +94,6 @@ class ExchangeStats:
     injected_rejects: int = 0
     swallowed: int = 0
     drops: int = 0
-
-
-class _DelayLine:
-    """Per-key FIFO of delayed callbacks, one timer per key: a later item never overtakes."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, after: Callable[[], None]) -> None:
-        self._loop = loop
-        self._after = after  # run once after each batch of due items (the server's flush)
-        self._queues: dict[Any, deque[tuple[float, Callable[..., None], tuple]]] = {}
-        self._timers: dict[Any, asyncio.TimerHandle] = {}
-
-    def busy(self, key: Any) -> bool:
-        return key in self._queues
-
-    def push(self, key: Any, delay_s: float, fn: Callable[..., None], *args: Any) -> None:
-        queue = self._queues.get(key)
-        due = self._loop.time() + delay_s
-        if queue is None:
-            queue = self._queues[key] = deque()
-            self._timers[key] = self._loop.call_at(due, self._fire, key)
-        elif queue[-1][0] > due:
-            due = queue[-1][0]  # never before what is already waiting
-        queue.append((due, fn, args))
-
-    def _fire(self, key: Any) -> None:
-        queue = self._queues[key]
-        now = self._loop.time()
-        while queue and queue[0][0] <= now:
-            _, fn, args = queue.popleft()
-            fn(*args)
-        if queue:
-            self._timers[key] = self._loop.call_at(queue[0][0], self._fire, key)
-        else:
-            del self._queues[key], self._timers[key]
-        self._after()
-
-    def close(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._queues.clear()
-        self._timers.clear()
 
 
 class _SeatConnection(asyncio.Protocol):
@@ -200,7 +157,7 @@ class ExchangeServer:
         self._md_dirty: set[str] = set()
         self._session_ids = itertools.count(1)
         self._loop = asyncio.get_running_loop()
-        self._lines = _DelayLine(self._loop, self._flush)
+        self._lines = DelayLine(self._loop, self._flush)
         self._server: asyncio.base_events.Server | None = None
         self._md_timer: asyncio.TimerHandle | None = None
         self._handlers: dict[type, Callable[[_SeatConnection, Any], None]] = {
@@ -510,87 +467,8 @@ async def serve_exchange(config: RiskConfig | str | Path, host: str = "127.0.0.1
     return server
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="fengkong sim exchange",
-                                          description="Run the simulated exchange.")
-    p.add_argument("--config", default="examples/risk.toml",
-                   help="TOML file with instruments (and an optional [sim] table)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7001, help="0 picks a free port (printed on start)")
-    p.add_argument("--ack-only", action="store_true", help="acknowledge every order without a book")
-    p.add_argument("--fill", action="store_true", help="with --ack-only: fill every order at once")
-    p.add_argument("--reject-fraction", type=float, help="reject this fraction of orders (seeded)")
-    p.add_argument("--seed", type=int, help="seed of the reject fraction")
-    p.add_argument("--latency-ms", type=float, help="delay of every report leg (ack, fill, cancel)")
-    p.add_argument("--entry-ms", type=float, help="delay before an order reaches the engine")
-    p.add_argument("--drop-after", type=int, help="drop each connection after N messages")
-    p.add_argument("--silent", action="store_true", help="stop acknowledging orders and cancels")
-    p.add_argument("--md-interval", type=float, help="seconds between market data snapshots (0 = off)")
-    return p
-
-
-def sim_config_from_args(args: argparse.Namespace, sim: SimConfig) -> SimConfig:
-    """Apply the command-line flags on top of the file's ``[sim]`` table."""
-    lat = msgspec.structs.replace(sim.latency)
-    if args.latency_ms is not None:
-        lat = msgspec.structs.replace(lat, ack_ms=args.latency_ms, fill_ms=args.latency_ms,
-                                      cancel_ms=args.latency_ms)
-    if args.entry_ms is not None:
-        lat = msgspec.structs.replace(lat, entry_ms=args.entry_ms)
-    faults = sim.faults
-    changes: dict[str, Any] = {}
-    if args.reject_fraction is not None:
-        changes["reject_fraction"] = args.reject_fraction
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if args.drop_after is not None:
-        changes["drop_after"] = args.drop_after
-    if args.silent:
-        changes["silent"] = True
-    faults = msgspec.structs.replace(faults, **changes)
-    sim = msgspec.structs.replace(sim, latency=lat, faults=faults,
-                                  ack_only=sim.ack_only or args.ack_only,
-                                  fill_on_ack=sim.fill_on_ack or args.fill)
-    if args.md_interval is not None:
-        sim = msgspec.structs.replace(sim, md_interval_s=args.md_interval)
-    return check_sim_config(sim, "command line")
-
-
-async def _serve_until_signalled(args: argparse.Namespace) -> None:
-    risk, sim = load_sim_config(args.config)
-    sim = sim_config_from_args(args, sim)
-    server = await serve_exchange(risk, args.host, args.port, sim=sim)
-    mode = "ack-only" if sim.ack_only else "matching"
-    print(f"fengkong sim exchange listening on {args.host}:{server.port} "
-          f"({len(risk.instruments)} instruments, {mode})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.close()
-        s = server.stats
-        print(f"fengkong sim exchange stopped: {s.logons} logons, {s.orders} orders, "
-              f"{s.cancels} cancels, {s.protocol_errors} protocol errors", flush=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from checks.config import ConfigError
-
-    try:
-        uvloop.run(_serve_until_signalled(args))
-    except ConfigError as err:
-        print(f"error: {err}", flush=True)
-        return 2
-    except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}", flush=True)
-        return 2
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    """``fengkong sim exchange ...`` (the flags live in ``simulator.exchange_cli``)."""
+    from simulator.exchange_cli import main as cli_main
+
+    return cli_main(argv)
