@@ -14,7 +14,8 @@ Inbound, from a logged-on client session::
 Back from the exchange, every ``ExecReport`` settles the engine (``apply_*``), moves the order
 through ``gateway.lifecycle`` and goes to the owning session (or, if it has gone, to another
 live session of the same user). Alerts the engine raises go to the sessions trading the
-account; *triggers* (stop this account) go to the kill switch, the same path an operator uses.
+account and, journaled once, to the alerts topic; *triggers* (stop this account) go to the
+kill switch, the same path an operator uses.
 
 Every inbound message, decision, outbound message and exchange event is appended to the
 journal *before* anything is sent (write-ahead), with the timestamp the engine was given, so
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from checks.calendar import trading_day_bounds, trading_day_number
 from checks.decision import TRIGGER_STATUS, AlertEvent
 from checks.enums import AlertLevel, ExecType, KillScope, OrdStatus
 from checks.reasons import Reason
@@ -120,11 +122,9 @@ class Router:
         self.by_exch: dict[str, int] = {}
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
         self.used_clids: dict[str, set[str]] = {}  # user -> ids used this trading day
-        self.clid_day = -1
+        self.clid_day_end = -1  # the used ids are forgotten from this timestamp on
         self.link: LinkPort | None = None
         self.alerts: deque[Alert] = deque(maxlen=1000)
-        self.alert_listeners: list[Callable[[Alert], None]] = []
-        self.report_listeners: list[Callable[[ExecReport], None]] = []
         self.trigger_handler: Callable[[str, int, int], None] | None = None
         self.reject_times: dict[int, deque[int]] = {}
         self.storm_handler: Callable[[int], None] | None = None
@@ -179,10 +179,11 @@ class Router:
         return self.cancel_refs(refs, f"cancel-on-disconnect of session {session.session_id}")
 
     def _clids(self, user: str, now: int) -> set[str]:
-        day = self.engine.day if self.engine.day >= 0 else -1
-        if day != self.clid_day:
+        """The cl_ord_ids ``user`` used this trading day (they must be unique per day)."""
+        if now >= self.clid_day_end:
+            boundary = self.cfg.risk.day_boundary_s
+            self.clid_day_end = trading_day_bounds(trading_day_number(now, boundary), boundary)[1]
             self.used_clids.clear()
-            self.clid_day = day
         return self.used_clids.setdefault(user, set())
 
     # ------------------------------------------------------------------ new orders
@@ -342,8 +343,6 @@ class Router:
         if et == ExecType.REJECTED and not out.reason:
             out.reason = int(Reason.EXCHANGE_REJECT)
         self._to_session(self._owner(o), out, now)
-        for listener in self.report_listeners:
-            listener(out)
         if status in FINAL:
             self._forget(o)
 
@@ -427,8 +426,6 @@ class Router:
         for s in list(self.sessions.values()):
             if not s.closed and (account is None or account in s.accounts):
                 self._to_session(s, msg, now)
-        for listener in self.alert_listeners:
-            listener(msg)
 
     def _trigger(self, account: str, reason: int, now: int) -> None:
         # On replay the trigger's effects are already in the journal (admin action, cancels).
