@@ -39,7 +39,8 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from checks.enums import ExecType, Hedge, Offset, OrdType, Side, Tif
@@ -62,6 +63,7 @@ from gateway.protocol import (
     OrderStatusRequest,
     ProtocolError,
     encode,
+    encode_into,
 )
 from simulator.order_handle import FINISHED_INTS as _FINISHED
 from simulator.order_handle import OrderHandle
@@ -169,6 +171,7 @@ class Client:
         self._closed_fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last_recv = time.monotonic()
         self._hb_task: asyncio.Task[None] | None = None
+        self._batch: bytearray | None = None  # frames held back inside ``batched()``
 
     # -- session -----------------------------------------------------------------------------
 
@@ -304,6 +307,24 @@ class Client:
         self._write(OrderStatusRequest(req_id, account, open_only))
         return await asyncio.wait_for(fut, timeout)
 
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Send every order / cancel made inside the block in one socket write.
+
+        For baskets and bursts: one system call instead of one per message. Nothing is sent
+        until the block ends (the block should not await the orders' reports).
+        """
+        if self._batch is not None:  # nested: the outer block sends
+            yield
+            return
+        self._batch = bytearray()
+        try:
+            yield
+        finally:
+            data, self._batch = self._batch, None
+            if data and self._closed is None:
+                self._transport.write(bytes(data))
+
     async def drain(self) -> None:
         paused = self._proto.paused
         if paused is not None:
@@ -341,7 +362,10 @@ class Client:
     # -- internals ---------------------------------------------------------------------------
 
     def _write(self, msg: Any) -> None:
-        self._transport.write(encode(msg))
+        if self._batch is not None:
+            encode_into(msg, self._batch)
+        else:
+            self._transport.write(encode(msg))
 
     def _on_messages(self, messages: list[Any]) -> None:
         self._last_recv = time.monotonic()

@@ -209,17 +209,23 @@ class _EngineBase:
                                    int(reason), "exchange: " + text, 0, 0.0, 0, 0, self._clock(),
                                    m.side, price, qty))]
 
+    def _reject_enum(self, owner: str, m: NewOrder) -> list[Report]:
+        for name, allowed in (("side", _SIDES), ("offset", _OFFSETS), ("hedge", _HEDGES),
+                              ("ord_type", _ORD_TYPES), ("tif", _TIFS)):
+            value = getattr(m, name)
+            if value not in allowed:
+                break
+        return self._reject(owner, m, Reason.INVALID_FIELD,
+                            f"{name}={value} is not one of {sorted(allowed)}")
+
     def _validate(self, owner: str, m: NewOrder) -> tuple[_Instr, int, int] | list[Report]:
         """``(instrument, qty, limit_ticks)`` for a valid order, else the reject report."""
         ins = self._instr.get(m.symbol)
         if ins is None:
             return self._reject(owner, m, Reason.UNKNOWN_INSTRUMENT, f"unknown instrument {m.symbol!r}")
-        for name, value, allowed in (("side", m.side, _SIDES), ("offset", m.offset, _OFFSETS),
-                                     ("hedge", m.hedge, _HEDGES), ("ord_type", m.ord_type, _ORD_TYPES),
-                                     ("tif", m.tif, _TIFS)):
-            if value not in allowed:
-                return self._reject(owner, m, Reason.INVALID_FIELD,
-                                    f"{name}={value} is not one of {sorted(allowed)}")
+        if (m.side not in _SIDES or m.offset not in _OFFSETS or m.hedge not in _HEDGES
+                or m.ord_type not in _ORD_TYPES or m.tif not in _TIFS):
+            return self._reject_enum(owner, m)
         qty = m.qty
         if isinstance(qty, float):
             if not (math.isfinite(qty) and qty.is_integer()):

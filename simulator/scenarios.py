@@ -263,12 +263,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--user-prefix", default="sim-", help="default user = prefix + role")
     p.add_argument("--secret", default="", help="default secret")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any one answer")
+    p.add_argument("--pause", type=float, default=1.1,
+                   help="with 'all' against the gateway: seconds between scenarios (rate windows)")
     return p
 
 
 async def _run_many(names: list[str], args: argparse.Namespace) -> list[ScenarioResult]:
     results = []
-    for name in names:
+    for i, name in enumerate(names):
+        if i and args.target == "gateway":
+            # Rate limits are per rolling second: let the previous scenario's window empty,
+            # or its orders would count against the next one's.
+            await asyncio.sleep(args.pause)
         results.append(await run_scenario(
             name, args.host, args.port, args.target, args.seed, config=args.config,
             logins=dict(args.login), user_prefix=args.user_prefix, secret=args.secret,

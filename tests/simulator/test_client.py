@@ -195,3 +195,27 @@ async def test_reports_iterator_ends_when_the_session_closes(exchange: ExchangeS
     assert [r.cl_ord_id for r in got] == [h.cl_ord_id]
     with pytest.raises(ConnectionClosed):
         await h.wait_done(5)
+
+
+async def test_batched_sends_a_basket_in_one_write(exchange: ExchangeServer) -> None:
+    client = await Client.connect("127.0.0.1", exchange.port, "u", "")
+    writes: list[int] = []
+    real = client._transport
+
+    class CountingTransport:  # uvloop transports cannot be patched: wrap one instead
+        def write(self, data: bytes) -> None:
+            writes.append(len(data))
+            real.write(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    client._transport = CountingTransport()  # type: ignore[assignment]
+    with client.batched():
+        handles = [client.send_order_nowait(account="A001", symbol="m2605", side=Side.BUY,
+                                            price=2800 + i, qty=1) for i in range(10)]
+        client.cancel_nowait(handles[0].cl_ord_id)
+    assert len(writes) == 1
+    for h in handles[1:]:
+        assert (await h.acked(5)).status == OrdStatus.NEW
+    assert (await handles[0].wait_done(5)).status == OrdStatus.CANCELED
