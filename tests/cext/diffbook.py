@@ -182,7 +182,7 @@ class Pair:
 
     def fill(self, ref: Any, qty: Any, px: Any, now: int, self_trade: bool) -> Any:
         """A fill through both engines, tracking the positions it should leave."""
-        view = self.ref.order_view(ref) if isinstance(ref, int | float) else None
+        view = self.view(ref)
         out = self.call("apply_fill", ref, qty, px, now, self_trade)
         if out is not None and out.known:
             lots = self.positions.setdefault((ACCOUNT_IDS[view[1]], SYMBOLS[view[2]]), [0, 0])
@@ -192,6 +192,13 @@ class Pair:
             else:  # a sell closes a long, a buy closes a short
                 lots[0 if side == Side.SELL else 1] -= qty
         return out
+
+    def view(self, ref: Any) -> tuple | None:
+        """The reference's view of an order, or None (also for an unhashable reference)."""
+        try:
+            return self.ref.order_view(ref)
+        except TypeError:
+            return None
 
     def check(self) -> None:
         snap = self.ref.snapshot()
@@ -398,7 +405,7 @@ class Driver:
 
     def cancel_request(self, ch: Chooser) -> None:
         ref = self._ref(ch)
-        view = self.pair.ref.order_view(ref) if isinstance(ref, int | float) else None
+        view = self.pair.view(ref)
         answer = self.pair.call("cancel_request", ref, self.now)
         note(answer)
         if view is not None:
@@ -407,7 +414,7 @@ class Driver:
     def cancel_and_confirm(self, ch: Chooser) -> None:
         """The usual life of a cancel: requested, then confirmed by the exchange."""
         ref = self._ref(ch)
-        view = self.pair.ref.order_view(ref) if isinstance(ref, int | float) else None
+        view = self.pair.view(ref)
         answer = self.pair.call("cancel_request", ref, self.now)
         note(answer)
         if view is not None:
@@ -426,7 +433,7 @@ class Driver:
 
     def fill(self, ch: Chooser) -> None:
         ref = self._ref(ch)
-        view = self.pair.ref.order_view(ref) if isinstance(ref, int | float) else None
+        view = self.pair.view(ref)
         qty: Any
         if view is None or not ch.integer(0, 15):
             qty = ch.choice([1, 0, -1, 1.0, True, 10**20, 2])
@@ -448,7 +455,7 @@ class Driver:
     def fills(self, ch: Chooser) -> None:
         """One order filled lot by lot within milliseconds: repeated automated executions."""
         ref = self._ref(ch)
-        view = self.pair.ref.order_view(ref) if isinstance(ref, int | float) else None
+        view = self.pair.view(ref)
         if view is None:
             return
         inst = self.pair.ref.instruments[view[2]]
