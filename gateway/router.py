@@ -291,8 +291,9 @@ class Router:
         ref = self.by_exch.get(rep.cl_ord_id)
         o = self.orders.get(ref) if ref is not None else None
         if o is None:
-            log.warning("report for an unknown order", exch_id=rep.cl_ord_id,
-                        exec_type=rep.exec_type)
+            if rep.exec_type != ExecType.STATUS:  # status of long-finished orders is expected
+                log.warning("report for an unknown order", exch_id=rep.cl_ord_id,
+                            exec_type=rep.exec_type)
             return
         et = rep.exec_type
         engine = self.engine

@@ -45,6 +45,7 @@ class Order:
     __slots__ = (
         "seq", "order_id", "owner", "cl_ord_id", "account", "symbol", "side", "offset",
         "hedge", "ord_type", "tif", "ticks", "price", "qty", "cum_qty", "leaves", "status",
+        "fill_ticks",
     )
 
     def __init__(self, seq: int, owner: str, cl_ord_id: str, account: str, symbol: str,
@@ -67,6 +68,7 @@ class Order:
         self.cum_qty = 0
         self.leaves = qty
         self.status = int(OrdStatus.NEW)
+        self.fill_ticks = 0  # sum of lots x price in ticks over every fill: the average price
 
     def __repr__(self) -> str:
         side = "BUY" if self.side == BUY else "SELL"
@@ -173,6 +175,8 @@ class OrderBook:
                 n = lv if lv < remaining else remaining
                 rest.leaves = lv - n
                 rest.cum_qty += n
+                rest.fill_ticks += n * ticks
+                aggr.fill_ticks += n * ticks
                 remaining -= n
                 level.qty -= n
                 fills.append((rest, n, ticks))

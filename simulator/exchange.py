@@ -359,9 +359,10 @@ class ExchangeServer:
         self._deliver(self.engine.cancel(user, msg))
 
     def _on_status(self, conn: _SeatConnection, msg: OrderStatusRequest) -> None:
-        # Only working orders are kept, so open_only=False answers the same set.
         user: str = conn.user  # type: ignore[assignment]
         orders = self.engine.working(user, msg.account)
+        if not msg.open_only:  # how the orders that already ended, ended (fills included)
+            orders = self.engine.finished(user, msg.account) + orders
         reports: list[Report] = [(user, self.engine.status_report(o)) for o in orders]
         reports.append((user, OrderStatusEnd(msg.req_id, len(orders))))  # type: ignore[arg-type]
         self._deliver(reports, status=True)

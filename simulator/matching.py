@@ -126,9 +126,10 @@ class _EngineBase:
         self._seq = 0
         # owner -> cl_ord_id -> working order; finished orders leave at once (bounded memory).
         self._working: dict[str, dict[str, Order]] = {}
-        # A bounded memory of recently finished orders, so a late cancel gets "already
-        # finished" (1204) rather than "unknown" (1203).
-        self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # A bounded memory of recently finished orders: a late cancel gets "already finished"
+        # (1204) rather than "unknown" (1203), and a member reconnecting after an outage learns
+        # how its orders ended (``OrderStatusRequest(open_only=False)``), fills included.
+        self._finished: OrderedDict[tuple[str, str], Order] = OrderedDict()
         self._finished_memory = finished_memory
 
     @property
@@ -145,13 +146,20 @@ class _EngineBase:
             return []
         return [o for o in orders.values() if not account or o.account == account]
 
+    def finished(self, owner: str, account: str = "") -> list[Order]:
+        """The seat's remembered finished orders (all accounts, or one), oldest first."""
+        return [o for (own, _), o in self._finished.items()
+                if own == owner and (not account or o.account == account)]
+
     def working_count(self) -> int:
         return sum(len(d) for d in self._working.values())
 
     def status_report(self, o: Order) -> ExecReport:
-        """The order's state as an ``exec_type=STATUS`` report (reconciliation)."""
+        """The order's state as an ``exec_type=STATUS`` report (reconciliation); ``last_px`` is
+        the average fill price, so a member that missed fills can book them at the right value."""
+        avg = self._instr[o.symbol].tick * o.fill_ticks / o.cum_qty if o.cum_qty else 0.0
         return ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, o.status, _X_STATUS,
-                          0, "", 0, 0.0, o.cum_qty, o.leaves, self._clock(), o.side, o.price, o.qty)
+                          0, "", 0, avg, o.cum_qty, o.leaves, self._clock(), o.side, o.price, o.qty)
 
     def cancel(self, owner: str, req: CancelOrder) -> list[Report]:
         """Cancel a working order of ``owner`` by its cl_ord_id (``req.orig_cl_ord_id``).
@@ -198,7 +206,7 @@ class _EngineBase:
             if not orders:
                 del self._working[order.owner]
         finished = self._finished
-        finished[(order.owner, order.cl_ord_id)] = order.status
+        finished[(order.owner, order.cl_ord_id)] = order
         if len(finished) > self._finished_memory:
             finished.popitem(last=False)
 
