@@ -25,8 +25,11 @@ demo: build
 test: build
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Micro-benchmarks, then the end-to-end harness (gateway vs bare forwarder vs direct, kill
+# switch, capacity ramp, profile): a dated report under bench/reports/. BENCH_ARGS passes options.
 bench: build
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+	$(PY) -m gateway bench -- $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

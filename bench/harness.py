@@ -53,7 +53,7 @@ from bench.loadgen import (
     LoadResult,
     LoadSpec,
 )
-from bench.procs import Proc, ProcError, Procs
+from bench.procs import Proc, ProcError, Procs, busy_seconds, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_READY = r"listening on [\d.]+:(\d+)"
@@ -125,26 +125,35 @@ class Window:
     cores: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_open: Any = None  # called (from the reader thread) when the window opens
+    busy: tuple[float, float] = (0.0, 0.0)  # machine-wide busy CPU seconds at open, close
 
     def on_line(self, line: str) -> None:
         if WINDOW_OPEN in line:
             with self.lock:
                 self.t_open = time.monotonic()
                 self.opened = {n: p.cpu_seconds() for n, p in self.procs.items()}
+                self.busy = (busy_seconds(), 0.0)
             if self.on_open is not None:
                 self.on_open()
         elif WINDOW_CLOSED in line:
             with self.lock:
                 self.t_close = time.monotonic()
                 self.closed = {n: p.cpu_seconds() for n, p in self.procs.items()}
+                self.busy = (self.busy[0], busy_seconds())
                 self.cores = {n: p.last_core() for n, p in self.procs.items()}
 
-    def cpu_pct(self) -> dict[str, float]:
+    def cpu_pct(self, loadgen_pct: float) -> dict[str, float]:
+        """% of one core per process during the window, and ``other``: what processes that
+        are not ours used meanwhile (the machine is shared; a high figure taints the run)."""
         span = self.t_close - self.t_open
         if span <= 0:
-            return {}
-        return {n: round(100 * (self.closed.get(n, 0.0) - self.opened.get(n, 0.0)) / span, 1)
-                for n in self.procs}
+            return {"loadgen": loadgen_pct}
+        out = {n: round(100 * (self.closed.get(n, 0.0) - self.opened.get(n, 0.0)) / span, 1)
+               for n in self.procs}
+        out["loadgen"] = loadgen_pct
+        machine = 100 * (self.busy[1] - self.busy[0]) / span
+        out["other"] = round(max(0.0, machine - sum(out.values())), 1)
+        return out
 
 
 class Bench:
@@ -161,6 +170,7 @@ class Bench:
                             for i in self.universe.instruments]
         self.serial = 0
         self.journal_bytes: list[int] = []
+        self.noisy: list[str] = []
 
     def _name(self, kind: str) -> str:
         self.serial += 1
@@ -219,6 +229,10 @@ class Bench:
         name = self._name(f"loadgen-{spec.label}")
         spec_file, out_file = self.work / f"{name}.spec.json", self.work / f"{name}.out.json"
         spec_file.write_bytes(msgspec.json.encode(spec))
+        if self.args.quiet_pct < 100:
+            busy = wait_quiet(self.args.quiet_pct, self.args.quiet_wait)
+            if busy > self.args.quiet_pct:
+                self.noisy.append(f"{spec.label}: machine {busy:.0f} % busy before it started")
         window = Window(others, on_open=on_open)
         lg = self.procs.start(name, ["bench.loadgen", "--spec", str(spec_file), "--out",
                                      str(out_file)] + (["--kill"] if kill else []),
@@ -252,9 +266,7 @@ class Bench:
         finally:
             if middle is not None:
                 self.stop(middle)
-        cpu = window.cpu_pct()
-        cpu["loadgen"] = result.loadgen_cpu_pct
-        return PathRun(path, result, cpu, window.cores)
+        return PathRun(path, result, window.cpu_pct(result.loadgen_cpu_pct), window.cores)
 
     def compare(self, placement: Placement, rate: float, duration: float, repeat: int,
                 journal_modes: list[bool]) -> dict[str, dict[str, list[PathRun]]]:
@@ -311,8 +323,7 @@ class Bench:
                         self.spec(f"ramp-{rate:.0f}", port, False, rate, a.ramp_duration,
                                   a.ramp_sessions), placement, {"sim": sim, "proxy": gw})
                     ok, why = judge(result, rate, a.p99_limit_ms)
-                    cpu = window.cpu_pct()
-                    cpu["loadgen"] = result.loadgen_cpu_pct
+                    cpu = window.cpu_pct(result.loadgen_cpu_pct)
                     steps.append({"rate": rate, "ok": ok, "why": why, "result": result,
                                   "cpu_pct": cpu})
                     return ok
@@ -475,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loadgen=N,proxy=N,sim=N or 'free'; repeat to compare placements "
                         f"(default: try {' ; '.join(default_placements())})")
     g.add_argument("--forwarder-mode", choices=("pipe", "mux"), default="pipe")
+    g.add_argument("--quiet-pct", type=float, default=10.0,
+                   help="before each measurement wait until the machine is at most this busy "
+                        "(%% of all cores; 100 = never wait)")
+    g.add_argument("--quiet-wait", type=float, default=60.0, help="... for at most this long (s)")
     g.add_argument("--journal", choices=("on", "off", "both"), default="on",
                    help="gateway journal (a fresh directory per gateway); both adds a row")
     g = p.add_argument_group("kill switch")
@@ -497,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from bench import report
 
+    if argv and argv[0] == "--":  # `fengkong bench -- ARGS` (how its parser passes options on)
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     phases = {s.strip() for s in args.phases.split(",") if s.strip()}
     unknown = phases - {"compare", "kill", "ramp", "profile"}
@@ -552,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             if "profile" in phases:
                 data["profile"] = bench.profile(best, journal)
             data["journal_bytes"] = bench.journal_bytes
+            data["noisy"] = bench.noisy
     except (ProcError, OSError, ValueError) as err:
         data["error"] = str(err)
         print(f"fengkong bench: {err}", file=sys.stderr)

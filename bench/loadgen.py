@@ -23,8 +23,10 @@ milliseconds, which would send 10,000 orders/s as bursts of ten; the interval ti
 leave one by one (it costs the generator ~25 % of a core at 10 kHz on these VMs). A late tick
 sends the backlog at once, so the offered rate does not sag when something is slow; the lag
 behind the ideal schedule is reported (``lag_us``) to show the generator kept up.
-*Closed loop* (``rate == 0``, max throughput): each session keeps ``window`` orders in flight
-and tops up after every batch of reports it reads.
+*Closed loop* (``rate == 0``, max throughput): on the same timer, each session is topped up
+to ``window`` orders in flight — small top-ups every tick keep every process in the pipeline
+busy at once (topping up on each batch of acks instead makes one window-sized batch bounce
+between the processes, each idle while another works).
 
 Measuring
 ---------
@@ -347,11 +349,6 @@ class Session(asyncio.Protocol):
                     self.logged_on.set_exception(ConnectionError(text))
                 elif not gen.stopping:
                     c.errors.append(text)
-        if gen.closed_loop and gen.sending:
-            room = gen.spec.window - len(sent)
-            if room > 0:
-                self.queue(room, now)
-                self.flush()
 
 
 class Generator:
@@ -414,63 +411,57 @@ class Generator:
         self.measure_from = start + int(spec.warmup * 1e9)
         end = self.measure_from + int(spec.duration * 1e9)
         self.sending = True
-        cpu0 = 0.0
-        measuring = False
-        acked_at_start = 0
-        sent_at_start = 0
-        issued = 0
-        if self.closed_loop:
-            for s in self.sessions:
-                s.queue(spec.window, start)
-                s.flush()
-            while True:
-                now = time.perf_counter_ns()
-                if not measuring and now >= self.measure_from:
-                    measuring, cpu0 = True, time.process_time()
-                    acked_at_start = self.c.acks_all
-                    print(WINDOW_OPEN, flush=True)
-                if now >= end:
-                    break
-                await asyncio.sleep(min(0.05, (end - now) / 1e9))
-        else:
-            # Open loop: SIGALRM every ``tick_s`` (an interval timer, precise to a few µs
-            # where the event loop's own timers round to whole milliseconds) sends what is
-            # due, so at 10,000/s with a 100 µs tick orders leave one by one, not in bursts.
-            loop = asyncio.get_running_loop()
-            done: asyncio.Future[None] = loop.create_future()
-            rate = spec.rate
-            sessions = self.sessions
-            state = {"issued": 0, "rr": 0, "measuring": False, "cpu0": 0.0, "sent0": 0}
+        # SIGALRM every ``tick_s`` from an interval timer (precise to a few µs, where the event
+        # loop's own timers round to whole milliseconds) drives sending in both modes, so
+        # orders leave in a steady trickle: at 10,000/s with a 100 µs tick one by one, not in
+        # bursts of ten; at max throughput every stage of the pipeline keeps working at once
+        # instead of one window-sized batch bouncing between the processes.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        rate, window, closed = spec.rate, spec.window, self.closed_loop
+        sessions = self.sessions
+        st = {"issued": 0, "rr": 0, "measuring": False, "cpu0": 0.0, "sent0": 0, "acked0": 0}
 
-            def pace() -> None:
-                now = time.perf_counter_ns()
-                if not state["measuring"] and now >= self.measure_from:
-                    state.update(measuring=True, cpu0=time.process_time(), sent0=state["issued"])
-                    print(WINDOW_OPEN, flush=True)
-                if now >= end:
-                    if not done.done():
-                        done.set_result(None)
-                    return
-                issued = state["issued"]
-                due = int((now - start) * rate / 1e9) - issued
-                if due <= 0:
-                    return
-                if state["measuring"]:
-                    lags.append((now - start - int(issued * 1e9 / rate)) // 1000)
-                s = sessions[state["rr"]]
-                state["rr"] = (state["rr"] + 1) % len(sessions)
-                s.queue(due, now)
-                s.flush()
-                state["issued"] = issued + due
+        def pace() -> None:
+            now = time.perf_counter_ns()
+            if not st["measuring"] and now >= self.measure_from:
+                st.update(measuring=True, cpu0=time.process_time(), sent0=st["issued"],
+                          acked0=self.c.acks_all)
+                print(WINDOW_OPEN, flush=True)
+            if now >= end:
+                if not done.done():
+                    done.set_result(None)
+                return
+            issued = st["issued"]
+            if closed:  # top every session up to ``window`` orders in flight
+                for s in sessions:
+                    room = window - len(s.sent)
+                    if room > 0:
+                        s.queue(room, now)
+                        s.flush()
+                        issued += room
+                st["issued"] = issued
+                return
+            due = int((now - start) * rate / 1e9) - issued
+            if due <= 0:
+                return
+            if st["measuring"]:
+                lags.append((now - start - int(issued * 1e9 / rate)) // 1000)
+            s = sessions[st["rr"]]
+            st["rr"] = (st["rr"] + 1) % len(sessions)
+            s.queue(due, now)
+            s.flush()
+            st["issued"] = issued + due
 
-            loop.add_signal_handler(signal.SIGALRM, pace)
-            signal.setitimer(signal.ITIMER_REAL, spec.tick_s, spec.tick_s)
-            try:
-                await done
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0, 0)
-                loop.remove_signal_handler(signal.SIGALRM)
-            issued, cpu0, sent_at_start = state["issued"], state["cpu0"], state["sent0"]
+        loop.add_signal_handler(signal.SIGALRM, pace)
+        signal.setitimer(signal.ITIMER_REAL, spec.tick_s, spec.tick_s)
+        try:
+            await done
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            loop.remove_signal_handler(signal.SIGALRM)
+        issued, cpu0, sent_at_start = st["issued"], st["cpu0"], st["sent0"]
+        acked_at_start = st["acked0"]
         self.sending = False
         print(WINDOW_CLOSED, flush=True)
         cpu = time.process_time() - cpu0

@@ -31,6 +31,35 @@ class ProcError(RuntimeError):
     pass
 
 
+def busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (``/proc/stat``), all processes.
+
+    Compared with the CPU time of our own processes over the same interval it shows how much
+    of the machine something else was using: these are shared VMs.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return (sum(ticks[:8]) - idle - steal) / _TICKS
+
+
+def wait_quiet(threshold_pct: float = 10.0, timeout: float = 60.0, span: float = 1.0) -> float:
+    """Wait until the machine is nearly idle (we start measurements only then); returns the
+    last busy percentage seen (of the whole machine) — still high if ``timeout`` ran out."""
+    cores = os.cpu_count() or 1
+    deadline = time.monotonic() + timeout
+    while True:
+        b0, t0 = busy_seconds(), time.monotonic()
+        time.sleep(span)
+        pct = 100 * (busy_seconds() - b0) / ((time.monotonic() - t0) * cores)
+        if pct <= threshold_pct or time.monotonic() >= deadline:
+            return round(pct, 1)
+
+
 class Proc:
     def __init__(self, name: str, args: list[str], log: Path, cores: set[int] | None,
                  on_line: Callable[[str], None] | None = None) -> None:

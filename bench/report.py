@@ -171,7 +171,7 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
 
 
 def _path_table(by_path: dict[str, dict[str, Any]]) -> list[str]:
-    rows = ["| path | acks/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU % loadgen / proxy / sim | cores (last ran on) |",
+    rows = ["| path | acks/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU % loadgen / proxy / sim / not ours | cores (last ran on) |",
             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for path, s in by_path.items():
         lat = s["latency_us"]
@@ -179,7 +179,7 @@ def _path_table(by_path: dict[str, dict[str, Any]]) -> list[str]:
         cores = ", ".join(f"{k} {v}" for k, v in sorted(s["cores"].items()))
         rows.append(f"| {path} | {s['throughput']:,.0f} | {lat['p50']:,.0f} | {lat['p90']:,.0f} | "
                     f"{lat['p99']:,.0f} | {lat['p99.9']:,.0f} | {lat['max']:,.0f} | "
-                    f"{cpu.get('loadgen', 0):.0f} / {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} | {cores} |")
+                    f"{cpu.get('loadgen', 0):.0f} / {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} / {cpu.get('other', 0):.0f} | {cores} |")
     return rows
 
 
@@ -223,6 +223,10 @@ def markdown(data: dict[str, Any], png: str | None) -> str:
                 f"(largest {max(jb) / 2**20:,.1f} MiB): the journal was on.", ""]
     if png:
         out += ["## Plot", "", f"![latency]({png})", ""]
+    if data.get("noisy"):
+        out += ["## Shared machine", "", "Measurements that started while something else kept the "
+                "machine busy (waited up to --quiet-wait for it to calm down):", ""]
+        out += [f"- {n}" for n in data["noisy"]] + [""]
     for note in data.get("notes", []):
         out.append(f"- {note}")
     out += ["", f"Finished {data.get('finished', '?')}.", ""]
@@ -293,13 +297,13 @@ def _ramp_md(data: dict[str, Any], r: dict[str, Any]) -> list[str]:
            f"{r['peak']:,.0f} orders/s, ×{a['ramp_factor']} per step, then {a['ramp_refine']} "
            f"bisection step(s). A step holds when every order is acknowledged, none is rejected, "
            f"≥ 98 % of the offered rate is acknowledged and p99 ≤ {a['p99_limit_ms']:g} ms.", "",
-           "| offered/s | acks/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % gateway / sim / loadgen | held? |",
+           "| offered/s | acks/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % gateway / sim / loadgen / not ours | held? |",
            "|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in sorted(r["steps"], key=lambda s: s["rate"]):
         lat, cpu = s["latency_us"], s["cpu_pct"]
         out.append(f"| {s['rate']:,.0f} | {s['throughput']:,.0f} | {lat['p50']:,.0f} | {lat['p99']:,.0f} | "
                    f"{lat['p99.9']:,.0f} | {lat['max']:,.0f} | {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} / "
-                   f"{cpu.get('loadgen', 0):.0f} | {'yes' if s['ok'] else 'no'}: {s['why']} |")
+                   f"{cpu.get('loadgen', 0):.0f} / {cpu.get('other', 0):.0f} | {'yes' if s['ok'] else 'no'}: {s['why']} |")
     mult = r["multiple"]
     verdict = ("meets both the 2× rule and the 3× critical-infrastructure rule" if mult and mult >= 3
                else "meets the 2× rule, not the 3× critical-infrastructure rule" if mult and mult >= 2
