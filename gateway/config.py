@@ -70,6 +70,9 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     dir: str = ""  # empty: no journal (tests and demos only)
     fsync: Literal["record", "interval", "os"] = "interval"  # see gateway.journal.FsyncPolicy
     fsync_interval_ms: int = 5
+    # Business records are kept at least 5 years (security rules, rule 18); whole segments
+    # older than this are pruned at start and daily.
+    retention_days: int = 1826
 
 
 class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -155,6 +158,9 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     if file.kafka.bootstrap and not file.journal.dir:
         raise ConfigError(source, "kafka.bootstrap", "Kafka publishes from the journal: set "
                                                      "[journal].dir too")
+    if file.journal.retention_days < 1826:
+        raise ConfigError(source, "journal.retention_days",
+                          "business records must be kept at least 5 years (1826 days)")
     if g.heartbeat_s <= 0:
         raise ConfigError(source, "gateway.heartbeat_s", "expected a number of seconds > 0")
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=file.exchange,

@@ -19,6 +19,11 @@ Which records are inputs:
 - ``Inbound`` ``MarketData`` and ``ExchangeEvent`` reports: settle the book;
 - ``AdminAction``: kills, resets, status, registration and limit changes.
 
+Start of day: positions and balances come from the configured snapshot (the broker's
+settlement), so only *today's* trading records are replayed on top of it; admin actions
+(kills, account status, limits) are replayed from every day, because a stop stays in force
+until a person lifts it.
+
 Client ``CancelOrder`` messages are not inputs (their effect is the outbound cancel), nor are
 decisions, outbound reports or alerts (outputs). Automatic triggers do not fire on replay: what
 they did is in the journal as admin actions and cancels.
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from checks.calendar import trading_day_bounds, trading_day_number
 from checks.digest import digest
 from checks.enums import AccountStatus, KillScope, ProgReg
 from checks.model import Limits
@@ -78,8 +84,11 @@ class _ReplaySession:
         pass
 
 
-def replay_journal(gw: Gateway, journal: jr.Journal) -> RecoveryReport:
+def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) -> RecoveryReport:
     started = time.perf_counter()
+    boundary = gw.cfg.risk.day_boundary_s
+    today = trading_day_number(time.time_ns() if now_ns is None else now_ns, boundary)
+    day_start = trading_day_bounds(today, boundary)[0]
     report = RecoveryReport()
     router, engine = gw.router, gw.engine
     sessions: dict[int, _ReplaySession] = {}
@@ -92,6 +101,8 @@ def replay_journal(gw: Gateway, journal: jr.Journal) -> RecoveryReport:
             report.records += 1
             report.last_seq = seq
             t = type(rec)
+            if rec.ts_ns < day_start and t is not jr.AdminAction:
+                continue  # settled into the start-of-day snapshot
             if t is jr.Inbound:
                 report.max_session = max(report.max_session, rec.session)
                 msg = rec.msg

@@ -64,6 +64,7 @@ class Gateway:
         self.port = 0
         self._ticker: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self.outbox: OutboxPublisher | None = None
         self.control: ControlConsumer | None = None
         self.started_ns = time.time_ns()
@@ -86,6 +87,7 @@ class Gateway:
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
         if self.journal is not None:
             self._flusher = asyncio.create_task(self.journal.run_flusher(), name="journal-fsync")
+            self._pruner = asyncio.create_task(self._prune_daily(), name="journal-retention")
         k = self.cfg.kafka
         if k.bootstrap and self.journal is not None:
             topics = Topics(audit=k.audit_topic, alerts=k.alerts_topic, drop_copy=k.dropcopy_topic,
@@ -123,7 +125,7 @@ class Gateway:
         for s in list(self.router.sessions.values()):
             s.send(Logout("gateway shutting down"))
             s.close()  # type: ignore[attr-defined]
-        for task in (self._ticker, self._flusher):
+        for task in (self._ticker, self._flusher, self._pruner):
             if task is not None:
                 task.cancel()
         await self.admin.stop()
@@ -134,6 +136,16 @@ class Gateway:
         if self.router.audit is not None:
             self.router.audit.close()
         log.info("gateway stopped")
+
+    async def _prune_daily(self) -> None:
+        """Retention: delete whole journal segments past ``retention_days``, at start and daily."""
+        assert self.journal is not None
+        while True:
+            removed = self.journal.prune(time.time_ns(), self.cfg.journal.retention_days)
+            if removed:
+                log.info("journal segments past retention deleted", count=len(removed),
+                         retention_days=self.cfg.journal.retention_days)
+            await asyncio.sleep(86_400)
 
     def session_open(self) -> bool:
         return any_session_open(self, time.time_ns())
