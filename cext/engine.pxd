@@ -3,7 +3,7 @@
 
 from libc.stdint cimport int64_t
 
-from cext.book cimport Account, GroupInstrument, Instrument, Order, Position, ProductCounters
+from cext.book cimport fk_name_slot, Account, GroupInstrument, Instrument, Order, Position, ProductCounters
 
 
 cdef class Engine:
@@ -13,11 +13,18 @@ cdef class Engine:
     cdef readonly int64_t day
     cdef readonly int64_t day_end
     cdef readonly int64_t msg_ring
+    cdef int64_t tod_start           # the second whose local time of day is in tod
+    cdef int64_t tod
     cdef readonly dict acct_ids      # account id -> index
     cdef readonly dict inst_ids      # symbol -> index
     cdef readonly dict product_ids   # product -> index
     cdef readonly dict group_ids     # group -> index
 
+    cdef tuple names                 # private copies of acct_ids and inst_ids
+    cdef fk_name_slot* acct_table    # acct_ids and inst_ids as C tables (fk_name_lookup)
+    cdef size_t acct_mask
+    cdef fk_name_slot* inst_table
+    cdef size_t inst_mask
     cdef int64_t n_acct
     cdef int64_t n_inst
     cdef int64_t n_prod
