@@ -273,7 +273,9 @@ class Bench:
         """Fixed rate and max throughput on every path, interleaved ``repeat`` times."""
         sim, sim_port = self.start_sim(placement, fill=True)
         paths = [("direct", True), ("forwarder", True)]
-        paths += [("gateway" if j else "gateway-nojournal", j) for j in journal_modes]
+        # "gateway" is the first journal mode asked for; with both, journal-off is an extra row.
+        paths += [("gateway" if k == 0 else "gateway-nojournal", j)
+                  for k, j in enumerate(journal_modes)]
         runs: dict[str, dict[str, list[PathRun]]] = {"fixed": {}, "max": {}}
         try:
             for r in range(repeat):
@@ -434,6 +436,11 @@ def ratios(summary: dict[str, dict[str, Any]], gateway: str = "gateway") -> dict
     """Gateway vs forwarder: throughput ratio, added latency over direct and its ratio."""
     d, f, g = summary["direct"], summary["forwarder"], summary[gateway]
     out: dict[str, Any] = {"throughput_ratio": _div(g["throughput"], f["throughput"])}
+    # CPU per order of the middle process: its own cost, whatever else bounded the throughput
+    # (at max load the forwarder is starved by the generator and simulator sharing a core).
+    fc, gc = cpu_per_order_us(f), cpu_per_order_us(g)
+    out |= {"forwarder_cpu_us_per_order": fc, "gateway_cpu_us_per_order": gc,
+            "cpu_cost_ratio": _div(gc, fc) if fc and gc else None}
     for q in ("p50", "p99"):
         fa = f["latency_us"][q] - d["latency_us"][q]
         ga = g["latency_us"][q] - d["latency_us"][q]
@@ -442,6 +449,11 @@ def ratios(summary: dict[str, dict[str, Any]], gateway: str = "gateway") -> dict
         # A forwarder that adds nothing measurable leaves no ratio to speak of.
         out[f"added_{q}_ratio"] = _div(ga, fa) if fa > 0 else None
     return out
+
+
+def cpu_per_order_us(s: dict[str, Any]) -> float | None:
+    pct = s["cpu_pct"].get("proxy", 0.0)
+    return round(pct / 100 * 1e6 / s["throughput"], 1) if pct and s["throughput"] else None
 
 
 def _div(a: float, b: float) -> float | None:
@@ -549,9 +561,12 @@ def main(argv: list[str] | None = None) -> int:
                     runs = bench.compare(pl, args.rate, args.duration, args.repeat, journal_modes)
                     summary = {mode: {path: median_run(rs) for path, rs in by_path.items()}
                                for mode, by_path in runs.items()}
-                    trials.append({"placement": pl.name, "describe": pl.describe(),
-                                   "summary": summary,
-                                   "ratios": {mode: ratios(summary[mode]) for mode in summary}})
+                    trial = {"placement": pl.name, "describe": pl.describe(), "summary": summary,
+                             "ratios": {mode: ratios(summary[mode]) for mode in summary}}
+                    if len(journal_modes) > 1:
+                        trial["ratios_nojournal"] = {mode: ratios(summary[mode], "gateway-nojournal")
+                                                     for mode in summary}
+                    trials.append(trial)
                 # Best placement: the one where the gateway sustains the most.
                 best_trial = max(trials, key=lambda t: t["summary"]["max"]["gateway"]["throughput"]
                                  if "gateway" in t["summary"]["max"] else 0.0)

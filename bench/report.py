@@ -252,22 +252,31 @@ def _compare_md(data: dict[str, Any], compare: dict[str, Any]) -> list[str]:
             if mode not in trial["summary"]:
                 continue
             out += [f"**{title}**", ""] + _path_table(trial["summary"][mode]) + [""]
-            r = trial["ratios"][mode]
-            out += [
-                f"- gateway throughput / forwarder throughput: **{_f(r['throughput_ratio'], '{:.2f}')}**"
-                + (f" (target ≥ {TARGET_THROUGHPUT_RATIO}: {_verdict(r['throughput_ratio'], TARGET_THROUGHPUT_RATIO, True)})"
-                   if mode == "max" else " (both carry the offered rate)"),
-            ]
-            for q in ("p50", "p99"):
-                out.append(
-                    f"- added latency {q}: gateway {_f(r[f'gateway_added_{q}_us'])} µs, forwarder "
-                    f"{_f(r[f'forwarder_added_{q}_us'])} µs -> ratio **{_f(r[f'added_{q}_ratio'], '{:.2f}')}** "
-                    f"(target ≤ {TARGET_ADDED_RATIO}: {_verdict(r[f'added_{q}_ratio'], TARGET_ADDED_RATIO, False)})")
+            primary = f"gateway, journal {'off' if a['journal'] == 'off' else 'on'}"
+            for label, key in ((primary, "ratios"), ("gateway, journal off", "ratios_nojournal")):
+                if key in trial:
+                    out += _ratio_lines(trial[key][mode], mode, label)
             errs = [f"{p}: {s['rejected']} rejected, {s['lost']} lost {s['errors'][:1]}"
                     for p, s in trial["summary"][mode].items() if s["rejected"] or s["lost"] or s["errors"]]
             if errs:
                 out.append("- problems: " + "; ".join(errs))
             out.append("")
+    return out
+
+
+def _ratio_lines(r: dict[str, Any], mode: str, label: str) -> list[str]:
+    out = [f"*{label}:*",
+           f"- throughput / forwarder throughput: **{_f(r['throughput_ratio'], '{:.2f}')}**"
+           + (f" (target ≥ {TARGET_THROUGHPUT_RATIO}: {_verdict(r['throughput_ratio'], TARGET_THROUGHPUT_RATIO, True)})"
+              if mode == "max" else " (both carry the offered rate)"),
+           f"- CPU per order in the middle process: {_f(r['gateway_cpu_us_per_order'], '{:.1f}')} µs vs the "
+           f"forwarder's {_f(r['forwarder_cpu_us_per_order'], '{:.1f}')} µs -> "
+           f"**{_f(r['cpu_cost_ratio'], '{:.1f}')}×** the forwarder's cost per order"]
+    for q in ("p50", "p99"):
+        out.append(
+            f"- added latency {q}: {_f(r[f'gateway_added_{q}_us'])} µs vs the forwarder's "
+            f"{_f(r[f'forwarder_added_{q}_us'])} µs -> ratio **{_f(r[f'added_{q}_ratio'], '{:.2f}')}** "
+            f"(target ≤ {TARGET_ADDED_RATIO}: {_verdict(r[f'added_{q}_ratio'], TARGET_ADDED_RATIO, False)})")
     return out
 
 
