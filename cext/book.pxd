@@ -19,9 +19,8 @@ the calendar arithmetic (the extension is built with ``cdivision``).
 """
 
 from libc.math cimport floor
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memmove
 
 
 cdef extern from *:
@@ -30,37 +29,70 @@ cdef extern from *:
 
     /* Name -> index tables for account ids and symbols: open addressing on the str's cached
        hash, a hit decided by identity or by equal length, kind and bytes -- exactly when a
-       dict lookup with an exact str would find the key, at a fraction of the instructions. */
-    typedef struct { Py_hash_t hash; PyObject* key; long long idx; } fk_name_slot;
-    static inline long long fk_name_lookup(const fk_name_slot* table, size_t mask, PyObject* s) {
+       dict lookup with an exact str would find the key, at a fraction of the instructions.
+       A slot is 32 bytes and holds a short name's bytes itself, so a probe touches one cache
+       line of a small table and never the key object; longer names compare with keys[idx]. */
+    typedef struct {
+        Py_hash_t hash; int32_t idx1; uint16_t length; uint8_t kind; char data[17];
+    } fk_name_slot;  /* idx1 = index + 1; 0: an empty slot */
+    static inline int fk_name_inline(Py_ssize_t length, int kind) {
+        return length * kind <= 17;
+    }
+    static inline int fk_name_fill(fk_name_slot* e, PyObject* key, long long idx) {
+        Py_hash_t h = PyObject_Hash(key);
+        if (h == -1) return -1;
+        e->hash = h; e->idx1 = (int32_t)(idx + 1);
+        e->length = (uint16_t)PyUnicode_GET_LENGTH(key); e->kind = (uint8_t)PyUnicode_KIND(key);
+        if (PyUnicode_GET_LENGTH(key) > 0xFFFF) e->length = 0xFFFF;  /* (compared via keys) */
+        if (fk_name_inline(PyUnicode_GET_LENGTH(key), PyUnicode_KIND(key)))
+            memcpy(e->data, PyUnicode_DATA(key), PyUnicode_GET_LENGTH(key) * PyUnicode_KIND(key));
+        return 0;
+    }
+    static inline Py_hash_t fk_str_hash(PyObject* s) {
         Py_hash_t h = ((PyASCIIObject*)s)->hash;
+        if (h == -1) { h = PyObject_Hash(s); if (h == -1) PyErr_Clear(); }
+        return h;
+    }
+    static inline void fk_name_prefetch(const fk_name_slot* table, size_t mask, PyObject* s) {
+        __builtin_prefetch(&table[(size_t)fk_str_hash(s) & mask]);
+    }
+    static inline long long fk_name_lookup(const fk_name_slot* table, size_t mask,
+                                           void* const* keys, PyObject* s) {
+        Py_hash_t h = fk_str_hash(s);
+        Py_ssize_t length;
+        int kind;
         size_t j;
-        if (h == -1) {
-            h = PyObject_Hash(s);
-            if (h == -1) { PyErr_Clear(); return -1; }
-        }
+        if (h == -1) return -1;
     #if PY_VERSION_HEX < 0x030C0000
         if (PyUnicode_READY(s) == -1) { PyErr_Clear(); return -1; }
     #endif
+        length = PyUnicode_GET_LENGTH(s);
+        kind = PyUnicode_KIND(s);
         for (j = (size_t)h & mask;; j = (j + 1) & mask) {
             const fk_name_slot* e = &table[j];
-            if (e->key == NULL) return -1;
-            if (e->hash != h) continue;
-            if (e->key == s) return e->idx;
-            if (PyUnicode_GET_LENGTH(e->key) == PyUnicode_GET_LENGTH(s)
-                    && PyUnicode_KIND(e->key) == PyUnicode_KIND(s)
-                    && memcmp(PyUnicode_DATA(e->key), PyUnicode_DATA(s),
-                              PyUnicode_GET_LENGTH(s) * PyUnicode_KIND(s)) == 0)
-                return e->idx;
+            PyObject* key;
+            if (e->idx1 == 0) return -1;
+            if (e->hash != h || e->kind != kind) continue;
+            if (fk_name_inline(length, kind)) {
+                if (e->length == length && memcmp(e->data, PyUnicode_DATA(s), length * kind) == 0)
+                    return e->idx1 - 1;
+                continue;
+            }
+            key = (PyObject*)keys[e->idx1 - 1];
+            if (key == s || (PyUnicode_GET_LENGTH(key) == length
+                             && memcmp(PyUnicode_DATA(key), PyUnicode_DATA(s), length * kind) == 0))
+                return e->idx1 - 1;
         }
     }
     """
     ctypedef long long fk_int128  # 128-bit in C: products of money and lots never overflow
     ctypedef struct fk_name_slot:
         Py_hash_t hash
-        void* key  # a borrowed str
-        long long idx
-    long long fk_name_lookup(const fk_name_slot* table, size_t mask, void* s) noexcept
+        int32_t idx1
+    long long fk_name_lookup(const fk_name_slot* table, size_t mask, void** keys,
+                             void* s) noexcept
+    void fk_name_prefetch(const fk_name_slot* table, size_t mask, void* s) noexcept
+    int fk_name_fill(fk_name_slot* e, object key, long long idx) except -1
 
 
 cdef enum:
@@ -105,12 +137,17 @@ cdef struct Ring:
     int64_t head
 
 
+cdef enum:
+    LEVELS_INLINE = 2  # price levels kept in the struct itself: a group rests at a price or two
+
+
 cdef struct Levels:
-    # Resting orders of one side by price in ticks, ascending: ticks[j] has counts[j] orders.
-    int64_t* ticks
-    int64_t* counts
-    int64_t n
-    int64_t cap
+    # Resting orders of one side by price in ticks, ascending, as (ticks, count) pairs: in
+    # ``inline_`` while they fit (no pointer to chase on the hot path), else in ``heap``.
+    int64_t* heap
+    int32_t n
+    int32_t cap  # pairs the heap holds; 0 while inline
+    int64_t inline_[2 * LEVELS_INLINE]
 
 
 cdef struct Account:
@@ -243,12 +280,13 @@ cdef struct ProductCounters:
     int64_t filled_orders
 
 
-cdef struct GroupInstrument:
+cdef struct GroupInstrument:  # two cache lines
     int64_t open_volume
     int64_t best_buy
     int64_t best_sell
     Levels buys
     Levels sells
+    int64_t _pad
 
 
 cdef struct Order:
@@ -401,12 +439,17 @@ cdef inline tuple ring_tuple(Ring* r):
 
 # ---------------------------------------------------------------- price levels
 
+cdef inline int64_t* levels_pairs(Levels* lv) noexcept nogil:
+    return lv.heap if lv.heap != NULL else lv.inline_
+
+
 cdef inline int64_t levels_find(Levels* lv, int64_t t) noexcept nogil:
     """Index of the first level >= ``t`` (binary search)."""
+    cdef int64_t* pairs = levels_pairs(lv)
     cdef int64_t lo = 0, hi = lv.n, mid
     while lo < hi:
         mid = (lo + hi) >> 1
-        if lv.ticks[mid] < t:
+        if pairs[2 * mid] < t:
             lo = mid + 1
         else:
             hi = mid
@@ -414,43 +457,57 @@ cdef inline int64_t levels_find(Levels* lv, int64_t t) noexcept nogil:
 
 
 cdef inline int levels_add(Levels* lv, int64_t t) except -1 nogil:
-    cdef int64_t j = levels_find(lv, t)
-    cdef int64_t cap
-    cdef void* p
-    if j < lv.n and lv.ticks[j] == t:
-        lv.counts[j] += 1
+    cdef int64_t j = levels_find(lv, t), k
+    cdef int64_t* pairs = levels_pairs(lv)
+    cdef int64_t* grown
+    cdef int32_t cap
+    if j < lv.n and pairs[2 * j] == t:
+        pairs[2 * j + 1] += 1
         return 0
-    if lv.n == lv.cap:
-        cap = lv.cap * 2 if lv.cap else 4
-        p = realloc(lv.ticks, cap * sizeof(int64_t))
-        if p == NULL:
+    if lv.n == (lv.cap if lv.heap != NULL else LEVELS_INLINE):
+        cap = lv.cap * 2 if lv.heap != NULL else 8
+        grown = <int64_t*>malloc(2 * cap * sizeof(int64_t))
+        if grown == NULL:
             with gil:
                 raise MemoryError()
-        lv.ticks = <int64_t*>p
-        p = realloc(lv.counts, cap * sizeof(int64_t))
-        if p == NULL:
-            with gil:
-                raise MemoryError()
-        lv.counts = <int64_t*>p
+        for k in range(2 * lv.n):
+            grown[k] = pairs[k]
+        free(lv.heap)
+        lv.heap = grown
         lv.cap = cap
-    memmove(&lv.ticks[j + 1], &lv.ticks[j], (lv.n - j) * sizeof(int64_t))
-    memmove(&lv.counts[j + 1], &lv.counts[j], (lv.n - j) * sizeof(int64_t))
-    lv.ticks[j] = t
-    lv.counts[j] = 1
+        pairs = grown
+    k = lv.n
+    while k > j:
+        pairs[2 * k] = pairs[2 * k - 2]
+        pairs[2 * k + 1] = pairs[2 * k - 1]
+        k -= 1
+    pairs[2 * j] = t
+    pairs[2 * j + 1] = 1
     lv.n += 1
     return 0
 
 
 cdef inline void levels_remove(Levels* lv, int64_t t) noexcept nogil:
     """One order fewer at ``t`` (which holds at least one); the level goes when it empties."""
-    cdef int64_t j = levels_find(lv, t)
-    lv.counts[j] -= 1
-    if lv.counts[j] == 0:
-        memmove(&lv.ticks[j], &lv.ticks[j + 1], (lv.n - j - 1) * sizeof(int64_t))
-        memmove(&lv.counts[j], &lv.counts[j + 1], (lv.n - j - 1) * sizeof(int64_t))
+    cdef int64_t j = levels_find(lv, t), k
+    cdef int64_t* pairs = levels_pairs(lv)
+    pairs[2 * j + 1] -= 1
+    if pairs[2 * j + 1] == 0:
+        for k in range(j, lv.n - 1):
+            pairs[2 * k] = pairs[2 * k + 2]
+            pairs[2 * k + 1] = pairs[2 * k + 3]
         lv.n -= 1
+
+
+cdef inline int64_t levels_low(Levels* lv) noexcept nogil:
+    return levels_pairs(lv)[0]
+
+
+cdef inline int64_t levels_high(Levels* lv) noexcept nogil:
+    return levels_pairs(lv)[2 * (lv.n - 1)]
 
 
 cdef inline tuple levels_tuple(Levels* lv):
     cdef int64_t j
-    return tuple([(lv.ticks[j], lv.counts[j]) for j in range(lv.n)])
+    cdef int64_t* pairs = levels_pairs(lv)
+    return tuple([(pairs[2 * j], pairs[2 * j + 1]) for j in range(lv.n)])

@@ -23,8 +23,10 @@ cdef class Engine:
     cdef tuple names                 # private copies of acct_ids and inst_ids
     cdef fk_name_slot* acct_table    # acct_ids and inst_ids as C tables (fk_name_lookup)
     cdef size_t acct_mask
+    cdef void** acct_keys
     cdef fk_name_slot* inst_table
     cdef size_t inst_mask
+    cdef void** inst_keys
     cdef int64_t n_acct
     cdef int64_t n_inst
     cdef int64_t n_prod
@@ -49,6 +51,8 @@ cdef class Engine:
     cdef unsigned char* kill_group
     cdef unsigned char* kill_inst
     cdef unsigned char* kill_prod
+    cdef int64_t* acct_group          # accts[a].group, compact: the group line without acct's
+    cdef void** ring_hints            # [n_acct * 4]: where each account's windows will be read
     cdef dict kills
     cdef dict session_kills
     cdef set automated_sessions
@@ -69,6 +73,7 @@ cdef class Engine:
                          int64_t ticks, int64_t qty, bint large, bint counts_open,
                          int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td)
     cdef object _count_message(self, int64_t a, int64_t i, int64_t now)
+    cdef void _hint(self, int64_t a, int64_t hft_per_sec) noexcept
     cdef int _count_contract_cancel(self, int64_t slot) except -1
     cdef int _count_alerts(self, int64_t count, int64_t limit, double frac, object code,
                            object scope, str what) except -1

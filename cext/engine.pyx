@@ -36,16 +36,18 @@ from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
 from libc.math cimport INFINITY, fabs, floor, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcmp
+from libc.string cimport memset
+from posix.mman cimport MADV_HUGEPAGE, madvise
+from posix.stdlib cimport posix_memalign
 
 from cext.book cimport (
-    fk_name_lookup, fk_name_slot,
+    fk_name_fill, fk_name_lookup, fk_name_prefetch, fk_name_slot,
     ACCT_CLOSE_ONLY, ACCT_SUSPENDED, HEDGE_HEDGE, KILL_BLOCK, KILL_CLOSE_ONLY, NO_BUY,
     NS_PER_S, OFF_CLOSE_TODAY, OFF_OPEN, ORD_MARKET, PROG_CONFIRMED, PROG_NONE, SIDE_BUY,
     SIDE_SELL, ST_CANCELED, ST_FILLED, ST_NEW, ST_PARTIALLY_FILLED, ST_PENDING_NEW,
     ST_REJECTED, TIF_GFD, UNLIMITED, Account, GroupInstrument, Instrument, Levels, Order,
-    Position, ProductCounters, Ring, fen, floordiv, floormod, levels_add, levels_remove,
-    levels_tuple, muldiv, ring_append, ring_clear, ring_init, ring_recent, ring_set_maxlen,
+    Position, ProductCounters, Ring, fen, floordiv, floormod, levels_add, levels_high,
+    levels_low, levels_remove, levels_tuple, muldiv, ring_append, ring_clear, ring_init, ring_recent, ring_set_maxlen,
     ring_tuple, warn_level,
 )
 
@@ -229,39 +231,66 @@ cdef void* _grow(void* p, int64_t n, size_t item) except NULL:
     return q
 
 
+cdef size_t HUGE_PAGE = 2 * 1024 * 1024
+cdef enum:
+    N_HINTS = 4  # window reads per account decide() prefetches from Engine.ring_hints
+
+
 cdef void* _zeros(int64_t n, size_t item) except NULL:
-    cdef void* p = calloc(n if n > 0 else 1, item)
-    if p == NULL:
+    """Zeroed memory for ``n`` items. The big tables (positions, group books) are read at
+    random, one order at a time: in 4 KB pages nearly every order would also miss the TLB, so
+    they go in transparent huge pages where the kernel offers them, touched up front so the
+    pages are there before the first order is."""
+    cdef size_t size = (n if n > 0 else 1) * item
+    cdef void* p = NULL
+    if size < HUGE_PAGE:
+        p = calloc(n if n > 0 else 1, item)
+        if p == NULL:
+            raise MemoryError()
+        return p
+    size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    if posix_memalign(&p, HUGE_PAGE, size) != 0:
         raise MemoryError()
+    madvise(p, size, MADV_HUGEPAGE)  # (a hint; without it, 4 KB pages)
+    memset(p, 0, size)
     return p
 
 
-cdef fk_name_slot* _name_table(dict names, size_t* mask) except NULL:
-    """A ``fk_name_lookup`` table for a dict of str -> index (its keys must outlive it)."""
+cdef fk_name_slot* _name_table(dict names, size_t* mask, void*** keys) except NULL:
+    """A ``fk_name_lookup`` table for a dict of str -> index 0..n-1, and its keys by index
+    (borrowed: the dict must outlive the table)."""
     cdef size_t size = 8, j
     cdef fk_name_slot* table
-    while size < 2 * len(names):
+    while 2 * size < <size_t>(3 * len(names)):  # load at most 2/3
         size *= 2
     table = <fk_name_slot*>_zeros(size, sizeof(fk_name_slot))
+    keys[0] = <void**>_zeros(len(names), sizeof(void*))
     for key, idx in names.items():
         j = <size_t>hash(key) & (size - 1)
-        while table[j].key != NULL:
+        while table[j].idx1 != 0:
             j = (j + 1) & (size - 1)
-        table[j].hash = hash(key)
-        table[j].key = <void*>key
-        table[j].idx = idx
+        fk_name_fill(&table[j], key, idx)
+        keys[0][idx] = <void*>key
     mask[0] = size - 1
     return table
 
 
-cdef inline void _prefetch_ring(Ring* r, int64_t k) noexcept nogil:
-    """Ask for the cache line ``ring_recent(r, k, ...)`` will read."""
+cdef inline int64_t* _ring_slot(Ring* r, int64_t k) noexcept nogil:
+    """The timestamp ``ring_recent(r, k, ...)`` reads, or NULL when it reads none."""
     cdef int64_t idx
     if 0 < k <= r.count:
         idx = r.head + r.count - k
         if idx >= r.size:
             idx -= r.size
-        prefetch(&r.buf[idx])
+        return &r.buf[idx]
+    return NULL
+
+
+cdef inline void _prefetch_ring(Ring* r, int64_t k) noexcept nogil:
+    """Ask for the cache line ``ring_recent(r, k, ...)`` will read."""
+    cdef int64_t* slot = _ring_slot(r, k)
+    if slot != NULL:
+        prefetch(slot)
 
 
 cdef inline void _prefetch_lines(const void* p, size_t size) noexcept nogil:
@@ -342,8 +371,8 @@ cdef class Engine:
         self.group_ids = dict(ref.group_ids)
         self.acct_ids = dict(ref.acct_ids)
         self.names = (dict(ref.acct_ids), dict(ref.inst_ids))  # (the tables' keys live here)
-        self.acct_table = _name_table(self.names[0], &self.acct_mask)
-        self.inst_table = _name_table(self.names[1], &self.inst_mask)
+        self.acct_table = _name_table(self.names[0], &self.acct_mask, &self.acct_keys)
+        self.inst_table = _name_table(self.names[1], &self.inst_mask, &self.inst_keys)
         self.n_acct = len(ref.accounts)
         self.n_inst = len(ref.instruments)
         self.n_prod = len(ref.product_ids)
@@ -358,6 +387,8 @@ cdef class Engine:
         self.kill_group = <unsigned char*>_zeros(self.n_group, 1)
         self.kill_inst = <unsigned char*>_zeros(self.n_inst, 1)
         self.kill_prod = <unsigned char*>_zeros(self.n_prod, 1)
+        self.acct_group = <int64_t*>_zeros(self.n_acct, sizeof(int64_t))
+        self.ring_hints = <void**>_zeros(N_HINTS * self.n_acct, sizeof(void*))
         for j in range(self.n_group * self.n_inst):
             self.gis[j].best_buy = NO_BUY
             self.gis[j].best_sell = NO_SELL
@@ -423,6 +454,7 @@ cdef class Engine:
             self.acct_names.append(st.id)
             self.acct_scopes.append(f"account:{st.id}")
             acct.group = st.group
+            self.acct_group[a] = st.group
             acct.status = st.status
             acct.programmatic = st.programmatic
             acct.hft_registered = st.hft_registered
@@ -487,12 +519,12 @@ cdef class Engine:
                 free(self.accts[j].repeat_run.buf)
         if self.gis != NULL:
             for j in range(self.n_group * self.n_inst):
-                free(self.gis[j].buys.ticks)
-                free(self.gis[j].buys.counts)
-                free(self.gis[j].sells.ticks)
-                free(self.gis[j].sells.counts)
+                free(self.gis[j].buys.heap)
+                free(self.gis[j].sells.heap)
         free(self.acct_table)
         free(self.inst_table)
+        free(self.acct_keys)
+        free(self.inst_keys)
         free(self.accts)
         free(self.insts)
         free(self.pos)
@@ -506,6 +538,8 @@ cdef class Engine:
         free(self.kill_group)
         free(self.kill_inst)
         free(self.kill_prod)
+        free(self.acct_group)
+        free(self.ring_hints)
 
     cdef int _load_limits(self, int64_t a, object st) except -1:
         """Copy ``AccountState.set_limits``'s derived limits (``st``) into the C account."""
@@ -592,7 +626,7 @@ cdef class Engine:
         cdef int64_t need, available, messages, mode
         cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
         cdef bint opening, market, large, counts_open, ok, slots
-        cdef int overflow = 0, ok_int
+        cdef int overflow = 0, ok_int, k
         cdef long long x
         cdef Account* acct
         cdef Instrument* inst
@@ -607,17 +641,25 @@ cdef class Engine:
             self._roll_day(now)
         slots = _slots(order)
         account = _field(order, slots, F_ACCOUNT)
-        a = fk_name_lookup(self.acct_table, self.acct_mask, <void*>account) \
+        if slots:  # both table probes at once (a slot read has no side effect to keep in order)
+            symbol = _field(order, slots, F_SYMBOL)
+            if type(symbol) is str:
+                fk_name_prefetch(self.inst_table, self.inst_mask, <void*>symbol)
+        a = fk_name_lookup(self.acct_table, self.acct_mask, self.acct_keys, <void*>account) \
             if type(account) is str else -1
         if a < 0:
             return rejected(R.UNKNOWN_ACCOUNT, f"account {order.account!r}")
         acct = &self.accts[a]
         # A realistic book does not fit in the caches: ask for the account's lines now, and
         # its position, counters and group lines as soon as the instrument is known, so the
-        # memory fetches overlap with the Python-level field checks below.
+        # memory fetches overlap with the Python-level field checks below. Where in its
+        # rolling windows the account's checks will read is only known from its own lines,
+        # so the last order left a hint (a compact array) to fetch those in parallel, too.
         _prefetch_lines(acct, sizeof(Account))
+        for k in range(N_HINTS):
+            prefetch(self.ring_hints[N_HINTS * a + k])
         symbol = _field(order, slots, F_SYMBOL)
-        i = fk_name_lookup(self.inst_table, self.inst_mask, <void*>symbol) \
+        i = fk_name_lookup(self.inst_table, self.inst_mask, self.inst_keys, <void*>symbol) \
             if type(symbol) is str else -1
         if i < 0:
             return rejected(R.UNKNOWN_INSTRUMENT, f"symbol {order.symbol!r}")
@@ -626,8 +668,15 @@ cdef class Engine:
         _prefetch_lines(pos, sizeof(Position))
         pc = &self.prods[a * self.n_prod + inst.product]
         prefetch(pc)
-        gi = &self.gis[acct.group * self.n_inst + i]
-        prefetch(gi)
+        gi = &self.gis[self.acct_group[a] * self.n_inst + i]  # (not waiting for acct's line)
+        _prefetch_lines(gi, sizeof(GroupInstrument))
+        # The windows' lines depend on the account's (head, count): the first wait for memory.
+        _prefetch_ring(&acct.orders, acct.max_orders_per_sec)
+        _prefetch_ring(&acct.cancels, acct.max_cancels_per_sec)
+        _prefetch_ring(&acct.msgs, acct.programmatic_per_sec)
+        _prefetch_ring(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
+                       and not acct.direct_access else inst.hft_per_sec)
+        _prefetch_ring(&acct.repeat_run, acct.max_repeats)
         v_side = _field(order, slots, F_SIDE)
         v_offset = _field(order, slots, F_OFFSET)
         v_hedge = _field(order, slots, F_HEDGE)
@@ -649,18 +698,6 @@ cdef class Engine:
         if tif == 0:
             return rejected(R.INVALID_FIELD, f"tif={v_tif!r}")
         opening = offset == OFF_OPEN
-        _prefetch_ring(&acct.orders, acct.max_orders_per_sec)
-        _prefetch_ring(&acct.cancels, acct.max_cancels_per_sec)
-        _prefetch_ring(&acct.msgs, acct.programmatic_per_sec)
-        _prefetch_ring(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
-                       and not acct.direct_access else inst.hft_per_sec)
-        _prefetch_ring(&acct.repeat_run, acct.max_repeats)
-        if side == SIDE_BUY:
-            prefetch(gi.buys.ticks)
-            prefetch(gi.buys.counts)
-        else:
-            prefetch(gi.sells.ticks)
-            prefetch(gi.sells.counts)
 
         # 2. kill switch
         mode = self.kill_firm
@@ -1029,9 +1066,20 @@ cdef class Engine:
                 levels_add(&gi.sells, ticks)
                 if ticks < gi.best_sell:
                     gi.best_sell = ticks
+        self._hint(a, inst.hft_per_sec)
         alerts = self.alerts
         self.alerts = None
         return Decision(0, self._ref_of(slot), "", alerts, trigger)
+
+    cdef void _hint(self, int64_t a, int64_t hft_per_sec) noexcept:
+        """Where the account's next decide will read its windows (for ``decide`` to prefetch)."""
+        cdef Account* acct = &self.accts[a]
+        cdef void** hints = &self.ring_hints[N_HINTS * a]
+        hints[0] = _ring_slot(&acct.orders, acct.max_orders_per_sec)
+        hints[1] = _ring_slot(&acct.cancels, acct.max_cancels_per_sec)
+        hints[2] = _ring_slot(&acct.msgs, acct.programmatic_per_sec)
+        hints[3] = _ring_slot(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
+                              and not acct.direct_access else hft_per_sec)
 
     cdef object _count_message(self, int64_t a, int64_t i, int64_t now):
         """Count one order or cancel message: HFT window, daily totals, product 信息量.
@@ -1158,6 +1206,7 @@ cdef class Engine:
                 self._alert(alert(_CRITICAL, R.CANCEL_RATE, self.acct_scopes[a],
                                   "cancel rate limit reached: new orders are refused"))
         trigger = self._count_message(a, o.inst, now)
+        self._hint(a, self.insts[o.inst].hft_per_sec)
         acct.paid_fee += self.insts[o.inst].per_cancel_fee
         self._count_contract_cancel(slot)
         alerts = self.alerts
@@ -1365,10 +1414,10 @@ cdef class Engine:
         if o.ticks >= 0:
             if o.side == SIDE_BUY:
                 levels_remove(&gi.buys, o.ticks)
-                gi.best_buy = gi.buys.ticks[gi.buys.n - 1] if gi.buys.n else NO_BUY
+                gi.best_buy = levels_high(&gi.buys) if gi.buys.n else NO_BUY
             else:
                 levels_remove(&gi.sells, o.ticks)
-                gi.best_sell = gi.sells.ticks[0] if gi.sells.n else NO_SELL
+                gi.best_sell = levels_low(&gi.sells) if gi.sells.n else NO_SELL
         o.status = status
         o.live = False
         self.free_slots[self.n_free] = slot
