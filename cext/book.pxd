@@ -18,7 +18,7 @@ level book is a small sorted array, and ``floordiv``/``floormod`` give Python's 
 the calendar arithmetic (the extension is built with ``cdivision``).
 """
 
-from libc.math cimport floor
+from libc.math cimport fabs
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc, realloc
 
@@ -197,6 +197,13 @@ cdef struct Account:
     int64_t programmatic_occasions
     bint stop_programmatic
     double warn_fraction
+    # warning levels (checks.decision.warn_level) of the limits above, at warn_fraction
+    int64_t lvl_orders
+    int64_t lvl_cancels
+    int64_t lvl_open_volume
+    int64_t lvl_open_orders
+    int64_t lvl_messages
+    int64_t lvl_hft_day  # of hft_max_per_day
     # rolling windows
     Ring orders
     Ring cancels
@@ -342,9 +349,19 @@ cdef inline int64_t muldiv(int64_t x, int64_t qty, int64_t total) noexcept nogil
     return <int64_t>q
 
 
+cdef inline double ffloor(double y) noexcept nogil:
+    """``math.floor`` of a double, without a libm call: exact, since below 2**52 a double's
+    integer part fits int64, and from there on every double is a whole number."""
+    cdef double t
+    if fabs(y) < 4503599627370496.0:
+        t = <double><int64_t>y
+        return t - 1.0 if t > y else t
+    return y
+
+
 cdef inline int64_t fen(double amount) noexcept nogil:
     """``checks.state.fen``: money in integer fen, rounded half up (amounts within int64)."""
-    return <int64_t>floor(amount * 100.0 + 0.5)
+    return <int64_t>ffloor(amount * 100.0 + 0.5)
 
 
 cdef inline int64_t warn_level(int64_t limit, double fraction) noexcept nogil:

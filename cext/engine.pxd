@@ -3,23 +3,29 @@
 
 from libc.stdint cimport int64_t
 
-from cext.book cimport fk_name_slot, Account, GroupInstrument, Instrument, Order, Position, ProductCounters
+from cext.book cimport (
+    Account, GroupInstrument, Instrument, Order, Position, ProductCounters, fk_name_slot,
+)
 
 
 cdef class Engine:
+    # what the reference exposes as plain attributes
     cdef readonly object cfg
     cdef readonly bint enforce_hours
     cdef readonly int64_t day_boundary
     cdef readonly int64_t day
     cdef readonly int64_t day_end
     cdef readonly int64_t msg_ring
-    cdef int64_t tod_start           # the second whose local time of day is in tod
-    cdef int64_t tod
     cdef readonly dict acct_ids      # account id -> index
     cdef readonly dict inst_ids      # symbol -> index
     cdef readonly dict product_ids   # product -> index
     cdef readonly dict group_ids     # group -> index
+    cdef readonly dict kills         # scope -> {key: mode}, as the reference keeps it
+    cdef readonly set automated_sessions
 
+    # the C book (cext/book.pxd)
+    cdef int64_t tod_start           # the second whose local time of day is in tod
+    cdef int64_t tod
     cdef tuple names                 # private copies of acct_ids and inst_ids
     cdef fk_name_slot* acct_table    # acct_ids and inst_ids as C tables (fk_name_lookup)
     cdef size_t acct_mask
@@ -42,9 +48,8 @@ cdef class Engine:
     cdef Order* orders
     cdef int64_t n_slots
     cdef int64_t cap_slots
-    cdef int64_t* free_slots
+    cdef int64_t* free_slots         # (as many as cap_slots)
     cdef int64_t n_free
-    cdef int64_t cap_free
     # kill switch: C flags for the hot path, the reference's dict for killed() and sessions
     cdef unsigned char kill_firm
     cdef unsigned char* kill_acct
@@ -53,9 +58,7 @@ cdef class Engine:
     cdef unsigned char* kill_prod
     cdef int64_t* acct_group          # accts[a].group, compact: the group line without acct's
     cdef void** ring_hints            # [n_acct * 4]: where each account's windows will be read
-    cdef dict kills
-    cdef dict session_kills
-    cdef set automated_sessions
+    cdef dict session_kills          # kills[SESSION]: decide reads it directly
     # names, for texts and snapshots
     cdef list acct_names
     cdef list acct_scopes            # "account:<id>"
@@ -66,7 +69,7 @@ cdef class Engine:
     # alerts raised by the call in progress (None until the first one)
     cdef list alerts
 
-    cdef void _alert(self, object event)
+    cdef int _alert(self, object event) except -1
     cdef int _roll_day(self, int64_t now) except -1
     cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
                          int64_t hedge, int64_t ord_type, int64_t tif, double price,

@@ -33,7 +33,7 @@ market-data prices are taken as floats, as the wire protocol delivers them.
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from libc.math cimport INFINITY, fabs, floor, isfinite
+from libc.math cimport INFINITY, fabs, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memset
@@ -46,7 +46,7 @@ from cext.book cimport (
     NS_PER_S, OFF_CLOSE_TODAY, OFF_OPEN, ORD_MARKET, PROG_CONFIRMED, PROG_NONE, SIDE_BUY,
     SIDE_SELL, ST_CANCELED, ST_FILLED, ST_NEW, ST_PARTIALLY_FILLED, ST_PENDING_NEW,
     ST_REJECTED, TIF_GFD, UNLIMITED, Account, GroupInstrument, Instrument, Levels, Order,
-    Position, ProductCounters, Ring, fen, floordiv, floormod, levels_add, levels_high,
+    Position, ProductCounters, Ring, fen, ffloor, floordiv, floormod, levels_add, levels_high,
     levels_low, levels_remove, levels_tuple, muldiv, ring_append, ring_clear, ring_init, ring_recent, ring_set_maxlen,
     ring_tuple, warn_level,
 )
@@ -566,6 +566,12 @@ cdef class Engine:
         acct.programmatic_occasions = st.programmatic_occasions
         acct.stop_programmatic = st.stop_programmatic
         acct.warn_fraction = st.warn_fraction
+        acct.lvl_orders = warn_level(acct.max_orders_per_sec, acct.warn_fraction)
+        acct.lvl_cancels = warn_level(acct.max_cancels_per_sec, acct.warn_fraction)
+        acct.lvl_open_volume = warn_level(acct.max_open_volume, acct.warn_fraction)
+        acct.lvl_open_orders = warn_level(acct.max_open_orders, acct.warn_fraction)
+        acct.lvl_messages = warn_level(acct.max_messages, acct.warn_fraction)
+        acct.lvl_hft_day = warn_level(acct.hft_max_per_day, acct.warn_fraction)
         return 0
 
     # ---------------------------------------------------------------- sessions and the day
@@ -761,7 +767,7 @@ cdef class Engine:
             qty = x
         elif type(oq) is float:
             q = PyFloat_AS_DOUBLE(oq)
-            if not (isfinite(q) and q == floor(q) and fabs(q) < TWO_62):
+            if not (isfinite(q) and q == ffloor(q) and fabs(q) < TWO_62):
                 return rejected(R.INVALID_QTY, f"qty={oq!r}")
             qty = <int64_t>q
         else:
@@ -789,7 +795,7 @@ cdef class Engine:
         if not market:
             steps = price / inst.tick + 0.5  # inf for an absurd price: not on tick
             if isfinite(steps):
-                steps = floor(steps)
+                steps = ffloor(steps)
             if not isfinite(steps) or fabs(steps * inst.tick - price) > inst.tick * 1e-6:
                 return rejected(R.PRICE_NOT_ON_TICK, f"{price} with tick {inst.tick}")
 
@@ -900,8 +906,8 @@ cdef class Engine:
         # 10. funds
         if opening:
             rate = inst.margin_long if side == SIDE_BUY else inst.margin_short
-            mf = floor((px * q * inst.multiplier * rate + q * inst.margin_per_lot) * 100.0 + 0.5)
-            ff = floor((q * inst.open_per_lot + px * q * inst.multiplier * inst.open_ratio)
+            mf = ffloor((px * q * inst.multiplier * rate + q * inst.margin_per_lot) * 100.0 + 0.5)
+            ff = ffloor((q * inst.open_per_lot + px * q * inst.multiplier * inst.open_ratio)
                        * 100.0 + 0.5)
             if acct.loss_limit < UNLIMITED and (acct.realised + acct.unrealised - acct.paid_fee
                                                 <= -acct.loss_limit):
@@ -942,11 +948,12 @@ cdef class Engine:
                              large, counts_open, margin, fee, close_yd, close_td)
 
     # ---------------------------------------------------------------- reserve (accept)
-    cdef void _alert(self, object event):
+    cdef int _alert(self, object event) except -1:
         if self.alerts is None:
             self.alerts = [event]
         else:
             self.alerts.append(event)
+        return 0
 
     cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
                          int64_t hedge, int64_t ord_type, int64_t tif, double price,
@@ -964,7 +971,7 @@ cdef class Engine:
 
         # rate windows and daily counts
         if acct.max_orders_per_sec < UNLIMITED:
-            lvl = warn_level(acct.max_orders_per_sec, frac)
+            lvl = acct.lvl_orders
             before = ring_recent(&acct.orders, lvl, now, NS_PER_S)
             ring_append(&acct.orders, now)
             if not before and ring_recent(&acct.orders, lvl, now, NS_PER_S):
@@ -974,7 +981,7 @@ cdef class Engine:
         if counts_open:
             gi.open_volume += qty
             if acct.max_open_volume < UNLIMITED:
-                lvl = warn_level(acct.max_open_volume, frac)
+                lvl = acct.lvl_open_volume
                 if gi.open_volume - qty < lvl <= gi.open_volume:
                     self._alert(warn(R.OPEN_VOLUME_LIMIT,
                                      f"{self.acct_scopes[a]}/{self.inst_symbols[i]}",
@@ -982,7 +989,7 @@ cdef class Engine:
                                      acct.max_open_volume))
         acct.open_orders += 1
         if acct.max_open_orders < UNLIMITED:
-            lvl = warn_level(acct.max_open_orders, frac)
+            lvl = acct.lvl_open_orders
             if acct.open_orders == lvl:
                 self._alert(warn(R.OPEN_ORDERS_LIMIT, self.acct_scopes[a], "working orders", lvl,
                                  acct.max_open_orders))
@@ -1117,13 +1124,13 @@ cdef class Engine:
             self._alert(alert(_WARNING, R.HFT_CLASSIFIED, self.acct_scopes[a],
                               f"orders+cancels reached {inst.hft_per_sec}/s or "
                               f"{inst.hft_per_day}/day"))
-        lvl = warn_level(per_day, frac)
+        lvl = acct.lvl_hft_day if per_day == acct.hft_max_per_day else warn_level(per_day, frac)
         if acct.day_msgs == lvl:
             self._alert(warn(R.HFT_LIMIT, self.acct_scopes[a], "orders+cancels today", lvl,
                              per_day))
         pc.messages += 1
         if acct.max_messages < UNLIMITED:
-            lvl = warn_level(acct.max_messages, frac)
+            lvl = acct.lvl_messages
             if pc.messages == lvl:
                 self._alert(warn(R.MESSAGE_LIMIT,
                                  f"{self.acct_scopes[a]}/{self.inst_products[i]}",
@@ -1158,7 +1165,7 @@ cdef class Engine:
                 return -1
         elif PyFloat_Check(ref):  # 5.0 == 5 as a dict key
             d = PyFloat_AS_DOUBLE(ref)
-            if not (d == floor(d) and fabs(d) < TWO_63):
+            if not (d == ffloor(d) and fabs(d) < TWO_63):
                 return -1
             x = <long long>d
         else:
@@ -1196,7 +1203,7 @@ cdef class Engine:
         self.alerts = None
         o.cancel_requested = True
         if acct.max_cancels_per_sec < UNLIMITED:
-            lvl = warn_level(acct.max_cancels_per_sec, acct.warn_fraction)
+            lvl = acct.lvl_cancels
             before = ring_recent(&acct.cancels, lvl, now, NS_PER_S)
             ring_append(&acct.cancels, now)
             if not before and ring_recent(&acct.cancels, lvl, now, NS_PER_S):

@@ -21,6 +21,7 @@ from decimal import Decimal
 from enum import IntEnum
 from fractions import Fraction
 
+import msgspec
 import pytest
 from diffbook import SYMBOLS, T0, Pair, config, outcome_of
 from hypothesis import HealthCheck, given, settings
@@ -224,3 +225,35 @@ def _field(good: st.SearchStrategy) -> st.SearchStrategy:
 )
 def test_any_mix_of_good_and_bad_fields(pair: Pair, **fields: object) -> None:
     _same_decision(pair, _order(**fields))
+
+
+class ReorderedOrder(msgspec.Struct):
+    """The same fields as NewOrder in another order: other slot offsets."""
+
+    qty: object
+    price: object
+    tif: object
+    ord_type: object
+    hedge: object
+    offset: object
+    side: object
+    symbol: object
+    account: object
+
+
+class PartialOrder(msgspec.Struct):
+    account: object
+    symbol: object
+
+
+def test_struct_types_with_other_layouts(pair: Pair) -> None:
+    """Order fields are read from member slots: the offsets must follow the order's type."""
+    for k in range(6):
+        values = dict(GOOD, price=3200.0 - k, qty=1 + k % 3)
+        new_order = _order(**values)
+        reordered = ReorderedOrder(**values)
+        first, second = _same_decision(pair, new_order), _same_decision(pair, reordered)
+        assert (first.reason, first.text) == (second.reason, second.text)
+    for values in ({"account": "A1", "symbol": "zz"}, {"account": "A1", "symbol": "rb2605"}):
+        order = PartialOrder(**values)
+        assert outcome_of(pair.c.decide, order, T0) == outcome_of(pair.ref.decide, order, T0)
