@@ -11,7 +11,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# Cython and setuptools go into the venv too: the in-place build below runs there.
 $(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install -q 'Cython>=3.0' 'setuptools>=77' wheel
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
