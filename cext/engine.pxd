@@ -86,6 +86,7 @@ cdef class Engine:
     cdef int64_t _slot_of(self, object ref) except -2
     cdef object _ref_of(self, int64_t slot)
     cdef int _load_limits(self, int64_t a, object st) except -1
+    cdef dict _limits_of(self, int64_t a)
     cdef object _scope_key(self, object scope, object key)
     cdef int _sync_kill(self, object scope, int64_t k) except -1
     cdef tuple _order_tuple(self, int64_t slot)

@@ -1580,13 +1580,32 @@ cdef class Engine:
         """Replace an account's limits (already validated and merged by the caller)."""
         cdef int64_t a = self._scope_key(_ACCOUNT, account)
         cdef Account* acct = &self.accts[a]
-        derived = types.SimpleNamespace()
-        self.account_state_cls.set_limits(derived, limits)  # one home for limit derivation
-        self._load_limits(a, derived)
+        derived = types.SimpleNamespace(**self._limits_of(a))
+        try:
+            self.account_state_cls.set_limits(derived, limits)  # one home for limit derivation
+        finally:  # (a malformed ``limits`` raises half-way: keep what the reference keeps)
+            self._load_limits(a, derived)
         ring_set_maxlen(&acct.orders, max(1, min(acct.max_orders_per_sec, 1 << 20)))
         ring_set_maxlen(&acct.cancels, max(1, min(acct.max_cancels_per_sec, 1 << 20)))
         ring_set_maxlen(&acct.execs, max(1, min(acct.max_executions + 1, 1 << 20)))
         ring_set_maxlen(&acct.repeat_run, max(1, min(acct.max_repeats, 1 << 20)))
+
+    cdef dict _limits_of(self, int64_t a):
+        """The account's limits as ``AccountState.set_limits`` names them."""
+        cdef Account* c = &self.accts[a]
+        return {
+            "max_order_qty": c.max_order_qty, "max_notional": c.max_notional,
+            "max_orders_per_sec": c.max_orders_per_sec,
+            "max_cancels_per_sec": c.max_cancels_per_sec, "max_open_orders": c.max_open_orders,
+            "max_open_volume": c.max_open_volume, "max_messages": c.max_messages,
+            "max_otr": c.max_otr, "otr_min_messages": c.otr_min_messages,
+            "message_fee": c.message_fee, "message_fee_free": c.message_fee_free,
+            "max_repeats": c.max_repeats, "repeat_window": c.repeat_window,
+            "max_executions": c.max_executions, "execution_window": c.execution_window,
+            "loss_limit": c.loss_limit, "programmatic_per_sec": c.programmatic_per_sec,
+            "programmatic_occasions": c.programmatic_occasions,
+            "stop_programmatic": c.stop_programmatic, "warn_fraction": c.warn_fraction,
+        }
 
     # ---------------------------------------------------------------- views
     cdef tuple _order_tuple(self, int64_t slot):

@@ -257,3 +257,15 @@ def test_struct_types_with_other_layouts(pair: Pair) -> None:
     for values in ({"account": "A1", "symbol": "zz"}, {"account": "A1", "symbol": "rb2605"}):
         order = PartialOrder(**values)
         assert outcome_of(pair.c.decide, order, T0) == outcome_of(pair.ref.decide, order, T0)
+
+
+def test_malformed_limits_fail_alike() -> None:
+    """set_limits with an object lacking fields raises half-way in both, leaving the same."""
+    p = Pair(config("ignore"))
+    partial = types.SimpleNamespace(max_order_qty=3, max_notional=None, max_orders_per_sec=1)
+    p.call("set_limits", "A1", partial)
+    p.check()
+    p.call("decide", _order(qty=5), T0)
+    p.call("decide", _order(qty=2), T0)
+    p.call("decide", _order(qty=2, price=3199.0), T0)
+    p.check()
