@@ -73,9 +73,13 @@ cdef extern from *:
             PyObject* key;
             if (e->idx1 == 0) return -1;
             if (e->hash != h || e->kind != kind) continue;
-            if (fk_name_inline(length, kind)) {
-                if (e->length == length && memcmp(e->data, PyUnicode_DATA(s), length * kind) == 0)
-                    return e->idx1 - 1;
+            if (fk_name_inline(length, kind)) {  /* a short name: compare in place */
+                const char* a = e->data;
+                const char* c = (const char*)PyUnicode_DATA(s);
+                Py_ssize_t n = length * kind, k = 0;
+                if (e->length != length) continue;
+                while (k < n && a[k] == c[k]) k++;
+                if (k == n) return e->idx1 - 1;
                 continue;
             }
             key = (PyObject*)keys[e->idx1 - 1];

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Typed interface of ``cext.engine``: the engine's C book (see ``cext/book.pxd``) and methods."""
 
+cimport cython
 from libc.stdint cimport int64_t
 
 from cext.book cimport (
@@ -8,6 +9,7 @@ from cext.book cimport (
 )
 
 
+@cython.final  # cdef methods are called directly (no vtable) and may be inlined
 cdef class Engine:
     # what the reference exposes as plain attributes
     cdef readonly object cfg

@@ -66,6 +66,7 @@ from checks.state import fen as _py_fen
 
 # Python-level constants, bound once (texts and alerts carry the same enum members as the
 # reference's, so even their types match).
+cdef object _Decision = Decision  # (a C global: no module-dict lookup per order)
 cdef object _CRITICAL = AlertLevel.CRITICAL
 cdef object _WARNING = AlertLevel.WARNING
 cdef object _FIRM = KillScope.FIRM
@@ -101,12 +102,12 @@ cdef extern from *:
         m = ((PyMemberDescrObject*)descr)->d_member;
         return (m->type == T_OBJECT_EX && !(m->flags & READ_RESTRICTED)) ? m->offset : -1;
     }
-    static inline PyObject* fk_slot(PyObject* obj, Py_ssize_t offset) {
+    static inline __attribute__((always_inline)) PyObject* fk_slot(PyObject* obj, Py_ssize_t offset) {
         return *(PyObject**)((char*)obj + offset);
     }
     /* An exact int's value when it fits int64 (*ok = 1), read straight from its digits for the
        sizes orders carry (enums, lots, nanosecond timestamps); anything else: *ok = 0. */
-    static inline long long fk_exact_int(PyObject* v, int* ok) {
+    static inline __attribute__((always_inline)) long long fk_exact_int(PyObject* v, int* ok) {
         Py_ssize_t size;
         unsigned long long x;
         *ok = 0;
@@ -138,7 +139,7 @@ cdef extern from *:
     }
     /* The value of an enumerated order field: an int (an int subclass such as an IntEnum
        member too, a bool not) in 1..top, else 0. */
-    static inline long long fk_enum(PyObject* v, long long top) {
+    static inline __attribute__((always_inline)) long long fk_enum(PyObject* v, long long top) {
         int ok;
         long long x = fk_exact_int(v, &ok);
         if (!ok) {
@@ -1076,7 +1077,7 @@ cdef class Engine:
         self._hint(a, inst.hft_per_sec)
         alerts = self.alerts
         self.alerts = None
-        return Decision(0, self._ref_of(slot), "", alerts, trigger)
+        return _Decision(0, self._ref_of(slot), "", alerts, trigger)
 
     cdef void _hint(self, int64_t a, int64_t hft_per_sec) noexcept:
         """Where the account's next decide will read its windows (for ``decide`` to prefetch)."""
