@@ -224,8 +224,9 @@ def markdown(data: dict[str, Any], png: str | None) -> str:
     if png:
         out += ["## Plot", "", f"![latency]({png})", ""]
     if data.get("noisy"):
-        out += ["## Shared machine", "", "Measurements that started while something else kept the "
-                "machine busy (waited up to --quiet-wait for it to calm down):", ""]
+        out += ["## Shared machine", "", "Measurements disturbed by processes that are not ours "
+                "(a busy machine at the start, or CPU taken during the window; such a measurement "
+                "is redone up to --retries times and the last attempt kept):", ""]
         out += [f"- {n}" for n in data["noisy"]] + [""]
     for note in data.get("notes", []):
         out.append(f"- {note}")

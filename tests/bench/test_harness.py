@@ -31,7 +31,7 @@ def _engine() -> str:
 def test_short_run_writes_a_complete_report(tmp_path: Path) -> None:
     code = harness.main([
         "--engine", _engine(), "--out", str(tmp_path),
-        "--placement", "free", "--quiet-pct", "100",
+        "--placement", "free", "--quiet-pct", "100", "--retries", "0",
         "--rate", "300", "--duration", "0.8", "--warmup", "0.3", "--window", "32",
         "--kill-orders", "200", "--kill-rate", "2000",
         "--peak", "200", "--ramp-steps", "2", "--ramp-refine", "0", "--ramp-duration", "0.8",
