@@ -353,6 +353,13 @@ class Bench:
                         bad = rate
                         break
                     good, rate = rate, rate * a.ramp_factor
+                # Broke at the first step: walk down, so the report says what it does hold.
+                rate = bad / a.ramp_factor
+                for _ in range(a.ramp_steps if not good else 0):
+                    if step(rate):
+                        good = rate
+                        break
+                    bad, rate = rate, rate / a.ramp_factor
                 for _ in range(a.ramp_refine if good and bad else 0):
                     mid = (good + bad) / 2
                     if step(mid):
