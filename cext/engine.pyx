@@ -309,11 +309,6 @@ cdef inline void _prefetch_lines(const void* p, size_t size) noexcept nogil:
         off += 64
 
 
-cdef inline int64_t _enum(object value, int64_t top) noexcept:
-    """The value of an enumerated order field, or 0 when it is not an int in ``1..top``."""
-    return fk_enum(<PyObject*>value, top)
-
-
 cdef inline bint _in_sessions(int64_t tod, int64_t* s, int64_t n) noexcept nogil:
     """``checks.calendar.in_sessions(tod, sessions)``."""
     cdef int64_t j, start, end
@@ -697,19 +692,19 @@ cdef class Engine:
         v_hedge = _field(order, slots, F_HEDGE)
         v_ord_type = _field(order, slots, F_ORD_TYPE)
         v_tif = _field(order, slots, F_TIF)
-        side = _enum(v_side, 2)
+        side = fk_enum(<PyObject*>v_side, 2)
         if side == 0:
             return rejected(R.INVALID_FIELD, f"side={v_side!r}")
-        offset = _enum(v_offset, 4)
+        offset = fk_enum(<PyObject*>v_offset, 4)
         if offset == 0:
             return rejected(R.INVALID_FIELD, f"offset={v_offset!r}")
-        hedge = _enum(v_hedge, 3)
+        hedge = fk_enum(<PyObject*>v_hedge, 3)
         if hedge == 0:
             return rejected(R.INVALID_FIELD, f"hedge={v_hedge!r}")
-        ord_type = _enum(v_ord_type, 2)
+        ord_type = fk_enum(<PyObject*>v_ord_type, 2)
         if ord_type == 0:
             return rejected(R.INVALID_FIELD, f"ord_type={v_ord_type!r}")
-        tif = _enum(v_tif, 3)
+        tif = fk_enum(<PyObject*>v_tif, 3)
         if tif == 0:
             return rejected(R.INVALID_FIELD, f"tif={v_tif!r}")
         opening = offset == OFF_OPEN
