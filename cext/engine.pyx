@@ -53,7 +53,7 @@ from cext.book cimport (
     ACCT_CLOSE_ONLY, ACCT_SUSPENDED, HEDGE_HEDGE, KILL_BLOCK, KILL_CLOSE_ONLY, NO_BUY,
     NS_PER_S, OFF_CLOSE_TODAY, OFF_OPEN, ORD_MARKET, PROG_CONFIRMED, PROG_NONE, SIDE_BUY,
     SIDE_SELL, ST_CANCELED, ST_FILLED, ST_NEW, ST_PARTIALLY_FILLED, ST_PENDING_NEW,
-    ST_REJECTED, TIF_GFD, UNLIMITED, Account, GroupInstrument, Instrument, Levels, Order,
+    ST_REJECTED, TIF_GFD, UNLIMITED, Account, GroupInstrument, Instrument, Order,
     Position, ProductCounters, Ring, fen, ffloor, floordiv, floormod, levels_add, levels_high,
     levels_low, levels_remove, levels_tuple, muldiv, ring_append, ring_clear, ring_init, ring_recent, ring_set_maxlen,
     ring_tuple, warn_level,
@@ -644,6 +644,7 @@ cdef class Engine:
         cdef ProductCounters* pc
         cdef GroupInstrument* gi
         cdef int64_t now = fk_exact_int(<PyObject*>now_ns, &ok_int)
+        cdef PyObject* early
 
         if not ok_int:
             now = now_ns  # (not an int64: raises as the reference's arithmetic would)
@@ -651,10 +652,10 @@ cdef class Engine:
             self._roll_day(now)
         slots = _slots(order)
         account = _field(order, slots, F_ACCOUNT)
-        if slots:  # both table probes at once (a slot read has no side effect to keep in order)
-            symbol = _field(order, slots, F_SYMBOL)
-            if type(symbol) is str:
-                fk_name_prefetch(self.inst_table, self.inst_mask, <void*>symbol)
+        if slots:  # both table probes at once (reading a set slot has no effect to keep in order)
+            early = fk_slot(<PyObject*>order, _slot_offset[F_SYMBOL])
+            if early != NULL and type(<object>early) is str:
+                fk_name_prefetch(self.inst_table, self.inst_mask, early)
         a = fk_name_lookup(self.acct_table, self.acct_mask, self.acct_keys, <void*>account) \
             if type(account) is str else -1
         if a < 0:
