@@ -46,9 +46,39 @@ def decode_toml(data: bytes | str, type_: type[T], source: str) -> T:
         if " - at `" in text:
             text, _, at = text.partition(" - at `")
             path = at.rstrip("`").removeprefix("$").removeprefix(".")
+        if text.startswith("Invalid enum value"):
+            choices = _literal_choices(type_, path)
+            if choices:
+                text += f"; expected one of {', '.join(map(repr, choices))}"
         raise ConfigError(source, path, text) from None
     except msgspec.DecodeError as err:
         raise ConfigError(source, "", f"not valid TOML: {err}") from None
+
+
+def _literal_choices(type_: type, path: str) -> tuple | None:
+    """The allowed values of the Literal field at ``path`` (e.g. 'users[0].role'), if any."""
+    import re
+
+    from msgspec import inspect as mi
+
+    info: mi.Type = mi.type_info(type_)
+    for name in re.findall(r"[^.\[\]]+", path):
+        while isinstance(info, mi.UnionType):  # Optional[...]: the non-None member
+            info = next((t for t in info.types if not isinstance(t, mi.NoneType)), info)
+            if isinstance(info, mi.UnionType):
+                return None
+        if isinstance(info, mi.StructType):
+            field = next((f for f in info.fields if f.name == name), None)
+            if field is None:
+                return None
+            info = field.type
+        elif isinstance(info, (mi.ListType, mi.TupleType, mi.VarTupleType)) and name.isdigit():
+            info = info.item_type if hasattr(info, "item_type") else info.item_types[int(name)]
+        elif isinstance(info, mi.DictType):
+            info = info.value_type
+        else:
+            return None
+    return info.values if isinstance(info, mi.LiteralType) else None
 
 
 def load_risk_config(path: str | Path) -> RiskConfig:

@@ -268,3 +268,14 @@ def test_exec_type_and_reason_tables_are_stable():
     assert (Reason.ORDER_RATE, Reason.SELF_TRADE, Reason.KILLED_ACCOUNT) == (701, 1101, 202)
     assert (ExecType.NEW, ExecType.TRADE, ExecType.CANCELED) == (2, 3, 4)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(int(Reason.EXCHANGE_UNAVAILABLE))) == 1201
+
+
+async def test_sigterm_shuts_down_gracefully(exchange_proc):
+    gw = start_gateway(int(exchange_proc.match.group(1)))
+    gw.wait_for("exchange link up")
+    c = await connect(gw)
+    h = await c.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=3195.0, qty=1)
+    await h.acked(timeout=T)
+    assert gw.stop() == 0  # SIGTERM: stop accepting, log sessions out, flush, exit 0
+    closed = await c.wait_closed(timeout=T)
+    assert "shutting down" in str(closed)
