@@ -30,7 +30,7 @@ def _load(tmp_path, text: str):
      "users[0].secret_hash", "hash-secret"),
     (('role = "risk"', 'role = "boss"'), "operators[0].role", "expected one of 'admin', 'risk', 'viewer'"),
     (('risk_config = "risk.toml"', 'risk_config = "nope.toml"'), "risk_config", "cannot read"),
-    (('[firm]', '[[instruments]]\nsymbol = "x"\n[firm]'), "instruments", "risk sections live in"),
+    (('[firm]', '[limits]\nmax_order_qty = 5\n[firm]'), "limits", "risk sections live in"),
     (('[auth]', '[journal]\nretention_days = 30\n[auth]'), "journal.retention_days", "5 years"),
 ])
 def test_config_errors_name_file_field_and_expectation(tmp_path, change, where, says):
