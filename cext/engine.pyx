@@ -68,13 +68,16 @@ from checks.calendar import trading_day_bounds, trading_day_number
 from checks.decision import Decision, Outcome, alert, rejected, warn
 from checks.enums import AccountStatus, AlertLevel, KillScope, ProgReg
 from checks.model import UNLIMITED as _UNLIMITED
-from checks.reasons import Reason as R
+from checks.reasons import Reason as _Reason
 from checks.state import AccountState
 from checks.state import fen as _py_fen
 
 # Python-level constants, bound once (texts and alerts carry the same enum members as the
 # reference's, so even their types match).
 cdef object _Decision = Decision  # (a C global: no module-dict lookup per order)
+# The Reason members by name. Reading an attribute of the enum class goes through its
+# metaclass (~90 ns); of this namespace, ~20 ns. The members are the same objects.
+cdef object R = types.SimpleNamespace(**_Reason.__members__)
 cdef object _CRITICAL = AlertLevel.CRITICAL
 cdef object _WARNING = AlertLevel.WARNING
 cdef object _FIRM = KillScope.FIRM

@@ -59,7 +59,9 @@ def accepted(ref: int, alerts: list[AlertEvent] | None) -> Decision:
 
 
 def rejected(reason: int, detail: str = "", trigger: int = 0) -> Decision:
-    text = Reason(reason).description
+    # Both engines pass Reason members: reading the member's description directly skips the
+    # enum lookup ``Reason(reason)`` (~0.2 µs, most of a refusal's cost); a plain int still works.
+    text = reason.description if type(reason) is Reason else Reason(reason).description
     if detail:
         text = f"{text} ({detail})"
     return Decision(reason, -1, text, None, trigger)
