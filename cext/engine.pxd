@@ -28,6 +28,7 @@ cdef class Engine:
     # the C book (cext/book.pxd)
     cdef int64_t tod_start           # the second whose local time of day is in tod
     cdef int64_t tod
+    cdef int64_t wday                # and its local weekday (Monday == 0)
     cdef tuple names                 # private copies of acct_ids and inst_ids
     cdef fk_name_slot* acct_table    # acct_ids and inst_ids as C tables (fk_name_lookup)
     cdef size_t acct_mask

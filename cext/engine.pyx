@@ -312,17 +312,26 @@ cdef inline void _prefetch_lines(const void* p, size_t size) noexcept nogil:
         off += 64
 
 
-cdef inline bint _in_sessions(int64_t tod, int64_t* s, int64_t n) noexcept nogil:
-    """``checks.calendar.in_sessions(tod, sessions)``."""
+cdef inline bint _open_at(int64_t tod, int64_t wday, int64_t* s, int64_t n) noexcept nogil:
+    """``checks.calendar.open_at(tod, wday, sessions)``: time of day and weekday."""
     cdef int64_t j, start, end
+    cdef bint weekday_ok = wday <= 4
+    cdef bint small_hours_ok = 1 <= wday <= 5
     for j in range(n):
         start = s[2 * j]
         end = s[2 * j + 1]
         if start <= end:
             if start <= tod < end:
+                if start == 0 and end >= DAY_S:
+                    return True
+                if (small_hours_ok if start == 0 else weekday_ok):
+                    return True
+        elif tod >= start:
+            if weekday_ok:
                 return True
-        elif tod >= start or tod < end:
-            return True
+        elif tod < end:
+            if small_hours_ok:
+                return True
     return False
 
 
@@ -636,7 +645,7 @@ cdef class Engine:
         """Check a ``NewOrder`` (or anything with its fields); reserve it when it passes."""
         cdef int64_t a, i, side, offset, hedge, ord_type, tif, qty, lo, hi, ticks
         cdef int64_t held, yd_free, td_free, close_yd = 0, close_td = 0, margin = 0, fee = 0
-        cdef int64_t need, available, messages, mode
+        cdef int64_t need, available, messages, mode, local
         cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
         cdef bint opening, market, large, counts_open, ok, slots
         cdef int overflow = 0, ok_int, k
@@ -756,10 +765,13 @@ cdef class Engine:
 
         # 4. static validation
         if self.enforce_hours:
-            if not self.tod_start <= now < self.tod_start + NS_PER_S:  # (two divisions saved)
+            if not self.tod_start <= now < self.tod_start + NS_PER_S:  # (three divisions saved)
                 self.tod_start = floordiv(now, NS_PER_S) * NS_PER_S
-                self.tod = floormod(floordiv(now, NS_PER_S) + CST_OFFSET_S, DAY_S)
-            if not _in_sessions(self.tod, &self.sessions[2 * inst.sess_first], inst.sess_count):
+                local = floordiv(now, NS_PER_S) + CST_OFFSET_S
+                self.tod = floormod(local, DAY_S)
+                self.wday = floormod(floordiv(local, DAY_S) + 3, 7)
+            if not _open_at(self.tod, self.wday, &self.sessions[2 * inst.sess_first],
+                            inst.sess_count):
                 return rejected(R.MARKET_CLOSED)
         lo = inst.min_market_qty if market else inst.min_limit_qty
         hi = inst.max_market_qty if market else inst.max_limit_qty

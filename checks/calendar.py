@@ -52,6 +52,48 @@ def in_sessions(tod: int, sessions: list[tuple[int, int]]) -> bool:
     return False
 
 
+def weekday(now_ns: int) -> int:
+    """The local calendar weekday of ``now_ns``: Monday == 0 ... Sunday == 6."""
+    return (local_seconds(now_ns) // DAY_S + 3) % 7  # 1970-01-01 was a Thursday
+
+
+def session_open(now_ns: int, sessions: list[tuple[int, int]]) -> bool:
+    """Whether an instrument with ``sessions`` trades at ``now_ns``: time of day *and* weekday.
+
+    Exchanges trade Monday to Friday. A day-session or evening time needs a weekday Monday to
+    Friday; a time after midnight of a night session (00:00-02:30 of a 21:00-02:30 session, or
+    of a session written to start at 00:00) continues the evening before, so it needs Tuesday
+    to Saturday: Friday night's session runs into Saturday's small hours (and belongs to
+    Monday's trading day), and no session runs on Sunday night or into Monday's small hours.
+    One session of the whole day (00:00-24:00) means "always open" — simulators and
+    benchmarks configure that — and is open every day. O(1): one division for the weekday,
+    then at most one comparison per session.
+    """
+    local = local_seconds(now_ns)
+    day = local // DAY_S
+    return open_at(local - day * DAY_S, (day + 3) % 7, sessions)
+
+
+def open_at(tod: int, wday: int, sessions: list[tuple[int, int]]) -> bool:
+    """``session_open`` for a local time of day ``tod`` (seconds) on local weekday ``wday``."""
+    weekday_ok = wday <= 4  # Monday to Friday
+    small_hours_ok = 1 <= wday <= 5  # Tuesday to Saturday: last evening's session continues
+    for start, end in sessions:
+        if start <= end:
+            if start <= tod < end:
+                if start == 0 and end >= DAY_S:
+                    return True  # 00:00-24:00: always open
+                if small_hours_ok if start == 0 else weekday_ok:
+                    return True
+        elif tod >= start:
+            if weekday_ok:
+                return True
+        elif tod < end:
+            if small_hours_ok:
+                return True
+    return False
+
+
 def trading_day_number(now_ns: int, boundary_s: int = DEFAULT_DAY_BOUNDARY_S) -> int:
     """Days since the epoch of the trading day ``now_ns`` belongs to.
 

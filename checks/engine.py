@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from checks.calendar import in_sessions, time_of_day, trading_day_bounds, trading_day_number
+from checks.calendar import session_open, trading_day_bounds, trading_day_number
 from checks.decision import (
     AlertEvent,
     Decision,
@@ -252,7 +252,7 @@ class Engine:
                             else "market orders must be IOC or FOK")
 
         # 4. static validation
-        if self.enforce_hours and not in_sessions(time_of_day(now), inst.sessions):
+        if self.enforce_hours and not session_open(now, inst.sessions):  # hours and weekday
             return rejected(R.MARKET_CLOSED)
         qty = as_qty(order.qty)
         if qty is None or qty <= 0:

@@ -19,10 +19,13 @@ from checks.calendar import (
     in_sessions,
     local_seconds,
     ns_from_local,
+    open_at,
     parse_hhmm,
+    session_open,
     time_of_day,
     trading_day_bounds,
     trading_day_number,
+    weekday,
 )
 
 
@@ -85,6 +88,57 @@ def test_session_crossing_midnight(hhmm, inside):
 
 def test_no_sessions_is_never_open():
     assert not in_sessions(parse_hhmm("10:00"), [])
+
+
+# ---------------------------------------------------------------- session_open: hours and weekday
+DAY_AND_NIGHT = DAY + NIGHT
+
+
+@pytest.mark.parametrize("ymd,wday", [((2026, 3, 16), 0), ((2026, 3, 10), 1), ((2026, 3, 13), 4),
+                                      ((2026, 3, 14), 5), ((2026, 3, 15), 6), ((1970, 1, 1), 3)])
+def test_weekday_is_the_local_calendar_day(ymd, wday):
+    assert weekday(ns_from_local(*ymd, 0, 0)) == wday
+    assert weekday(ns_from_local(*ymd, 23, 59, 59)) == wday
+
+
+# Monday 0 ... Sunday 6: which days each kind of time trades on.
+@pytest.mark.parametrize("hhmm,days", [
+    ("09:00", {0, 1, 2, 3, 4}),  # day session: Monday to Friday
+    ("21:30", {0, 1, 2, 3, 4}),  # evening: Monday to Friday (Friday's belongs to Monday)
+    ("01:00", {1, 2, 3, 4, 5}),  # small hours: the evening before continues, Tuesday to Saturday
+    ("03:00", set()),
+    ("12:00", set()),
+])
+def test_open_at_checks_the_weekday_by_the_kind_of_time(hhmm, days):
+    assert {d for d in range(7) if open_at(parse_hhmm(hhmm), d, DAY_AND_NIGHT)} == days
+
+
+def test_a_whole_day_session_is_open_every_day():
+    always = [(0, DAY_S)]
+    assert all(open_at(tod, d, always) for d in range(7) for tod in (0, 3600, DAY_S - 1))
+
+
+def test_a_session_from_midnight_continues_the_evening_before():
+    split = [(parse_hhmm("21:00"), DAY_S), (0, parse_hhmm("02:30"))]
+    assert {d for d in range(7) if open_at(parse_hhmm("01:00"), d, split)} == {1, 2, 3, 4, 5}
+    assert {d for d in range(7) if open_at(parse_hhmm("23:00"), d, split)} == {0, 1, 2, 3, 4}
+
+
+@given(st.integers(ns_from_local(2000, 1, 1), ns_from_local(2100, 1, 1)))
+def test_session_open_is_open_at_of_local_time_and_weekday(now):
+    assert session_open(now, DAY_AND_NIGHT) == open_at(time_of_day(now), weekday(now),
+                                                       DAY_AND_NIGHT)
+    if session_open(now, DAY_AND_NIGHT):  # an open moment belongs to a weekday's trading day
+        assert in_sessions(time_of_day(now), DAY_AND_NIGHT)
+        assert (trading_day_number(now) + 3) % 7 < 5
+
+
+def test_the_weekend_is_closed_from_saturday_small_hours_to_monday_morning():
+    assert session_open(ns_from_local(2026, 3, 14, 2, 29), NIGHT)  # Friday night, continued
+    assert not session_open(ns_from_local(2026, 3, 14, 2, 30), DAY_AND_NIGHT)
+    closed = range(ns_from_local(2026, 3, 14, 2, 30), ns_from_local(2026, 3, 16, 9, 0), 60 * NS)
+    assert not any(session_open(t, DAY_AND_NIGHT) for t in closed)
+    assert session_open(ns_from_local(2026, 3, 16, 9, 0), DAY_AND_NIGHT)
 
 
 # ---------------------------------------------------------------- trading days

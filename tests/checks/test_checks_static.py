@@ -122,16 +122,48 @@ def test_friday_night_belongs_to_monday(book):
     assert book.eng.day == trading_day_number(ns_from_local(2026, 3, 16, 10, 0))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py decide() checks only the time of day "
-                   "(in_sessions(time_of_day(now))), so weekend times that fall inside a session "
-                   "window are treated as open")
 @pytest.mark.parametrize("when", [
     (2026, 3, 14, 10, 0),  # Saturday morning: no day session
+    (2026, 3, 14, 21, 30),  # Saturday evening: no night session
+    (2026, 3, 15, 10, 0),  # Sunday morning
     (2026, 3, 15, 21, 30),  # Sunday evening: no night session
+    (2026, 3, 15, 1, 0),  # Sunday 01:00: no Saturday night session to continue
     (2026, 3, 16, 1, 0),  # Monday 01:00: no Sunday night session to continue
-], ids=["saturday-day", "sunday-night", "monday-small-hours"])
+    (2026, 3, 14, 2, 30),  # Saturday 02:30: Friday's night session has ended
+], ids=["saturday-day", "saturday-night", "sunday-day", "sunday-night", "sunday-small-hours",
+        "monday-small-hours", "saturday-0230"])
 def test_weekend_times_inside_session_windows_are_closed(book, when):
     book.reject(R.MARKET_CLOSED, now=ns_from_local(*when), symbol="au2606")
+
+
+@pytest.mark.parametrize("when,symbol", [
+    ((2026, 3, 16, 9, 0), "au2606"),  # Monday's day session opens
+    ((2026, 3, 13, 14, 59), "au2606"),  # Friday's day session
+    ((2026, 3, 13, 21, 0), "rb2605"),  # Friday evening: the night session of Monday's day
+    ((2026, 3, 13, 22, 59), "rb2605"),
+    ((2026, 3, 14, 0, 0), "au2606"),  # Friday's night session runs into Saturday
+    ((2026, 3, 14, 2, 29), "au2606"),
+    ((2026, 3, 10, 1, 0), "au2606"),  # Tuesday 01:00: Monday night continues
+    ((2026, 3, 16, 21, 0), "au2606"),  # Monday evening
+], ids=str)
+def test_weekday_sessions_around_the_weekend_are_open(book, when, symbol):
+    book.accept(now=ns_from_local(*when), symbol=symbol)
+
+
+def test_a_whole_day_session_is_always_open(make_book):
+    # 00:00-24:00 is how simulators and benchmarks say "always open" (examples/bench-risk.toml).
+    book = make_book(inst={"rb2605": {"sessions": [["00:00", "24:00"]]}})
+    for when in [(2026, 3, 14, 10, 0), (2026, 3, 15, 3, 0), (2026, 3, 16, 1, 0),
+                 (2026, 3, 15, 23, 59)]:
+        book.passes(now=ns_from_local(*when))
+
+
+def test_a_session_written_from_midnight_continues_the_evening_before(make_book):
+    book = make_book(inst={"rb2605": {"sessions": [["21:00", "24:00"], ["00:00", "02:30"]]}})
+    book.passes(now=ns_from_local(2026, 3, 13, 23, 30))  # Friday evening
+    book.passes(now=ns_from_local(2026, 3, 14, 1, 0))  # Saturday 01:00: Friday night continues
+    book.reject(R.MARKET_CLOSED, now=ns_from_local(2026, 3, 16, 1, 0))  # Monday 01:00
+    book.reject(R.MARKET_CLOSED, now=ns_from_local(2026, 3, 15, 21, 30))  # Sunday evening
 
 
 # ---------------------------------------------------------------- 403 quantity
