@@ -825,7 +825,7 @@ cdef class Engine:
             if price < inst.lower:
                 return rejected(R.PRICE_BELOW_LOWER_LIMIT, f"{price} < {inst.lower}")
             width = _collar_width(inst)
-            if fabs(price - inst.ref_price) > width:
+            if fabs(price - inst.ref_price) > width + inst.tick * 1e-6:  # (the edge is inside)
                 return rejected(R.PRICE_OUTSIDE_COLLAR,
                                 f"{price} vs reference {inst.ref_price} +/- {width:.6g}")
             ticks = <int64_t>steps
@@ -839,7 +839,8 @@ cdef class Engine:
             return rejected(R.QTY_ABOVE_ACCOUNT_MAX, f"{qty} > {acct.max_order_qty}")
         q = <double>qty
         notional = px * q * inst.multiplier
-        if notional > acct.max_notional:
+        # checks.state.fen_float of both: compared in whole fen
+        if ffloor(notional * 100.0 + 0.5) > ffloor(acct.max_notional * 100.0 + 0.5):
             return rejected(R.NOTIONAL_ABOVE_MAX, f"{notional:.2f} > {acct.max_notional:.2f}")
 
         # 7. rates and counts

@@ -64,6 +64,7 @@ from checks.state import (
     PositionState,
     ProductCounters,
     fen,
+    fen_float,
     recent,
 )
 
@@ -278,7 +279,9 @@ class Engine:
             if price < inst.lower:
                 return rejected(R.PRICE_BELOW_LOWER_LIMIT, f"{price} < {inst.lower}")
             width = collar_width(inst)
-            if abs(price - inst.ref_price) > width:
+            # A millionth of a tick of slack, as for the tick itself: 659.2 - 640.0 comes out
+            # as 19.200000000000045, yet a price exactly at the collar's edge is inside it.
+            if abs(price - inst.ref_price) > width + inst.tick * 1e-6:
                 return rejected(R.PRICE_OUTSIDE_COLLAR,
                                 f"{price} vs reference {inst.ref_price} +/- {width:.6g}")
             ticks = int(steps)
@@ -291,7 +294,7 @@ class Engine:
         if qty > acct.max_order_qty:
             return rejected(R.QTY_ABOVE_ACCOUNT_MAX, f"{qty} > {acct.max_order_qty}")
         notional = px * qty * inst.multiplier
-        if notional > acct.max_notional:
+        if fen_float(notional) > fen_float(acct.max_notional):  # in whole fen: no float drift
             return rejected(R.NOTIONAL_ABOVE_MAX, f"{notional:.2f} > {acct.max_notional:.2f}")
 
         # 7. rates and counts

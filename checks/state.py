@@ -24,6 +24,18 @@ def fen(amount: float) -> int:
     return int(math.floor(amount * 100.0 + 0.5))
 
 
+def fen_float(amount: float) -> float:
+    """``fen(amount)`` as a float, for comparing amounts to a limit in whole fen.
+
+    Exact (a double's floor is a double) and defined where ``fen`` is not: an infinite limit
+    (none) stays infinite, and amounts beyond int64 compare as they are. Comparing in fen means
+    an amount that float arithmetic puts a hair above the limit (691.2 x 3 x 1000 =
+    2073600.0000000005) is at the limit, as it is in money.
+    """
+    y = amount * 100.0 + 0.5
+    return float(math.floor(y)) if math.isfinite(y) else y
+
+
 def lim(value: int | None) -> int:
     return UNLIMITED if value is None else int(value)
 

@@ -22,6 +22,7 @@ exhaust daily limits, and repeatable, so the test can demand that every check fi
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import types
@@ -137,16 +138,20 @@ PRODUCTS = sorted({i["product"] for i in INSTRUMENTS})
 AUTOMATED_SESSION = 1
 
 
-def config(trading_hours: str = "enforce") -> RiskConfig:
-    raw = {
+def raw_config(trading_hours: str = "enforce") -> dict[str, Any]:
+    """The config as written (a fresh copy: a test may change it before ``resolve``)."""
+    return copy.deepcopy({
         "firm": {"trading_hours": trading_hours},
         "limits": LIMITS,
         "exchanges": EXCHANGES,
         "instruments": INSTRUMENTS,
         "groups": [{"name": "G1", "limits": {"max_open_volume_per_contract": 20}}],
         "accounts": ACCOUNTS,
-    }
-    return resolve(msgspec.convert(raw, RiskConfigFile), "<diffbook>")
+    })
+
+
+def config(trading_hours: str = "enforce") -> RiskConfig:
+    return resolve(msgspec.convert(raw_config(trading_hours), RiskConfigFile), "<diffbook>")
 
 
 def start_positions() -> dict[tuple[str, str], list[int]]:

@@ -7,9 +7,15 @@ market data and fills).
 
 from __future__ import annotations
 
-from diffbook import INSTRUMENTS, Pair, config
+from decimal import Decimal
+
+import msgspec
+import pytest
+from diffbook import INSTRUMENTS, MS, Pair, S, config, raw_config
 
 from checks.calendar import DAY_S, NS, ns_from_local, session_open
+from checks.config import resolve
+from checks.model import RiskConfig, RiskConfigFile
 from checks.reasons import Reason as R
 from gateway.protocol import NewOrder
 
@@ -41,6 +47,78 @@ def test_the_trading_week_is_the_same_in_both_engines() -> None:
             qty = 2 if symbol == "m2609" else 1
             d = p.call("decide", _order(symbol, spec["reference_price"], qty), now)
             assert (d.reason == R.MARKET_CLOSED) == (not session_open(now, sessions[symbol]))
+            if d.accepted:
+                p.call("apply_reject", d.ref, now)
+    p.check()
+
+
+# ---------------------------------------------------------------- 503 collar and 602 notional
+def _r1_limits(p: Pair, **changes: object) -> None:
+    a = p.ref.acct_ids["R1"]
+    p.call("set_limits", "R1", msgspec.structs.replace(p.ref.cfg.accounts[a].limits, **changes))
+
+
+COLLARS = [("au2606", 0.03, None), ("au2606", None, 10), ("IF2612", None, 7),
+           ("IF2612", 0.013, None), ("m2605", 0.017, None), ("rb2605", 0.01, None)]
+
+
+def _collared(symbol: str, pct: float | None, ticks: int | None) -> RiskConfig:
+    raw = raw_config("ignore")
+    spec = next(i for i in raw["instruments"] if i["symbol"] == symbol)
+    spec["collar_pct"], spec["collar_ticks"] = pct, ticks
+    return resolve(msgspec.convert(raw, RiskConfigFile), "<collar>")
+
+
+@pytest.mark.parametrize(("symbol", "pct", "ticks"), COLLARS, ids=str)
+def test_collar_edges_with_fractional_ticks_are_the_same_in_both_engines(
+        symbol: str, pct: float | None, ticks: int | None) -> None:
+    """Reference prices moved tick by tick; orders from two ticks inside to two ticks past each
+    collar edge: the edge itself is inside, one tick past is outside, in both engines — also
+    where float arithmetic puts the edge a hair outside (counted in ``drifted``)."""
+    p = Pair(_collared(symbol, pct, ticks))
+    _r1_limits(p, max_open_orders=None, max_messages_per_product=None, max_otr=None,
+               max_repeats=None)
+    now = ns_from_local(2026, 3, 10, 10, 0)
+    spec = next(i for i in INSTRUMENTS if i["symbol"] == symbol)
+    tick = Decimal(str(spec["tick"]))
+    qty = 2 if symbol == "m2609" else 1
+    drifted = 0
+    for ref_steps in range(-6, 7):
+        n = round(Decimal(str(spec["reference_price"])) / tick) + ref_steps
+        ref_px = float(n * tick)  # (as a client would write it: the nearest double)
+        p.call("market_data", symbol, ref_px, ref_px * 1.5, ref_px * 0.5, now)
+        width = n * tick * Decimal(str(pct)) if pct else ticks * tick
+        edge = int(width // tick)  # the farthest whole tick inside, in exact arithmetic
+        float_width = ref_px * pct if pct else ticks * spec["tick"]
+        for k in range(edge - 2, edge + 3):
+            for side, sign in ((1, 1), (2, -1)):
+                now += 200 * MS  # under every per-second limit
+                price = float((n + sign * k) * tick)
+                drifted += k == edge and abs(price - ref_px) > float_width
+                d = p.call("decide", _order(symbol, price, qty, side), now)
+                assert (d.reason == R.PRICE_OUTSIDE_COLLAR) == (k > edge), (price, ref_px, d)
+                if d.accepted:
+                    p.call("apply_reject", d.ref, now)
+    assert drifted or symbol in ("m2605", "rb2605") or pct == 0.013
+    p.check()
+
+
+def test_notional_at_the_maximum_in_whole_fen_is_the_same_in_both_engines() -> None:
+    """Orders whose notional is exactly the maximum (float products drift above it) pass, one
+    fen less of maximum refuses them, in both engines."""
+    p = Pair(config("ignore"))
+    now = ns_from_local(2026, 3, 10, 10, 0)
+    p.call("market_data", "au2606", 690.0, 700.0, 600.0, now)
+    cases = [("au2606", 691.2, 3), ("au2606", 689.98, 7), ("IF2612", 3500.2, 3),
+             ("IF2612", 3499.8, 5), ("m2605", 2901.0, 9), ("rb2605", 3199.0, 11)]
+    for symbol, price, qty in cases:
+        mult = next(s["multiplier"] for s in INSTRUMENTS if s["symbol"] == symbol)
+        exact = Decimal(str(price)) * qty * Decimal(str(mult))
+        for cap, accepted in ((exact, True), (exact - Decimal("0.01"), False)):
+            _r1_limits(p, max_notional=float(cap), max_order_qty=None)
+            now += S
+            d = p.call("decide", _order(symbol, price, qty), now)
+            assert (d.reason != R.NOTIONAL_ABOVE_MAX) == accepted, (symbol, price, qty, cap, d)
             if d.accepted:
                 p.call("apply_reject", d.ref, now)
     p.check()

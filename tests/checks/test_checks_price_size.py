@@ -126,21 +126,19 @@ def test_market_orders_are_not_collared(make_book):
     book.passes(symbol="m2605", **IOC_MARKET)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py decide() collar compares floats "
-                   "(abs(price - ref_price) > width): 659.2 - 640.0 = 19.200000000000045 > "
-                   "640 * 0.03, so a price exactly at the collar's edge is refused")
 def test_collar_pct_edge_with_a_fractional_tick_is_accepted(make_book):
     book = make_book(inst={"au2606": {"collar_pct": 0.03}})  # 640 +/- 19.2 (examples/risk.toml)
     book.passes(symbol="au2606", price=659.2)
     book.passes(symbol="au2606", price=620.8, side=Side.SELL)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py decide() collar compares floats: "
-                   "640.2 - 640.0 = 0.20000000000004547 > 10 * 0.02, so a price exactly "
-                   "collar_ticks away is refused")
 def test_collar_ticks_edge_with_a_fractional_tick_is_accepted(make_book):
+    # 640.2 - 640.0 = 0.20000000000004547 > 10 * 0.02 in floats; a millionth of a tick of slack
     book = make_book(inst={"au2606": {"collar_ticks": 10}})
     book.passes(symbol="au2606", price=640.2)
+    book.passes(symbol="au2606", price=639.8, side=Side.SELL)
+    book.reject(R.PRICE_OUTSIDE_COLLAR, symbol="au2606", price=640.22)
+    book.reject(R.PRICE_OUTSIDE_COLLAR, symbol="au2606", price=639.78)
 
 
 @pytest.mark.parametrize("edge,past", [(659.2, 659.22), (620.8, 620.78)])
@@ -189,9 +187,14 @@ def test_qty_limit_is_checked_before_notional(make_book):
     book.reject(R.NOTIONAL_ABOVE_MAX, qty=1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py decide() compares the float product "
-                   "px * qty * multiplier with max_notional: 691.2 * 3 * 1000 = "
-                   "2073600.0000000005 > 2073600.0, so an order exactly at the maximum is refused")
 def test_notional_exactly_at_max_with_a_fractional_price_is_accepted(make_book):
+    # 691.2 * 3 * 1000 = 2073600.0000000005 in floats: compared in whole fen, it is the maximum.
     book = make_book(account={"limits": {"max_notional": 2_073_600.0}})
     book.passes(symbol="au2606", price=691.2, qty=3)
+
+
+def test_notional_one_fen_past_max_with_a_fractional_price_is_refused(make_book):
+    book = make_book(account={"limits": {"max_notional": 2_073_599.99}})
+    d = book.reject(R.NOTIONAL_ABOVE_MAX, symbol="au2606", price=691.2, qty=3)
+    assert "2073600.00 > 2073599.99" in d.text
+    book.passes(symbol="au2606", price=691.18, qty=3)  # 2073540
