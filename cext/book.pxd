@@ -208,6 +208,9 @@ cdef struct Account:
     int64_t lvl_open_orders
     int64_t lvl_messages
     int64_t lvl_hft_day  # of hft_max_per_day
+    int64_t lvl_repeats
+    int64_t lvl_executions
+    double lvl_otr  # max_otr * warn_fraction (a ratio, not a count)
     # rolling windows
     Ring orders
     Ring cancels

@@ -588,6 +588,9 @@ cdef class Engine:
         acct.lvl_open_orders = warn_level(acct.max_open_orders, acct.warn_fraction)
         acct.lvl_messages = warn_level(acct.max_messages, acct.warn_fraction)
         acct.lvl_hft_day = warn_level(acct.hft_max_per_day, acct.warn_fraction)
+        acct.lvl_repeats = warn_level(acct.max_repeats, acct.warn_fraction)
+        acct.lvl_executions = warn_level(acct.max_executions, acct.warn_fraction)
+        acct.lvl_otr = acct.max_otr * acct.warn_fraction
         return 0
 
     # ---------------------------------------------------------------- sessions and the day
@@ -1023,7 +1026,13 @@ cdef class Engine:
             acct.rk_offset = offset
             acct.rk_ticks = ticks
             acct.rk_qty = qty
+        before = ring_recent(&acct.repeat_run, acct.lvl_repeats, now, acct.repeat_window)
         ring_append(&acct.repeat_run, now)
+        if (acct.lvl_repeats <= acct.max_repeats < UNLIMITED and not before
+                and ring_recent(&acct.repeat_run, acct.lvl_repeats, now, acct.repeat_window)):
+            self._alert(warn(R.REPEATED_ORDERS, self.acct_scopes[a],
+                             f"identical orders in {<object>acct.repeat_window // 1_000_000} ms",
+                             acct.lvl_repeats, acct.max_repeats))
 
         # position and funds reservations
         if offset == OFF_OPEN:
@@ -1121,6 +1130,7 @@ cdef class Engine:
         cdef double frac = acct.warn_fraction
         cdef int64_t k = acct.programmatic_per_sec
         cdef int64_t per_day, lvl
+        cdef double filled, otr
         cdef bint before
         trigger = 0
         before = ring_recent(&acct.msgs, k, now, NS_PER_S)
@@ -1147,8 +1157,9 @@ cdef class Engine:
                               f"{inst.hft_per_day}/day"))
         lvl = acct.lvl_hft_day if per_day == acct.hft_max_per_day else warn_level(per_day, frac)
         if acct.day_msgs == lvl:
-            self._alert(warn(R.HFT_LIMIT, self.acct_scopes[a], "orders+cancels today", lvl,
-                             per_day))
+            code = (R.HFT_LIMIT if acct.hft_registered and not acct.direct_access
+                    else R.HFT_DIRECT_ACCESS if acct.direct_access else R.HFT_UNREGISTERED)
+            self._alert(warn(code, self.acct_scopes[a], "orders+cancels today", lvl, per_day))
         pc.messages += 1
         if acct.max_messages < UNLIMITED:
             lvl = acct.lvl_messages
@@ -1156,6 +1167,14 @@ cdef class Engine:
                 self._alert(warn(R.MESSAGE_LIMIT,
                                  f"{self.acct_scopes[a]}/{self.inst_products[i]}",
                                  "messages today", lvl, acct.max_messages))
+        if acct.max_otr < INFINITY and pc.messages >= acct.otr_min_messages:
+            filled = <double>(pc.filled_orders if pc.filled_orders > 1 else 1)
+            otr = <double>pc.messages / filled - 1.0
+            if otr >= acct.lvl_otr and not (pc.messages - 1 >= acct.otr_min_messages
+                                            and <double>(pc.messages - 1) / filled - 1.0
+                                            >= acct.lvl_otr):
+                self._alert(warn(R.OTR_LIMIT, f"{self.acct_scopes[a]}/{self.inst_products[i]}",
+                                 "order-to-trade ratio", f"{otr:.2f}", f"{acct.max_otr:.2f}"))
         if acct.message_fee > 0.0 and pc.messages == acct.message_fee_free + 1:
             self._alert(alert(_WARNING, R.MESSAGE_FEE,
                               f"{self.acct_scopes[a]}/{self.inst_products[i]}",
@@ -1309,7 +1328,7 @@ cdef class Engine:
         cdef int64_t from_yd, from_td, a, i
         cdef double p, q
         cdef int overflow = 0
-        cdef bint finished
+        cdef bint finished, before
         cdef Order* o
         cdef Account* acct
         cdef Instrument* inst
@@ -1398,7 +1417,14 @@ cdef class Engine:
                                f"{self.acct_scopes[a]}/{self.inst_symbols[i]}",
                                "self-trades today")
         if acct.max_executions < UNLIMITED:
+            before = ring_recent(&acct.execs, acct.lvl_executions, now, acct.execution_window)
             ring_append(&acct.execs, now)
+            if (acct.lvl_executions <= acct.max_executions and not before
+                    and ring_recent(&acct.execs, acct.lvl_executions, now,
+                                    acct.execution_window)):
+                self._alert(warn(R.REPEATED_EXECUTIONS, self.acct_scopes[a],
+                                 f"executions in {<object>acct.execution_window // 1_000_000} ms",
+                                 acct.lvl_executions, acct.max_executions))
             if ring_recent(&acct.execs, acct.max_executions + 1, now, acct.execution_window):
                 trigger = R.REPEATED_EXECUTIONS
                 self._alert(alert(_CRITICAL, R.REPEATED_EXECUTIONS, self.acct_scopes[a],

@@ -67,10 +67,12 @@ def rejected(reason: int, detail: str = "", trigger: int = 0) -> Decision:
     return Decision(reason, -1, text, None, trigger)
 
 
-def warn(code: int, scope: str, what: str, count: int, limit: int) -> AlertEvent:
-    """The warning that a counter reached the configured fraction of its limit."""
+def warn(code: int, scope: str, what: str, count: int | str, limit: int | str) -> AlertEvent:
+    """The warning that a counter (or a ratio, as text) reached the configured fraction of its
+    limit."""
+    name = code.name if type(code) is Reason else Reason(code).name
     return AlertEvent(AlertLevel.WARNING, Reason.THRESHOLD_WARNING, scope,
-                      f"{Reason(code).name}: {what} at {count} of limit {limit}")
+                      f"{name}: {what} at {count} of limit {limit}")
 
 
 def alert(level: int, code: int, scope: str, text: str) -> AlertEvent:

@@ -428,7 +428,14 @@ class Engine:
         if key != acct.repeat_key:
             acct.repeat_run.clear()
             acct.repeat_key = key
+        lvl = warn_level(acct.max_repeats, frac)
+        before = recent(acct.repeat_run, lvl, now, acct.repeat_window)
         acct.repeat_run.append(now)
+        if (lvl <= acct.max_repeats < UNLIMITED and not before
+                and recent(acct.repeat_run, lvl, now, acct.repeat_window)):
+            alerts.append(warn(R.REPEATED_ORDERS, scope,
+                               f"identical orders in {acct.repeat_window // 1_000_000} ms", lvl,
+                               acct.max_repeats))
 
         # position and funds reservations
         if offset == Off.OPEN:
@@ -509,14 +516,26 @@ class Engine:
                                 f"orders+cancels reached {inst.hft_per_sec}/s or "
                                 f"{inst.hft_per_day}/day"))
         lvl = warn_level(per_day, frac)
-        if acct.day_msgs == lvl:
-            alerts.append(warn(R.HFT_LIMIT, scope, "orders+cancels today", lvl, per_day))
+        if acct.day_msgs == lvl:  # labelled with the refusal that the daily count leads to
+            code = (R.HFT_LIMIT if acct.hft_registered and not acct.direct_access
+                    else R.HFT_DIRECT_ACCESS if acct.direct_access else R.HFT_UNREGISTERED)
+            alerts.append(warn(code, scope, "orders+cancels today", lvl, per_day))
         pc.messages += 1
         if acct.max_messages < UNLIMITED:
             lvl = warn_level(acct.max_messages, frac)
             if pc.messages == lvl:
                 alerts.append(warn(R.MESSAGE_LIMIT, f"{scope}/{inst.product}",
                                    "messages today", lvl, acct.max_messages))
+        if acct.max_otr < math.inf and pc.messages >= acct.otr_min_messages:
+            # The ratio decide() refuses above, warned when this message takes it across the
+            # fraction (fills bring it down; crossing again warns again).
+            otr_lvl = acct.max_otr * frac
+            filled = max(pc.filled_orders, 1)
+            otr = pc.messages / filled - 1.0
+            if otr >= otr_lvl and not (pc.messages - 1 >= acct.otr_min_messages
+                                       and (pc.messages - 1) / filled - 1.0 >= otr_lvl):
+                alerts.append(warn(R.OTR_LIMIT, f"{scope}/{inst.product}", "order-to-trade ratio",
+                                   f"{otr:.2f}", f"{acct.max_otr:.2f}"))
         if acct.message_fee > 0.0 and pc.messages == acct.message_fee_free + 1:
             alerts.append(alert(AlertLevel.WARNING, R.MESSAGE_FEE, f"{scope}/{inst.product}",
                                 f"message fees accrue from now on ({acct.message_fee_free} free)"))
@@ -675,7 +694,14 @@ class Engine:
             _count_alerts(alerts, pos.self_trades, inst.self_trade_limit, acct.warn_fraction,
                           R.SELF_TRADE_LIMIT, f"account:{acct.id}/{inst.symbol}", "self-trades today")
         if acct.max_executions < UNLIMITED:
+            lvl = warn_level(acct.max_executions, acct.warn_fraction)
+            before = recent(acct.execs, lvl, now, acct.execution_window)
             acct.execs.append(now)
+            if (lvl <= acct.max_executions and not before
+                    and recent(acct.execs, lvl, now, acct.execution_window)):
+                alerts.append(warn(R.REPEATED_EXECUTIONS, f"account:{acct.id}",
+                                   f"executions in {acct.execution_window // 1_000_000} ms", lvl,
+                                   acct.max_executions))
             if recent(acct.execs, acct.max_executions + 1, now, acct.execution_window):
                 trigger = R.REPEATED_EXECUTIONS
                 alerts.append(alert(AlertLevel.CRITICAL, R.REPEATED_EXECUTIONS, f"account:{acct.id}",

@@ -122,3 +122,35 @@ def test_notional_at_the_maximum_in_whole_fen_is_the_same_in_both_engines() -> N
             if d.accepted:
                 p.call("apply_reject", d.ref, now)
     p.check()
+
+
+# ---------------------------------------------------------------- 1301 before 802 / 803 / 804
+@pytest.mark.parametrize(("account", "label"), [
+    ("A1", "HFT_UNREGISTERED"), ("U1", "HFT_UNREGISTERED"), ("R1", "HFT_UNREGISTERED"),
+    ("D1", "HFT_DIRECT_ACCESS"), ("A2", "HFT_LIMIT")])
+def test_daily_hft_warning_is_labelled_by_what_the_account_is(account: str, label: str) -> None:
+    """Order and cancel once a second until the daily count refuses: the warning at the
+    fraction names the refusal that follows (802 unregistered, 803 direct access, 804 a
+    registered HFT's own maximum), in both engines."""
+    p = Pair(config("ignore"))
+    a = p.ref.acct_ids[account]
+    p.call("set_limits", account, msgspec.structs.replace(
+        p.ref.cfg.accounts[a].limits, max_messages_per_product=None, max_otr=None,
+        max_repeats=None, max_orders_per_sec=None, max_cancels_per_sec=None,
+        max_open_orders=None, programmatic_per_sec=3))
+    now = ns_from_local(2026, 3, 10, 9, 0)
+    warned: list[str] = []
+    for k in range(200):
+        now += 1100 * MS  # two messages a second: under every per-second standard
+        d = p.call("decide", _order("m2609", 3000.0 - k % 5, 2, account=account), now)
+        answers = [d]
+        if d.accepted:
+            answers.append(p.call("cancel_request", d.ref, now))
+            p.call("apply_canceled", d.ref, now)
+        warned += [x.text for y in answers for x in y.alerts or ()
+                   if "orders+cancels today" in x.text]
+        if not d.accepted:
+            break
+    assert d.reason == R[label], d
+    assert len(warned) == 1 and warned[0].startswith(f"{label}: "), warned
+    p.check()

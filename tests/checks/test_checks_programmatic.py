@@ -124,7 +124,7 @@ def test_unregistered_hft_per_day_standard_802(make_book):
     assert R.HFT_CLASSIFIED in codes(ds[4])
     warn = [[a for a in d.alerts or () if a.code == R.THRESHOLD_WARNING] for d in ds]
     assert [bool(w) for w in warn] == [False, False, False, True, False]  # 80 % of 5
-    assert "orders+cancels today at 4 of limit 5" in warn[3][0].text
+    assert warn[3][0].text == "HFT_UNREGISTERED: orders+cancels today at 4 of limit 5"
     book.reject(R.HFT_UNREGISTERED, now=book.t0 + 10 * S)
     book.accept(now=ns_from_local(2026, 3, 11, 10, 0))  # a new trading day
 
@@ -156,9 +156,21 @@ def test_direct_access_member_may_not_trade_at_high_frequency_803(make_book, hft
 
 def test_direct_access_per_day_803(make_book):
     book = make_book(exchanges={"SHFE": {"hft_per_day": 2}}, account={"direct_access": True})
-    book.accept()
+    d = book.decide()
+    assert [a.text for a in d.alerts if a.code == R.THRESHOLD_WARNING] == [
+        "HFT_DIRECT_ACCESS: orders+cancels today at 1 of limit 2"]
     book.accept(now=book.t0 + S, price=3199.0)
     book.reject(R.HFT_DIRECT_ACCESS, now=book.t0 + 2 * S)
+
+
+@pytest.mark.parametrize("hft", [None, {"max_per_sec": 100, "max_per_day": 1000}])
+def test_direct_access_daily_warning_is_labelled_803_even_when_registered(make_book, hft):
+    # A direct-access member is held to the exchange's standard, registered or not.
+    book = make_book(exchanges={"SHFE": {"hft_per_day": 5}},
+                     account={"direct_access": True, "hft": hft})
+    ds = [book.decide(now=book.t0 + k * S, price=3200.0 - k) for k in range(4)]
+    warned = [a.text for d in ds for a in d.alerts or () if a.code == R.THRESHOLD_WARNING]
+    assert warned == ["HFT_DIRECT_ACCESS: orders+cancels today at 4 of limit 5"]
 
 
 # ---------------------------------------------------------------- 804
@@ -177,8 +189,8 @@ def test_registered_hft_daily_maximum_804(make_book):
     book = make_book(account={"hft": {"max_per_sec": 100, "max_per_day": 5}})
     ds = [book.decide(now=book.t0 + k * S, price=3200.0 - k) for k in range(5)]
     assert all(d.accepted for d in ds)
-    assert any(a.code == R.THRESHOLD_WARNING and "HFT_LIMIT" in a.text
-               for a in ds[3].alerts or ())  # 80 % of the reported 5
+    assert [a.text for a in ds[3].alerts or () if a.code == R.THRESHOLD_WARNING] == [
+        "HFT_LIMIT: orders+cancels today at 4 of limit 5"]  # 80 % of the reported 5
     book.reject(R.HFT_LIMIT, now=book.t0 + 10 * S)
 
 

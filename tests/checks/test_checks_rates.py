@@ -367,15 +367,33 @@ def test_otr_counts_cancels_as_messages(make_book):
     book.reject(R.OTR_LIMIT, price=3198.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py has no warning for the OTR cap; "
-                   "DESIGN §4 (threshold management) and §4.7 ('a warning and a hard cap') ask for "
-                   "a 1301 alert when the ratio reaches warn_fraction of max_otr")
 def test_otr_warning_at_the_configured_fraction(make_book):
     book = make_book(account={"limits": {"max_otr": 4.0, "otr_min_messages": 1,
                                          "warn_fraction": 0.5}})
     decisions = [book.decide(price=3200.0 - k) for k in range(5)]  # OTR 0, 1, 2, 3, 4
     assert all(d.accepted for d in decisions)
-    assert any(warnings_for(d, R.OTR_LIMIT) for d in decisions)
+    assert [bool(warnings_for(d, R.OTR_LIMIT)) for d in decisions] == [0, 0, 1, 0, 0]
+    (w,) = warnings_for(decisions[2], R.OTR_LIMIT)
+    assert w.scope == "account:A1/rb" and "order-to-trade ratio at 2.00 of limit 4.00" in w.text
+
+
+def test_otr_warning_fires_again_after_fills_bring_the_ratio_down(make_book):
+    book = make_book(account={"limits": {"max_otr": 4.0, "otr_min_messages": 1,
+                                         "warn_fraction": 0.5}})
+    refs = [book.accept(price=3200.0 - k) for k in range(3)]  # OTR 2: warned
+    book.fill(refs[0], 1, 3200.0)  # 3 messages / 1 filled order - 1 = 2
+    book.fill(refs[1], 1, 3199.0)  # 3 / 2 - 1 = 0.5
+    ds = [book.decide(price=3190.0 - k) for k in range(3)]  # 1.0, 1.5, 2.0
+    assert [bool(warnings_for(d, R.OTR_LIMIT)) for d in ds] == [False, False, True]
+
+
+def test_otr_warning_counts_cancels_and_waits_for_the_minimum(make_book):
+    book = make_book(account={"limits": {"max_otr": 4.0, "otr_min_messages": 4,
+                                         "warn_fraction": 0.5}})
+    refs = [book.accept(price=3200.0 - k) for k in range(3)]  # 3 messages: below the minimum
+    out = book.eng.cancel_request(refs[0], book.t0)  # the 4th message: OTR 3 >= 2
+    assert warnings_for(out, R.OTR_LIMIT)
+    assert not warnings_for(book.decide(price=3190.0), R.OTR_LIMIT)  # already above
 
 
 # ---------------------------------------------------------------- 709 working orders
@@ -464,22 +482,29 @@ def test_executions_spread_beyond_the_window_do_not_trigger(make_book):
         assert out.trigger == 0, k
 
 
-MISSING_WARNING = ("BUG: checks/engine.py raises no 1301 warning before this stop; DESIGN §4: "
-                   "'where a threshold exists, a warning Alert fires at a configurable fraction'")
-
-
-@pytest.mark.xfail(strict=True, reason=MISSING_WARNING)
 def test_repeated_orders_warning_at_the_configured_fraction(make_book):
     book = make_book(account={"limits": {"max_repeats": 4, "warn_fraction": 0.5}})
     decisions = [book.decide(now=book.t0 + k) for k in range(4)]
     assert all(d.accepted for d in decisions)
-    assert any(warnings_for(d, R.REPEATED_ORDERS) for d in decisions)
+    assert [bool(warnings_for(d, R.REPEATED_ORDERS)) for d in decisions] == [0, 1, 0, 0]
+    (w,) = warnings_for(decisions[1], R.REPEATED_ORDERS)
+    assert w.scope == "account:A1" and "at 2 of limit 4" in w.text
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING_WARNING)
+def test_repeated_orders_warning_starts_over_with_a_different_order(make_book):
+    book = make_book(account={"limits": {"max_repeats": 4, "warn_fraction": 0.5}})
+    ds = [book.decide(now=book.t0 + k) for k in range(2)]
+    ds += [book.decide(now=book.t0 + 2, price=3199.0)]  # a different order: a new run
+    ds += [book.decide(now=book.t0 + 3, price=3199.0)]
+    assert [bool(warnings_for(d, R.REPEATED_ORDERS)) for d in ds] == [0, 1, 0, 1]
+
+
 def test_repeated_executions_warning_at_the_configured_fraction(make_book):
     book = make_book(account={"limits": {"max_executions": 4, "warn_fraction": 0.5}})
     ref = book.accept(qty=10)
     outs = [book.fill(ref, 1, 3200.0, now=book.t0 + k) for k in range(4)]
     assert all(o.trigger == 0 for o in outs)
-    assert any(warnings_for(o, R.REPEATED_EXECUTIONS) for o in outs)
+    assert [bool(warnings_for(o, R.REPEATED_EXECUTIONS)) for o in outs] == [0, 1, 0, 0]
+    (w,) = warnings_for(outs[1], R.REPEATED_EXECUTIONS)
+    assert w.scope == "account:A1" and "at 2 of limit 4" in w.text
+    assert book.fill(ref, 1, 3200.0, now=book.t0 + 4).trigger == R.REPEATED_EXECUTIONS
