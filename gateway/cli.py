@@ -20,12 +20,11 @@ import getpass
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from checks.config import ConfigError
+from gateway.admin_client import AdminCallError, admin_call
 
 SCOPES = ("firm", "account", "group", "session", "instrument", "product")
 
@@ -185,29 +184,6 @@ def _admin_args(p: argparse.ArgumentParser) -> None:
                    help="admin plane URL (default $FENGKONG_ADMIN or http://127.0.0.1:9300)")
     p.add_argument("--token", default=os.environ.get("FENGKONG_TOKEN", ""),
                    help="operator token (default $FENGKONG_TOKEN)")
-
-
-def admin_call(base: str, token: str, method: str, path: str,
-               body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        try:
-            detail = json.loads(err.read()).get("error", "")
-        except ValueError:
-            detail = ""
-        raise AdminCallError(f"{err.code} {err.reason}: {detail}") from None
-    except urllib.error.URLError as err:
-        raise AdminCallError(f"cannot reach the admin plane at {base}: {err.reason}") from None
-
-
-class AdminCallError(Exception):
-    pass
 
 
 def _scope_of(args: argparse.Namespace) -> tuple[str, str]:

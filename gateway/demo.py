@@ -27,6 +27,7 @@ from rich.table import Table
 
 from checks.enums import OrdStatus, Side
 from checks.reasons import Reason
+from gateway.admin_client import admin_call
 from simulator.client import Client
 from simulator.replay import FlowAction, Login, load_flow, print_summary, replay
 
@@ -96,8 +97,6 @@ def main() -> int:
 
 
 async def _script(console: Console, port: int, admin: str) -> bool:
-    from gateway.cli import admin_call
-
     ok = True
     # 1. a recorded flow
     console.rule("1. replay examples/flows/sample.csv")
