@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("gateway.journal", fromlist=["main"]).main(a.rest))
+    p.set_defaults(func=lambda a: __import__("gateway.journal_tools", fromlist=["main"]).main(a.rest))
 
     p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")
     p.add_argument("--secret", help="the secret (prompted for when omitted)")

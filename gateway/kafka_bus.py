@@ -50,9 +50,8 @@ from gateway.journal import (
     JournalDamage,
     JournalReader,
     JournalRecord,
-    record_account,
-    to_builtins,
 )
+from gateway.journal_tools import record_account, to_builtins
 from gateway.protocol import Alert
 
 log = structlog.get_logger(__name__)

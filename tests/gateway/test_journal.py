@@ -26,10 +26,9 @@ from gateway.journal import (
     Outbound,
     State,
     list_segments,
-    main,
     prune,
-    verify,
 )
+from gateway.journal_tools import main, verify
 from gateway.protocol import Alert, CancelOrder, ExecReport, Heartbeat, NewOrder
 
 T0 = 1_748_914_200 * 10**9  # 2025-06-03 09:30:00 +08:00

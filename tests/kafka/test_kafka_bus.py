@@ -23,9 +23,8 @@ from gateway.journal import (
     JournalReader,
     Outbound,
     State,
-    record_account,
-    to_builtins,
 )
+from gateway.journal_tools import record_account, to_builtins
 from gateway.kafka_bus import (
     ControlCommand,
     ControlConsumer,
