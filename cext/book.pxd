@@ -173,6 +173,7 @@ cdef struct Account:
     int64_t paid_fee
     int64_t realised
     int64_t unrealised
+    int64_t pnl_base  # realised + unrealised - paid_fee at the start of the trading day
     # daily counters and flags
     int64_t open_orders
     int64_t day_msgs
@@ -180,6 +181,7 @@ cdef struct Account:
     bint programmatic_flagged
     bint hft_flagged
     bint loss_warned
+    bint loss_stopped
     # limits (checks.state.AccountState.set_limits)
     int64_t max_order_qty
     double max_notional

@@ -85,7 +85,7 @@ cdef class Engine:
                            object scope, str what) except -1
     cdef int _finish(self, int64_t slot, int64_t status) except -1
     cdef int _mark(self, int64_t a, int64_t i) except -1
-    cdef int _loss_alert(self, int64_t a) except -1
+    cdef object _loss_check(self, int64_t a)
     cdef int64_t _slot_of(self, object ref) except -2
     cdef object _ref_of(self, int64_t slot)
     cdef int _load_limits(self, int64_t a, object st) except -1

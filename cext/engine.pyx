@@ -490,7 +490,9 @@ cdef class Engine:
             acct.paid_fee = st.paid_fee
             acct.realised = st.realised
             acct.unrealised = st.unrealised
+            acct.pnl_base = st.pnl_base
             acct.loss_warned = st.loss_warned
+            acct.loss_stopped = st.loss_stopped
             acct.day_msgs = st.day_msgs
             acct.occasions = st.occasions
             acct.programmatic_flagged = st.programmatic_flagged
@@ -618,7 +620,9 @@ cdef class Engine:
             acct.occasions = 0
             acct.programmatic_flagged = False
             acct.hft_flagged = False
+            acct.pnl_base = acct.realised + acct.unrealised - acct.paid_fee  # the loss is intraday
             acct.loss_warned = False
+            acct.loss_stopped = False
         for j in range(n):
             pos = &self.pos[j]
             pos.long_yd += pos.long_td
@@ -934,7 +938,7 @@ cdef class Engine:
             ff = ffloor((q * inst.open_per_lot + px * q * inst.multiplier * inst.open_ratio)
                        * 100.0 + 0.5)
             if acct.loss_limit < UNLIMITED and (acct.realised + acct.unrealised - acct.paid_fee
-                                                <= -acct.loss_limit):
+                                                - acct.pnl_base <= -acct.loss_limit):
                 return rejected(R.LOSS_LIMIT, trigger=R.LOSS_LIMIT)
             available = _available(acct)
             if fabs(mf) < TWO_61 and fabs(ff) < TWO_61:
@@ -1431,7 +1435,9 @@ cdef class Engine:
                                   f"more than {acct.max_executions} executions in "
                                   f"{<object>acct.execution_window // 1_000_000} ms"))
         self._mark(a, i)
-        self._loss_alert(a)
+        loss = self._loss_check(a)
+        if loss and not trigger:  # (repeated executions suspend: the stricter stop wins)
+            trigger = loss
         finished = o.leaves == 0
         if finished:
             self._finish(slot, ST_FILLED)
@@ -1479,11 +1485,14 @@ cdef class Engine:
         return 0
 
     # ---------------------------------------------------------------- market data and P&L
-    def market_data(self, symbol, last_px, upper, lower, now):
-        """Move the reference price (collars) and mark every holder's position (loss limit)."""
+    def market_data(self, symbol, last_px, upper, lower, int64_t now):
+        """Move the reference price (collars) and mark every holder's position (loss limit);
+        ``Outcome.triggers`` names each account whose loss reached its limit."""
         cdef int64_t i, a, seen
         cdef double last, up, low
         cdef Instrument* inst
+        if now >= self.day_end:  # a new day's prices count against the new day's P&L
+            self._roll_day(now)
         found = self.inst_ids.get(symbol)
         if found is None:
             return Outcome(known=False)
@@ -1497,6 +1506,7 @@ cdef class Engine:
                 inst.upper = up
                 inst.lower = low
         self.alerts = None
+        triggers = None
         last = last_px
         if isfinite(last) and 0.0 < last <= MAX_PRICE:
             inst.ref_price = inst.mark = last
@@ -1506,11 +1516,15 @@ cdef class Engine:
                 if self.pos[a * self.n_inst + i].holder:
                     seen += 1
                     self._mark(a, i)
-                    self._loss_alert(a)
+                    trigger = self._loss_check(a)
+                    if trigger:
+                        if triggers is None:
+                            triggers = []
+                        triggers.append((self.acct_names[a], trigger))
                 a += 1
         alerts = self.alerts
         self.alerts = None
-        return Outcome(alerts=alerts)
+        return Outcome(alerts=alerts, triggers=triggers)
 
     cdef int _mark(self, int64_t a, int64_t i) except -1:
         cdef Account* acct = &self.accts[a]
@@ -1532,18 +1546,25 @@ cdef class Engine:
             inst.n_holders -= 1
         return 0
 
-    cdef int _loss_alert(self, int64_t a) except -1:
+    cdef object _loss_check(self, int64_t a):
+        """``checks.engine.Engine._loss_check``: the warning, then the alert and the trigger."""
         cdef Account* acct = &self.accts[a]
         cdef int64_t pnl
-        if acct.loss_limit >= UNLIMITED or acct.loss_warned:
+        if acct.loss_limit >= UNLIMITED or acct.loss_stopped:
             return 0
-        pnl = acct.realised + acct.unrealised - acct.paid_fee
-        if pnl <= -warn_level(acct.loss_limit, acct.warn_fraction):
+        pnl = acct.realised + acct.unrealised - acct.paid_fee - acct.pnl_base
+        if not acct.loss_warned and pnl <= -warn_level(acct.loss_limit, acct.warn_fraction):
             acct.loss_warned = True
             self._alert(alert(_WARNING, R.LOSS_WARNING, self.acct_scopes[a],
                               f"intraday P&L {<object>pnl / 100:.2f} against limit "
                               f"{<object>(-acct.loss_limit) / 100:.2f}"))
-        return 0
+        if pnl > -acct.loss_limit:
+            return 0
+        acct.loss_stopped = True
+        self._alert(alert(_CRITICAL, R.LOSS_LIMIT, self.acct_scopes[a],
+                          f"intraday P&L {<object>pnl / 100:.2f} reached the loss limit "
+                          f"{<object>(-acct.loss_limit) / 100:.2f}: opening orders are refused"))
+        return R.LOSS_LIMIT if acct.status != ACCT_SUSPENDED else 0
 
     # ---------------------------------------------------------------- kill switch and admin
     cdef object _scope_key(self, object scope, object key):
@@ -1672,7 +1693,8 @@ cdef class Engine:
                 c.used_margin, c.paid_fee, c.realised, c.unrealised, c.open_orders, c.day_msgs,
                 c.occasions, c.programmatic_flagged, c.hft_flagged, c.loss_warned,
                 ring_tuple(&c.orders), ring_tuple(&c.cancels), ring_tuple(&c.msgs),
-                ring_tuple(&c.execs), ring_tuple(&c.repeat_run), key)
+                ring_tuple(&c.execs), ring_tuple(&c.repeat_run), key, c.pnl_base,
+                c.loss_stopped)
 
     def order_view(self, ref):
         cdef int64_t slot = self._slot_of(ref)

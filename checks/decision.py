@@ -46,12 +46,15 @@ class Decision(msgspec.Struct, array_like=True, gc=False):
 
 
 class Outcome(msgspec.Struct, array_like=True, gc=False):
-    """What ``apply``/``cancel_request`` produced besides the state change."""
+    """What ``apply``/``cancel_request``/``market_data`` produced besides the state change."""
 
     known: bool = True  # False: the order reference was unknown or finished; nothing changed
     finished: bool = False  # the order reached a final state with this event
     alerts: list[AlertEvent] | None = None
-    trigger: int = 0
+    trigger: int = 0  # a Reason for which the caller must stop the order's account
+    # (account id, Reason) for each account the caller must stop: market data concerns every
+    # account holding the instrument, so its stop requests name their accounts
+    triggers: list[tuple[str, int]] | None = None
 
 
 def accepted(ref: int, alerts: list[AlertEvent] | None) -> Decision:

@@ -186,7 +186,9 @@ class Engine:
             acct.occasions = 0
             acct.programmatic_flagged = False
             acct.hft_flagged = False
+            acct.pnl_base = acct.realised + acct.unrealised - acct.paid_fee  # the loss is intraday
             acct.loss_warned = False
+            acct.loss_stopped = False
         for pos in self.positions.values():
             pos.long_yd += pos.long_td
             pos.short_yd += pos.short_td
@@ -371,7 +373,7 @@ class Engine:
             margin = 0
             fee = close_fee(inst, px, close_yd, close_td)
         if opening:
-            if acct.loss_limit < UNLIMITED and acct.realised + acct.unrealised - acct.paid_fee <= -acct.loss_limit:
+            if acct.loss_limit < UNLIMITED and acct.intraday_pnl() <= -acct.loss_limit:
                 return rejected(R.LOSS_LIMIT, trigger=R.LOSS_LIMIT)
             need = margin + fee + inst.per_order_fee
             available = acct.available()
@@ -708,7 +710,9 @@ class Engine:
                                     f"more than {acct.max_executions} executions in "
                                     f"{acct.execution_window // 1_000_000} ms"))
         self._mark(acct, inst, pos)
-        self._loss_alert(acct, alerts)
+        loss = self._loss_check(acct, alerts)
+        if loss and not trigger:  # (repeated executions suspend: the stricter stop wins)
+            trigger = loss
         finished = o.leaves == 0
         if finished:
             self._finish(o, OrdStatus.FILLED)
@@ -757,7 +761,13 @@ class Engine:
     # ---------------------------------------------------------------- market data and P&L
     def market_data(self, symbol: str, last_px: float, upper: float, lower: float,
                     now: int) -> Outcome:
-        """Move the reference price (collars) and mark every holder's position (loss limit)."""
+        """Move the reference price (collars) and mark every holder's position (loss limit).
+
+        An account whose loss reaches its limit is named in ``Outcome.triggers``: market data
+        concerns many accounts, and each must be stopped by the caller.
+        """
+        if now >= self.day_end:  # a new day's prices count against the new day's P&L
+            self._roll_day(now)
         i = self.inst_ids.get(symbol)
         if i is None:
             return Outcome(known=False)
@@ -765,13 +775,16 @@ class Engine:
         if math.isfinite(upper) and math.isfinite(lower) and 0.0 < lower <= upper <= MAX_PRICE:
             inst.upper, inst.lower = upper, lower
         alerts: list[AlertEvent] = []
+        triggers: list[tuple[str, int]] = []
         if math.isfinite(last_px) and 0.0 < last_px <= MAX_PRICE:
             inst.ref_price = inst.mark = last_px
             for a in sorted(self.holders.get(i, ())):
                 acct = self.accounts[a]
                 self._mark(acct, inst, self.positions[(a, i)])
-                self._loss_alert(acct, alerts)
-        return Outcome(alerts=alerts or None)
+                trigger = self._loss_check(acct, alerts)
+                if trigger:
+                    triggers.append((acct.id, trigger))
+        return Outcome(alerts=alerts or None, triggers=triggers or None)
 
     def _mark(self, acct: AccountState, inst: InstrumentState, pos: PositionState) -> None:
         long_qty = pos.long_td + pos.long_yd
@@ -786,15 +799,29 @@ class Engine:
         else:
             holders.discard(acct.idx)
 
-    def _loss_alert(self, acct: AccountState, alerts: list[AlertEvent]) -> None:
-        if acct.loss_limit >= UNLIMITED or acct.loss_warned:
-            return
-        pnl = acct.realised + acct.unrealised - acct.paid_fee
-        if pnl <= -warn_level(acct.loss_limit, acct.warn_fraction):
+    def _loss_check(self, acct: AccountState, alerts: list[AlertEvent]) -> int:
+        """After the P&L moved: a warning at the fraction of the loss limit (1305); at the
+        limit a critical alert and a stop request (``R.LOSS_LIMIT``, which puts the account
+        close-only) — each once a trading day. Returns the trigger, or 0.
+
+        The stop is not requested for a suspended account: a stricter stop is in place, and
+        close-only would lift it.
+        """
+        if acct.loss_limit >= UNLIMITED or acct.loss_stopped:
+            return 0
+        pnl = acct.intraday_pnl()
+        if not acct.loss_warned and pnl <= -warn_level(acct.loss_limit, acct.warn_fraction):
             acct.loss_warned = True
             alerts.append(alert(AlertLevel.WARNING, R.LOSS_WARNING, f"account:{acct.id}",
                                 f"intraday P&L {pnl / 100:.2f} against limit "
                                 f"{-acct.loss_limit / 100:.2f}"))
+        if pnl > -acct.loss_limit:
+            return 0
+        acct.loss_stopped = True
+        alerts.append(alert(AlertLevel.CRITICAL, R.LOSS_LIMIT, f"account:{acct.id}",
+                            f"intraday P&L {pnl / 100:.2f} reached the loss limit "
+                            f"{-acct.loss_limit / 100:.2f}: opening orders are refused"))
+        return R.LOSS_LIMIT if acct.status != AccountStatus.SUSPENDED else 0
 
     # ---------------------------------------------------------------- kill switch and admin
     def _scope_key(self, scope: int, key: str | int) -> int:
@@ -946,7 +973,8 @@ def account_tuple(a: AccountState) -> tuple:
     return (a.status, a.programmatic, a.balance, a.frozen_margin, a.frozen_fee, a.used_margin,
             a.paid_fee, a.realised, a.unrealised, a.open_orders, a.day_msgs, a.occasions,
             a.programmatic_flagged, a.hft_flagged, a.loss_warned, tuple(a.orders),
-            tuple(a.cancels), tuple(a.msgs), tuple(a.execs), tuple(a.repeat_run), a.repeat_key)
+            tuple(a.cancels), tuple(a.msgs), tuple(a.execs), tuple(a.repeat_run), a.repeat_key,
+            a.pnl_base, a.loss_stopped)
 
 
 def account_summary(a: AccountState) -> dict:

@@ -125,7 +125,11 @@ class AccountState:
         self.paid_fee = 0
         self.realised = 0
         self.unrealised = 0
+        # The intraday loss limit counts from the P&L (realised + marked - paid fees) at the
+        # start of the trading day: 0 at start of day, saved again at each daily roll.
+        self.pnl_base = 0
         self.loss_warned = False
+        self.loss_stopped = False  # the loss limit was reached today (alerted, stop requested)
         # Rolling windows: timestamps of the most recent events, oldest first.
         self.orders: deque[int] = deque(maxlen=max(1, min(self.max_orders_per_sec, 1 << 20)))
         self.cancels: deque[int] = deque(maxlen=max(1, min(self.max_cancels_per_sec, 1 << 20)))
@@ -161,6 +165,10 @@ class AccountState:
         self.programmatic_occasions = lm.programmatic_occasions
         self.stop_programmatic = lm.stop_unregistered_programmatic
         self.warn_fraction = lm.warn_fraction
+
+    def intraday_pnl(self) -> int:
+        """Today's P&L in fen: realised + marked - paid fees, less the day's starting point."""
+        return self.realised + self.unrealised - self.paid_fee - self.pnl_base
 
     def available(self) -> int:
         """The funds identity of DESIGN.md §4, in fen."""

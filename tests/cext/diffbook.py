@@ -281,6 +281,8 @@ def note(answer: Any, seen: Counter[str] = SEEN) -> None:
             seen[f"warn {a.text.split(':')[0]}"] += 1
     if getattr(answer, "trigger", 0):
         seen[f"trigger {Reason(answer.trigger).name}"] += 1
+    for _account, trigger in getattr(answer, "triggers", None) or ():
+        seen[f"triggers {Reason(trigger).name}"] += 1
 
 
 def _local(now: int) -> int:
@@ -487,7 +489,10 @@ class Driver:
         elif kind == 2:
             upper, lower = ch.choice([(math.nan, lower), (upper, math.inf), (lower, upper),
                                       (2e9, 1.0), (0.0, 0.0)])
-        note(self.pair.call("market_data", symbol, last, upper, lower, self.now))
+        answer = self.pair.call("market_data", symbol, last, upper, lower, self.now)
+        note(answer)
+        for account, trigger in getattr(answer, "triggers", None) or ():  # as the gateway does
+            self.pair.call("set_status", account, TRIGGER_STATUS[trigger])
 
     # ---------------------------------------------------------------- admin
     def kill(self, ch: Chooser) -> None:

@@ -185,7 +185,7 @@ REASONS = {
     R.INSUFFICIENT_POSITION, R.POSITION_LIMIT, R.INSUFFICIENT_FUNDS, R.LOSS_LIMIT, R.SELF_TRADE,
 }
 ALERTS = {R.THRESHOLD_WARNING, R.PROGRAMMATIC_BEHAVIOUR, R.HFT_CLASSIFIED, R.LOSS_WARNING,
-          R.MESSAGE_FEE, R.CANCEL_RATE, R.CONTRACT_CANCEL_LIMIT, R.LARGE_CANCEL_LIMIT,
+          R.LOSS_LIMIT, R.MESSAGE_FEE, R.CANCEL_RATE, R.CONTRACT_CANCEL_LIMIT, R.LARGE_CANCEL_LIMIT,
           R.SELF_TRADE_LIMIT, R.REPEATED_EXECUTIONS}
 WARNINGS = {R.ORDER_RATE, R.CANCEL_RATE, R.OPEN_VOLUME_LIMIT, R.OPEN_ORDERS_LIMIT,
             R.POSITION_LIMIT, R.HFT_LIMIT, R.MESSAGE_LIMIT, R.OTR_LIMIT, R.REPEATED_ORDERS, R.REPEATED_EXECUTIONS,
@@ -202,6 +202,7 @@ def test_seeded_walks_reach_every_check() -> None:
         walk(seed, ("enforce", "ignore")[seed % 2], steps=2500, check_every=100)
     seen = Counter(SEEN)
     want = ({r.name for r in REASONS} | {f"alert {r.name}" for r in ALERTS}
-            | {f"warn {r.name}" for r in WARNINGS} | {f"trigger {r.name}" for r in TRIGGERS})
+            | {f"warn {r.name}" for r in WARNINGS} | {f"trigger {r.name}" for r in TRIGGERS}
+            | {f"triggers {R.LOSS_LIMIT.name}"})  # (market data names accounts to stop)
     missing = sorted(want - set(seen))
     assert not missing, f"never reached: {missing}\nseen: {sorted(seen.items())}"

@@ -154,3 +154,42 @@ def test_daily_hft_warning_is_labelled_by_what_the_account_is(account: str, labe
     assert d.reason == R[label], d
     assert len(warned) == 1 and warned[0].startswith(f"{label}: "), warned
     p.check()
+
+
+# ---------------------------------------------------------------- 1002 / 1305: the intraday loss
+def test_loss_baseline_and_stop_requests_are_the_same_in_both_engines() -> None:
+    """R1 (loss limit 500) trades and is marked over three trading days: the baseline saved
+    at each roll, today's warning, the stop requested by market data and by a fill, once a
+    day — answer for answer and snapshot for snapshot."""
+    p = Pair(config("ignore"))
+    now = ns_from_local(2026, 3, 10, 10, 0)
+    d = p.call("decide", _order("rb2605", 3200.0, 4), now)
+    p.fill(d.ref, 4, 3200.0, now, False)
+    answers = []
+    for day, marks in enumerate([(3195.0, 3190.0, 3188.0, 3200.0, 3186.0),  # -400 .. -560
+                                 (3180.0, 3176.0, 3172.0),  # a new day: counts from -560
+                                 (3175.0, 3190.0)]):
+        now = ns_from_local(2026, 3, 10 + day, 10, 0)
+        for px in marks:
+            now += S
+            answers.append(p.call("market_data", "rb2605", px, 3300.0, 3100.0, now))
+            p.check()
+        d = p.call("decide", _order("rb2605", marks[-1], 1), now)
+        answers.append(d)
+        if d.accepted:
+            p.call("apply_reject", d.ref, now)
+        p.check()
+    pnl_base = p.ref.snapshot()["accounts"]["R1"][-2]
+    assert pnl_base == p.c.snapshot()["accounts"]["R1"][-2] != 0
+    assert [a.reason for a in answers if hasattr(a, "reason")] == [
+        R.LOSS_LIMIT, R.LOSS_LIMIT, R.ACCEPTED]  # Thursday's P&L counts from Wednesday's
+    triggered = [a.triggers for a in answers if getattr(a, "triggers", None)]
+    assert triggered == [[("R1", R.LOSS_LIMIT)], [("R1", R.LOSS_LIMIT)]]  # Tuesday, Wednesday
+    # a closing fill that realises today's loss: the stop comes from the fill
+    now = ns_from_local(2026, 3, 13, 10, 0)
+    p.call("market_data", "rb2605", 3200.0, 3300.0, 3100.0, now)
+    d = p.call("decide", _order("rb2605", 3170.0, 4, side=2, offset=2), now)
+    assert d.accepted, d
+    out = p.fill(d.ref, 4, 3170.0, now + S, False)
+    assert out.trigger == R.LOSS_LIMIT
+    p.check()

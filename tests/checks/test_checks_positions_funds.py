@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from checks.calendar import ns_from_local
-from checks.decision import TRIGGER_STATUS
+from checks.decision import TRIGGER_STATUS, Outcome
 from checks.enums import AccountStatus, AlertLevel, Offset, OrdType, Side, Tif
 from checks.reasons import Reason as R
 
@@ -255,23 +255,81 @@ def test_realised_losses_and_fees_count_towards_the_loss_limit(make_book):
     book.reject(R.LOSS_LIMIT)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (design gap): checks/engine.py market_data() only "
-                   "alerts (1305); reaching the loss limit asks for no stop until the next "
-                   "opening order arrives, so working openings stay working (DESIGN §5: the loss "
-                   "limit is an automatic kill trigger)")
 def test_market_data_reaching_the_loss_limit_triggers_the_stop(loser):
+    out = loser.eng.market_data("rb2605", 3100.0, 3424.0, 2976.0, loser.t0)  # -1000: reached
+    assert out.trigger == 0 and out.triggers == [("A1", R.LOSS_LIMIT)]
+    assert TRIGGER_STATUS[R.LOSS_LIMIT] == AccountStatus.CLOSE_ONLY
+    assert [(a.code, a.level) for a in out.alerts] == [
+        (R.LOSS_WARNING, AlertLevel.WARNING), (R.LOSS_LIMIT, AlertLevel.CRITICAL)]
+    assert out.alerts[1].scope == "account:A1"
+    assert "-1000.00 reached the loss limit -1000.00" in out.alerts[1].text
+    # once a day: further losses, or a recovery and a new fall, ask for nothing more
+    assert loser.eng.market_data("rb2605", 3050.0, 3424.0, 2976.0, loser.t0) == Outcome()
+    loser.eng.market_data("rb2605", 3200.0, 3424.0, 2976.0, loser.t0)
+    assert loser.eng.market_data("rb2605", 3090.0, 3424.0, 2976.0, loser.t0).triggers is None
+
+
+def test_market_data_names_every_account_that_reaches_its_loss_limit(make_book):
+    book = make_book(account={**long_yd("rb2605", 1, 3200.0), "limits": {"loss_limit": 1000.0}},
+                     accounts=[{"id": "A2", **long_yd("rb2605", 2, 3200.0),
+                                "limits": {"loss_limit": 1000.0}},
+                               {"id": "A3", **long_yd("rb2605", 1, 3200.0)}])  # no limit
+    out = book.eng.market_data("rb2605", 3140.0, 3424.0, 2976.0, book.t0)  # -600 / -1200
+    assert out.triggers == [("A2", R.LOSS_LIMIT)]
+    out = book.eng.market_data("rb2605", 3100.0, 3424.0, 2976.0, book.t0)  # -1000 / -2000
+    assert out.triggers == [("A1", R.LOSS_LIMIT)]
+
+
+def test_a_fill_reaching_the_loss_limit_triggers_the_stop(make_book):
+    book = make_book(inst={"rb2605": {"fees": {"close_per_lot": 10.0}}},
+                     account={**long_yd("rb2605", 2, 3200.0), "limits": {"loss_limit": 1000.0}})
+    ref = book.accept(price=3101.0, qty=2, **SELL_CLOSE)
+    out = book.fill(ref, 1, 3101.0)  # realised -990, fee 10; the other lot still marked at 3200
+    assert out.trigger == R.LOSS_LIMIT and out.triggers is None
+    assert [a.code for a in out.alerts if a.level == AlertLevel.CRITICAL] == [R.LOSS_LIMIT]
+    assert book.fill(ref, 1, 3101.0).trigger == 0  # once a day
+
+
+def test_repeated_executions_win_over_the_loss_limit_on_one_fill(make_book):
+    book = make_book(account={**long_yd("rb2605", 1, 3200.0),
+                              "limits": {"loss_limit": 1000.0, "max_executions": 0}})
+    ref = book.accept(price=3100.0, **SELL_CLOSE)
+    out = book.fill(ref, 1, 3100.0)  # realised -1000, and an execution over a limit of 0
+    assert out.trigger == R.REPEATED_EXECUTIONS  # suspends: stricter than close-only
+    assert {a.code for a in out.alerts if a.level == AlertLevel.CRITICAL} == {
+        R.REPEATED_EXECUTIONS, R.LOSS_LIMIT}
+
+
+def test_a_suspended_account_reaching_the_loss_limit_is_alerted_not_lifted_to_close_only(loser):
+    loser.eng.set_status("A1", AccountStatus.SUSPENDED)
     out = loser.eng.market_data("rb2605", 3100.0, 3424.0, 2976.0, loser.t0)
-    assert out.trigger == R.LOSS_LIMIT
+    assert out.triggers is None
+    assert [a.code for a in out.alerts if a.level == AlertLevel.CRITICAL] == [R.LOSS_LIMIT]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: checks/engine.py _roll_day resets loss_warned but not "
-                   "the P&L baseline, so yesterday's realised/marked loss and fees count against "
-                   "today's *intraday* loss limit (DESIGN §4.10)")
 def test_loss_limit_is_intraday(loser):
     loser.eng.market_data("rb2605", 3130.0, 3424.0, 2976.0, loser.t0)  # -700 on Tuesday
     wednesday = ns_from_local(2026, 3, 11, 10, 0)
-    loser.eng.market_data("rb2605", 3100.0, 3424.0, 2976.0, wednesday)  # -300 on Wednesday
+    out = loser.eng.market_data("rb2605", 3100.0, 3424.0, 2976.0, wednesday)  # -300 on Wednesday
+    assert out.triggers is None and out.alerts is None
+    assert loser.account().pnl_base == -70_000  # Tuesday's close, saved at the roll
+    assert loser.eng.snapshot()["accounts"]["A1"][-2:] == (-70_000, False)
     loser.accept(now=wednesday)
+    out = loser.eng.market_data("rb2605", 3030.0, 3424.0, 2976.0, wednesday)  # -1000 today
+    assert out.triggers == [("A1", R.LOSS_LIMIT)]
+    loser.reject(R.LOSS_LIMIT, now=wednesday, price=3030.0)
+
+
+def test_yesterdays_fees_and_realised_losses_do_not_count_today(make_book):
+    book = make_book(inst={"rb2605": {"fees": {"close_per_lot": 10.0}}},
+                     account={**long_yd("rb2605", 2, 3200.0), "limits": {"loss_limit": 1000.0}})
+    ref = book.accept(price=3105.0, **SELL_CLOSE)
+    book.fill(ref, 1, 3105.0)  # realised -950, fee 10: -960 on Tuesday
+    book.eng.market_data("rb2605", 3200.0, 3424.0, 2976.0, book.t0)
+    wednesday = ns_from_local(2026, 3, 11, 10, 0)
+    book.accept(now=wednesday, price=3150.0)
+    out = book.eng.market_data("rb2605", 3120.0, 3424.0, 2976.0, wednesday)  # -800 today
+    assert [a.code for a in out.alerts] == [R.LOSS_WARNING] and "-800.00" in out.alerts[0].text
 
 
 # ---------------------------------------------------------------- 1101 self-trade
