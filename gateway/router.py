@@ -374,6 +374,8 @@ class Router:
         outcome = self.engine.market_data(md.symbol, md.last_px, md.upper_limit, md.lower_limit, now)
         if outcome.alerts:
             self._alerts(outcome.alerts, now)
+        for account, trigger in outcome.triggers or ():  # e.g. a holder reached its loss limit
+            self._trigger(account, trigger, now)
 
     def _reconcile(self, o: RoutedOrder, rep: ExecReport, now: int) -> None:
         """An order-status answer after a reconnect: catch up on what we missed."""
