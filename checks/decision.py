@@ -7,7 +7,9 @@ differential tests can compare answers field for field.
 A *trigger* asks the caller to stop an account through the kill-switch path (DESIGN.md §5):
 the engine itself never changes state on a rejection, so when a rejection means "and stop the
 account" (repeated orders, programmatic behaviour, loss limit) it says so and the gateway acts
-— journaled and audited like an operator's kill.
+— journaled and audited like an operator's kill. A decision's or an order event's ``trigger``
+is about the order's account; market data concerns every account holding the instrument, so
+its ``Outcome.triggers`` name the accounts.
 """
 
 from __future__ import annotations
