@@ -448,7 +448,7 @@ def median_run(runs: list[PathRun]) -> dict[str, Any]:
         "lost": sum(r.result.lost for r in runs),
         "errors": [e for r in runs for e in r.result.errors][:5],
         "lag_us": runs[-1].result.lag_us,
-        "histogram": runs[len(runs) // 2].result.histogram,
+        "histograms": [r.result.histogram for r in runs],  # the plot pools every repeat
         "repeats": len(runs),
         "all_throughput": [r.result.throughput for r in runs],
         "all_p50": [r.result.latency_us["p50"] for r in runs],

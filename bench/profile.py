@@ -4,7 +4,8 @@
 ``frame;frame;...;frame COUNT``, root first, each frame ``function (file:line)``) and returns
 shares of the busy samples:
 
-- ``self``: the innermost Python frame of each sample, by function *and line*; time spent in a
+- ``self`` (by function *and line*) and ``self_functions``: the innermost Python frame of each
+  sample; line numbers from py-spy on Python 3.11 can be off by a statement. Time spent in a
   C extension (the Cython engine, msgspec, uvloop's transport calls) has no Python frame of
   its own, so it lands on the line that called it — ``new_order (gateway/router.py:NNN)`` is
   the ``engine.decide`` call, for instance;
@@ -69,6 +70,7 @@ def _top(counter: Counter[str], total: int, n: int) -> list[dict[str, Any]]:
 
 def summarize_pyspy(raw: str, top: int = 20) -> dict[str, Any]:
     selfc: Counter[str] = Counter()
+    selff: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     total = 0
@@ -88,13 +90,15 @@ def summarize_pyspy(raw: str, top: int = 20) -> dict[str, Any]:
         total += count
         func, file, ln = stack[-1]
         selfc[f"{func} ({file}:{ln})"] += count
+        selff[f"{func} ({file})"] += count
         for f in {f"{func} ({file})" for func, file, _ in stack}:
             incl[f] += count
         areas[_area(stack)] += count
     if not total:
-        return {"samples": 0, "self": [], "inclusive": [], "areas": []}
+        return {"samples": 0, "self": [], "self_functions": [], "inclusive": [], "areas": []}
     return {"samples": total, "self": _top(selfc, total, top),
-            "inclusive": _top(incl, total, top), "areas": _top(areas, total, len(areas))}
+            "self_functions": _top(selff, total, top), "inclusive": _top(incl, total, top),
+            "areas": _top(areas, total, len(areas))}
 
 
 def summarize_cprofile(path: Path, top: int = 20) -> dict[str, Any]:

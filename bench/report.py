@@ -88,10 +88,20 @@ def write(run_dir: Path, data: dict[str, Any]) -> list[Path]:
     return paths
 
 
-def _hist(encoded: str):  # noqa: ANN202 - hdrh type
+def _hist(*encoded: str):  # noqa: ANN202 - hdrh type
+    """One histogram from one or several encoded ones (repeats are pooled)."""
     from hdrh.histogram import HdrHistogram
 
-    return HdrHistogram.decode(base64.b64decode(encoded)) if encoded else None
+    pooled = None
+    for e in encoded:
+        if not e:
+            continue
+        h = HdrHistogram.decode(base64.b64decode(e))
+        if pooled is None:
+            pooled = h
+        else:
+            pooled.add(h)
+    return pooled
 
 
 def plot(data: dict[str, Any], png: Path) -> bool:
@@ -108,21 +118,21 @@ def plot(data: dict[str, Any], png: Path) -> bool:
     ax = axes[0]
     if compare:
         trial = _best_trial(compare)
-        pcts = [50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100]
+        pcts = [50, 90, 99, 99.9, 99.99, 100]
         xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in pcts]
         for path, summ in trial["summary"]["fixed"].items():
-            h = _hist(summ["histogram"])
+            h = _hist(*summ.get("histograms", [summ.get("histogram", "")]))
             if h is None:
                 continue
             ys = [h.get_value_at_percentile(p) for p in pcts]
-            ax.plot(xs, ys, marker="o", label=f"{path} (p50 {summ['latency_us']['p50']:.0f} µs)")
+            ax.plot(xs, ys, marker="o", label=f"{path} (pooled p50 {ys[0]:,.0f} µs)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(xs, [f"p{p:g}" if p < 100 else "max" for p in pcts])
         ax.set_ylabel("order -> ack latency (µs)")
         rate = data["args"]["rate"]
-        ax.set_title(f"latency by percentile at {rate:,.0f} orders/s\n({trial['describe']})",
-                     fontsize=10)
+        ax.set_title(f"latency by percentile at {rate:,.0f} orders/s, repeats pooled\n"
+                     f"({trial['describe']})", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     ax = axes[1]
@@ -303,7 +313,7 @@ def _ramp_md(data: dict[str, Any], r: dict[str, Any]) -> list[str]:
     a = data["args"]
     out = ["## Capacity (stress test)", "",
            f"Open-loop steps through the gateway ({a['ramp_sessions']} sessions, {a['ramp_duration']:g} s each, "
-           f"journal {data['journal']}), from {a['ramp_start']:g}× the configured historical peak of "
+           f"journal {'off' if data['journal'] == 'off' else 'on'}), from {a['ramp_start']:g}× the configured historical peak of "
            f"{r['peak']:,.0f} orders/s, ×{a['ramp_factor']} per step, then {a['ramp_refine']} "
            f"bisection step(s). A step holds when every order is acknowledged, none is rejected, "
            f"≥ 98 % of the offered rate is acknowledged and p99 ≤ {a['p99_limit_ms']:g} ms.", "",
@@ -333,6 +343,10 @@ def _profile_md(p: dict[str, Any]) -> list[str]:
     if p.get("areas"):
         out += ["| area (innermost project frame) | share |", "|---|---:|"]
         out += [f"| {x['where']} | {x['share']:.1f} % |" for x in p["areas"]]
+        out.append("")
+    if p.get("self_functions"):
+        out += ["| self time by function | share |", "|---|---:|"]
+        out += [f"| `{x['where']}` | {x['share']:.1f} % |" for x in p["self_functions"][:15]]
         out.append("")
     out += ["| self time: function (file:line) | share |", "|---|---:|"]
     out += [f"| `{x['where']}` | {x['share']:.1f} % |" for x in p.get("self", [])[:15]]
