@@ -232,7 +232,7 @@ class Bench:
             result, window = self._run_loadgen(spec, placement, others, kill, on_open)
             if kill:
                 return result, window
-            other = window.cpu_pct(0.0).get("other", 0.0)
+            other = window.cpu_pct(result.loadgen_cpu_pct).get("other", 0.0)
             if other <= self.args.max_other_pct:
                 return result, window
             note = (f"{spec.label}: other processes used {other:.0f} % of a core during the "
@@ -391,8 +391,11 @@ class Bench:
                 # py-spy steals no time from the gateway's core.
                 samplers.append(self.procs.start_command(
                     "py-spy", [spy, "record", "--pid", str(gw.pid), "--rate", "250",
-                               "--duration", str(int(a.profile_duration)), "--nonblocking",
-                               "--format", "raw", "--output", str(raw)], _set(placement.loadgen)))
+                               "--duration", str(int(a.profile_duration)),
+                               "--format", "raw", "--output", str(raw)]
+                    # --native must pause the target to unwind C stacks; otherwise never pause.
+                    + (["--native"] if a.profile_native else ["--nonblocking"]),
+                    _set(placement.loadgen)))
 
             try:
                 _say(f"profile: gateway under max load with {'py-spy' if spy else 'cProfile'}")
@@ -407,7 +410,9 @@ class Bench:
                 self.stop(gw)
             if spy:
                 out |= prof.summarize_pyspy(raw.read_text() if raw.exists() else "")
-                out["tool"] = "py-spy (sampling, 250 Hz, non-blocking)"
+                out["tool"] = ("py-spy (sampling, 250 Hz, "
+                               + ("native frames, pausing the gateway per sample: slower, shares "
+                                  "still hold)" if a.profile_native else "non-blocking)"))
             else:
                 out |= prof.summarize_cprofile(self.work / "gateway.prof")
                 out["tool"] = "cProfile (deterministic; inflates call-heavy code)"
@@ -546,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--p99-limit-ms", type=float, default=5.0)
     g = p.add_argument_group("profile")
     g.add_argument("--profile-duration", type=float, default=8.0)
+    g.add_argument("--profile-native", action="store_true",
+                   help="py-spy --native: C frames too (Cython engine, msgspec), so the engine's "
+                        "share is its own instead of its caller's")
     return p
 
 
