@@ -40,7 +40,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from checks.calendar import in_sessions, time_of_day
+from checks.calendar import session_open
 from checks.enums import KillScope, ProgReg
 from checks.model import Limits
 from gateway.auth import verify_token
@@ -273,5 +273,4 @@ _POSITION_FIELDS = (
 def any_session_open(gw: Gateway, now_ns: int) -> bool:
     if not gw.cfg.risk.enforce_hours:
         return True  # no calendar enforced: treat every moment as trading time
-    tod = time_of_day(now_ns)
-    return any(in_sessions(tod, s) for s in gw.cfg.risk.session_seconds.values())
+    return any(session_open(now_ns, s) for s in gw.cfg.risk.session_seconds.values())
