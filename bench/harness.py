@@ -53,7 +53,7 @@ from bench.loadgen import (
     LoadResult,
     LoadSpec,
 )
-from bench.procs import Proc, ProcError, Procs, busy_seconds, wait_quiet
+from bench.procs import DiskProbe, Proc, ProcError, Procs, busy_seconds, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_READY = r"listening on [\d.]+:(\d+)"
@@ -111,6 +111,7 @@ class PathRun:
     result: LoadResult
     cpu_pct: dict[str, float]  # process -> % of one core during the measurement window
     cores: dict[str, int]  # process -> core it last ran on
+    disk: dict[str, float]  # fdatasync latency of a probe on the journal's disk meanwhile
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Window:
     cores: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_open: Any = None  # called (from the reader thread) when the window opens
+    disk: dict[str, float] = field(default_factory=dict)  # fdatasync latency meanwhile
     busy: tuple[float, float] = (0.0, 0.0)  # machine-wide busy CPU seconds at open, close
 
     def on_line(self, line: str) -> None:
@@ -251,12 +253,14 @@ class Bench:
             if busy > self.args.quiet_pct:
                 self.noisy.append(f"{spec.label}: machine {busy:.0f} % busy before it started")
         window = Window(others, on_open=on_open)
-        lg = self.procs.start(name, ["bench.loadgen", "--spec", str(spec_file), "--out",
-                                     str(out_file)] + (["--kill"] if kill else []),
-                              _set(placement.loadgen), on_line=window.on_line)
-        budget = spec.warmup + spec.duration + spec.drain_s + 90 + spec.kill_orders / 500
-        code = lg.wait(budget)
-        self.procs.stop(lg)
+        with DiskProbe(self.work) as probe:
+            lg = self.procs.start(name, ["bench.loadgen", "--spec", str(spec_file), "--out",
+                                         str(out_file)] + (["--kill"] if kill else []),
+                                  _set(placement.loadgen), on_line=window.on_line)
+            budget = spec.warmup + spec.duration + spec.drain_s + 90 + spec.kill_orders / 500
+            code = lg.wait(budget)
+            self.procs.stop(lg)
+        window.disk = probe.summary()
         if code != 0 or not out_file.exists():
             raise ProcError(f"load generator {spec.label} failed ({code}); see {lg.log_path}:\n"
                             f"{lg.tail()}")
@@ -283,7 +287,8 @@ class Bench:
         finally:
             if middle is not None:
                 self.stop(middle)
-        return PathRun(path, result, window.cpu_pct(result.loadgen_cpu_pct), window.cores)
+        return PathRun(path, result, window.cpu_pct(result.loadgen_cpu_pct), window.cores,
+                       window.disk)
 
     def compare(self, placement: Placement, rate: float, duration: float, repeat: int,
                 journal_modes: list[bool]) -> dict[str, dict[str, list[PathRun]]]:
@@ -344,7 +349,7 @@ class Bench:
                     ok, why = judge(result, rate, a.p99_limit_ms)
                     cpu = window.cpu_pct(result.loadgen_cpu_pct)
                     steps.append({"rate": rate, "ok": ok, "why": why, "result": result,
-                                  "cpu_pct": cpu})
+                                  "cpu_pct": cpu, "disk": window.disk})
                     return ok
 
                 rate, good, bad = a.peak * a.ramp_start, 0.0, 0.0
@@ -449,6 +454,7 @@ def median_run(runs: list[PathRun]) -> dict[str, Any]:
         "latency_us": lat,
         "cpu_pct": {k: med(r.cpu_pct.get(k, 0.0) for r in runs) for k in sorted(cpu_keys)},
         "cores": runs[-1].cores,
+        "disk_fsync_max_ms": max((r.disk.get("max_ms", 0.0) for r in runs), default=0.0),
         "rejected": sum(r.result.rejected for r in runs),
         "lost": sum(r.result.lost for r in runs),
         "errors": [e for r in runs for e in r.result.errors][:5],
@@ -614,8 +620,10 @@ def main(argv: list[str] | None = None) -> int:
                 data["kill"] = msgspec.to_builtins(bench.kill_test(best, args.kill_orders, journal))
                 data["sim_mode"]["kill"] = "ack-only, orders rest (--ack-only)"
             if "ramp" in phases:
-                steps = bench.ramp(best, journal)
-                data["ramp"] = report.ramp_summary(steps, args.peak)
+                # The first journal mode is the capacity of record; with both, journal off follows.
+                for k, j in enumerate(journal_modes):
+                    steps = bench.ramp(best, j)
+                    data["ramp" if k == 0 else "ramp_nojournal"] = report.ramp_summary(steps, args.peak)
                 data["sim_mode"]["ramp"] = "ack-only, fill on ack (--ack-only --fill)"
             if "profile" in phases:
                 data["profile"] = bench.profile(best, journal)

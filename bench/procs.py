@@ -47,6 +47,48 @@ def busy_seconds() -> float:
     return (user + nice + system) / _TICKS
 
 
+class DiskProbe:
+    """Times a small write + ``fdatasync`` every ``interval`` s in ``directory`` (the journal's
+    filesystem) from a thread, so a report can show what the disk was doing meanwhile: the
+    gateway calls ``fdatasync`` on its event loop, so a slow disk is a slow gateway."""
+
+    def __init__(self, directory: Path, interval: float = 0.02) -> None:
+        self.path = directory / f".disk-probe-{os.getpid()}"
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def __enter__(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.path.unlink(missing_ok=True)
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            block = b"\0" * 4096
+            while not self._stop.wait(self.interval):
+                os.write(fd, block)
+                t0 = time.perf_counter()
+                os.fdatasync(fd)
+                self.samples.append((time.perf_counter() - t0) * 1000)
+        finally:
+            os.close(fd)
+
+    def summary(self) -> dict[str, float]:
+        s = sorted(self.samples)
+        if not s:
+            return {}
+        return {"n": len(s), "p50_ms": round(s[len(s) // 2], 3),
+                "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))], 3),
+                "max_ms": round(s[-1], 3)}
+
+
 def wait_quiet(threshold_pct: float = 10.0, timeout: float = 60.0, span: float = 1.0) -> float:
     """Wait until the machine is nearly idle (we start measurements only then); returns the
     last busy percentage seen (of the whole machine) — still high if ``timeout`` ran out."""
