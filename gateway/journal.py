@@ -325,6 +325,7 @@ class Journal:
         self._broken: str | None = None  # why appends are refused (closed, failed write)
         self._last_sync = 0
         self._interval_ns = fsync.interval_ms * 1_000_000
+        self._background_sync = False  # run_flusher owns interval fsyncs (off the event loop)
         self._encode = msgspec.msgpack.Encoder().encode
 
     @classmethod
@@ -468,7 +469,8 @@ class Journal:
         mode = self.fsync.mode
         if mode == "record":
             self.flush()
-        elif mode == "interval" and monotonic_ns() - self._last_sync >= self._interval_ns:
+        elif (mode == "interval" and not self._background_sync
+              and monotonic_ns() - self._last_sync >= self._interval_ns):
             self.flush()
 
     def _rotate(self) -> None:
@@ -492,14 +494,26 @@ class Journal:
         self._last_sync = monotonic_ns()
 
     async def run_flusher(self) -> None:
-        """For ``interval`` mode: fsync the idle tail every ``interval_ms``. The owner runs this as a
-        task and cancels it before ``close()``; it returns at once in the other modes."""
+        """For ``interval`` mode: fsync every ``interval_ms`` in a worker thread, so a slow disk
+        (an fdatasync can take hundreds of ms on shared storage) never stalls the event loop;
+        while it runs, appends no longer fsync inline. The owner runs this as a task and
+        cancels it before ``close()``; it returns at once in the other modes."""
         if self.fsync.mode != "interval":
             return
-        while self._fd >= 0:
-            await asyncio.sleep(self.fsync.interval_ms / 1000)
-            if self._dirty:
-                self.flush()
+        self._background_sync = True
+        try:
+            while self._fd >= 0:
+                await asyncio.sleep(self.fsync.interval_ms / 1000)
+                if self._dirty and self._fd >= 0:
+                    fd, self._dirty = self._fd, False
+                    try:
+                        await asyncio.to_thread(os.fdatasync, fd)
+                    except OSError:
+                        # The segment was rotated or closed meanwhile: both fsync it themselves.
+                        pass
+                    self._last_sync = monotonic_ns()
+        finally:
+            self._background_sync = False
 
     def read(self, from_seq: int = 0) -> JournalReader:
         return JournalReader(self.directory, from_seq)
