@@ -214,7 +214,8 @@ class Bench:
         journal = self.work / f"{proc.name}.journal"
         if journal.is_dir():  # keep the size as evidence the journal was on, not the bytes
             self.journal_bytes.append(sum(f.stat().st_size for f in journal.glob("*.journal")))
-            shutil.rmtree(journal, ignore_errors=True)
+            # Deleted with the work directory at the end of the run, not now: freeing hundreds
+            # of MiB (with online discard) makes the disk stall the next measurement's fsyncs.
 
     # ---------------------------------------------------------------------- load
     def spec(self, label: str, port: int, seat_per_session: bool, rate: float, duration: float,

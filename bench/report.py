@@ -37,11 +37,13 @@ def machine() -> dict[str, Any]:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         mem_gib = 0.0
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {}
-    for mod in ("uvloop", "msgspec", "hdrh"):
+    for mod, dist in (("uvloop", "uvloop"), ("msgspec", "msgspec"), ("hdrh", "hdrhistogram")):
         try:
-            versions[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
+            versions[mod] = version(dist)
+        except PackageNotFoundError:
             versions[mod] = "?"
     virt = ""
     try:
