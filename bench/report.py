@@ -51,7 +51,17 @@ def machine() -> dict[str, Any]:
                               timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": sorted(os.sched_getaffinity(0)),
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "gateway", "checks", "cext", "simulator"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += " (+ uncommitted changes in gateway/checks/cext/simulator)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return {"commit": commit, "cpu": model, "cores": os.cpu_count(), "usable_cores": sorted(os.sched_getaffinity(0)),
             "memory_gib": mem_gib, "kernel": platform.release(), "virtualization": virt,
             "python": sys.version.split()[0], "versions": versions}
 
@@ -216,6 +226,7 @@ def markdown(data: dict[str, Any], png: str | None) -> str:
         + (f", virtualised ({m['virtualization']})" if m.get("virtualization") not in ("", "none") else ""),
         f"- Python {m['python']}, uvloop {m['versions']['uvloop']}, msgspec {m['versions']['msgspec']}, "
         f"hdrhistogram {m['versions']['hdrh']}",
+        f"- code: commit {m.get('commit', '?')}",
         f"- risk engine: **{data['engine']}**; gateway journal: **{data['journal']}** "
         "(a fresh directory per gateway process, fsync policy from the config)",
         f"- command: `{' '.join(data['argv'])}`",
