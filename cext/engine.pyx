@@ -1235,7 +1235,7 @@ cdef class Engine:
         cdef int64_t slot, lvl, a
         cdef Order* o
         cdef Account* acct
-        cdef bint before
+        cdef bint before, at_limit
         if now >= self.day_end:
             self._roll_day(now)
         slot = self._slot_of(ref)
@@ -1249,11 +1249,13 @@ cdef class Engine:
         if acct.max_cancels_per_sec < UNLIMITED:
             lvl = acct.lvl_cancels
             before = ring_recent(&acct.cancels, lvl, now, NS_PER_S)
+            at_limit = ring_recent(&acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S)
             ring_append(&acct.cancels, now)
             if not before and ring_recent(&acct.cancels, lvl, now, NS_PER_S):
                 self._alert(warn(R.CANCEL_RATE, self.acct_scopes[a], "cancels in the last second",
                                  lvl, acct.max_cancels_per_sec))
-            if ring_recent(&acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
+            # Once when the limit is reached (as the reference): not one alert per cancel past it.
+            if not at_limit and ring_recent(&acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
                 self._alert(alert(_CRITICAL, R.CANCEL_RATE, self.acct_scopes[a],
                                   "cancel rate limit reached: new orders are refused"))
         trigger = self._count_message(a, o.inst, now)

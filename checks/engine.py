@@ -566,11 +566,14 @@ class Engine:
         if acct.max_cancels_per_sec < UNLIMITED:
             lvl = warn_level(acct.max_cancels_per_sec, acct.warn_fraction)
             before = recent(acct.cancels, lvl, now, NS_PER_S)
+            at_limit = recent(acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S)
             acct.cancels.append(now)
             if not before and recent(acct.cancels, lvl, now, NS_PER_S):
                 alerts.append(warn(R.CANCEL_RATE, f"account:{acct.id}", "cancels in the last second",
                                    lvl, acct.max_cancels_per_sec))
-            if recent(acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
+            # Once when the limit is reached, not for every cancel past it: a kill switch that
+            # cancels thousands of orders must not raise thousands of alerts.
+            if not at_limit and recent(acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
                 alerts.append(alert(AlertLevel.CRITICAL, R.CANCEL_RATE, f"account:{acct.id}",
                                     "cancel rate limit reached: new orders are refused"))
         trigger = self._count_message(acct, inst, self._prod(o.acct, inst.product_idx), now, alerts)
