@@ -137,6 +137,12 @@ class State(_Record, tag="state"):
 
 JournalRecord = Inbound | Decision | Outbound | ExchangeEvent | AdminAction | State
 RECORD_TYPES: tuple[type[_Record], ...] = JournalRecord.__args__  # type: ignore[attr-defined]
+_RECORD_TYPE_SET = frozenset(RECORD_TYPES)  # exact types: a set lookup, cheaper than isinstance
+
+
+def _not_a_record(record: object) -> TypeError:
+    return TypeError(f"journal records are {', '.join(t.__name__ for t in RECORD_TYPES)}; "
+                     f"got {type(record).__name__}")
 
 
 class FsyncPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -409,7 +415,7 @@ class Journal:
             raise JournalError(self._broken)
         records = list(records)
         for record in records:  # refuse a bad batch before writing any of it
-            if not isinstance(record, RECORD_TYPES):
+            if type(record) not in _RECORD_TYPE_SET:
                 self._frame(record, 0, bytearray())  # raises the TypeError with its explanation
         out = bytearray()
         count = 0
@@ -432,8 +438,8 @@ class Journal:
         return self._next - 1
 
     def _frame(self, record: JournalRecord, seq: int, out: bytearray) -> None:
-        if not isinstance(record, RECORD_TYPES):
-            raise TypeError(f"journal records are {', '.join(t.__name__ for t in RECORD_TYPES)}; got {type(record).__name__}")
+        if type(record) not in _RECORD_TYPE_SET:
+            raise _not_a_record(record)
         try:
             body = self._encode(record)
         except (TypeError, OverflowError) as err:
@@ -442,6 +448,8 @@ class Journal:
         if length > MAX_RECORD:
             raise JournalError(f"record {seq} is {length} bytes; the maximum is {MAX_RECORD}")
         # The CRC covers length, seq and body: the same bytes as in the file, minus the CRC.
+        # (Encoding into ``out`` in place measured slower: the copies of ~150 bytes cost less
+        # than the extra Python steps.)
         crc = zlib.crc32(body, zlib.crc32(_LENGTH_SEQ.pack(length, seq)))
         out += _HEADER.pack(length, crc, seq)
         out += body
