@@ -53,7 +53,15 @@ from bench.loadgen import (
     LoadResult,
     LoadSpec,
 )
-from bench.procs import DiskProbe, Proc, ProcError, Procs, busy_seconds, wait_quiet
+from bench.procs import (
+    DiskProbe,
+    Proc,
+    ProcError,
+    Procs,
+    busy_seconds,
+    steal_seconds,
+    wait_quiet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_READY = r"listening on [\d.]+:(\d+)"
@@ -128,6 +136,7 @@ class Window:
     on_open: Any = None  # called (from the reader thread) when the window opens
     disk: dict[str, float] = field(default_factory=dict)  # fdatasync latency meanwhile
     busy: tuple[float, float] = (0.0, 0.0)  # machine-wide busy CPU seconds at open, close
+    steal: tuple[float, float] = (0.0, 0.0)  # hypervisor steal at open, close
 
     def on_line(self, line: str) -> None:
         if WINDOW_OPEN in line:
@@ -135,6 +144,7 @@ class Window:
                 self.t_open = time.monotonic()
                 self.opened = {n: p.cpu_seconds() for n, p in self.procs.items()}
                 self.busy = (busy_seconds(), 0.0)
+                self.steal = (steal_seconds(), 0.0)
             if self.on_open is not None:
                 self.on_open()
         elif WINDOW_CLOSED in line:
@@ -142,6 +152,7 @@ class Window:
                 self.t_close = time.monotonic()
                 self.closed = {n: p.cpu_seconds() for n, p in self.procs.items()}
                 self.busy = (self.busy[0], busy_seconds())
+                self.steal = (self.steal[0], steal_seconds())
                 self.cores = {n: p.last_core() for n, p in self.procs.items()}
 
     def cpu_pct(self, loadgen_pct: float) -> dict[str, float]:
@@ -155,6 +166,7 @@ class Window:
         out["loadgen"] = loadgen_pct
         machine = 100 * (self.busy[1] - self.busy[0]) / span
         out["other"] = round(max(0.0, machine - sum(out.values())), 1)
+        out["steal"] = round(100 * (self.steal[1] - self.steal[0]) / span, 1)
         return out
 
 

@@ -89,6 +89,15 @@ class DiskProbe:
                 "max_ms": round(s[-1], 3)}
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while ours wanted to run (all cores)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    return int(fields[7]) / _TICKS if len(fields) > 7 else 0.0
+
+
 def wait_quiet(threshold_pct: float = 10.0, timeout: float = 60.0, span: float = 1.0) -> float:
     """Wait until the machine is nearly idle (we start measurements only then); returns the
     last busy percentage seen (of the whole machine) — still high if ``timeout`` ran out."""

@@ -200,7 +200,7 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
 
 
 def _path_table(by_path: dict[str, dict[str, Any]]) -> list[str]:
-    rows = ["| path | acks/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU % loadgen / proxy / sim / not ours | disk fdatasync max ms | cores (last ran on) |",
+    rows = ["| path | acks/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU % loadgen / proxy / sim / not ours / steal | disk fdatasync max ms | cores (last ran on) |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for path, s in by_path.items():
         lat = s["latency_us"]
@@ -208,7 +208,7 @@ def _path_table(by_path: dict[str, dict[str, Any]]) -> list[str]:
         cores = ", ".join(f"{k} {v}" for k, v in sorted(s["cores"].items()))
         rows.append(f"| {path} | {s['throughput']:,.0f} | {lat['p50']:,.0f} | {lat['p90']:,.0f} | "
                     f"{lat['p99']:,.0f} | {lat['p99.9']:,.0f} | {lat['max']:,.0f} | "
-                    f"{cpu.get('loadgen', 0):.0f} / {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} / {cpu.get('other', 0):.0f} | "
+                    f"{cpu.get('loadgen', 0):.0f} / {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} / {cpu.get('other', 0):.0f} / {cpu.get('steal', 0):.0f} | "
                     f"{s.get('disk_fsync_max_ms', 0):.1f} | {cores} |")
     return rows
 
@@ -341,14 +341,15 @@ def _ramp_md(data: dict[str, Any], r: dict[str, Any], journal: str) -> list[str]
            f"bisection step(s). A step holds when every order is acknowledged, none is rejected, "
            f"≥ 98 % of the offered rate is acknowledged and p99 ≤ {a['p99_limit_ms']:g} ms. The disk "
            "column times a 4 KiB write + fdatasync every 20 ms on the journal's filesystem "
-           "meanwhile (the gateway fdatasyncs on its event loop).", "",
-           "| offered/s | acks/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % gateway / sim / loadgen / not ours | disk fdatasync p99 / max ms | held? |",
+           "meanwhile (a slow one stalls a gateway that fdatasyncs on its event loop); *steal* is CPU the "
+           "hypervisor gave other guests during the window.", "",
+           "| offered/s | acks/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % gateway / sim / loadgen / not ours / steal | disk fdatasync p99 / max ms | held? |",
            "|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for s in sorted(r["steps"], key=lambda s: s["rate"]):
         lat, cpu = s["latency_us"], s["cpu_pct"]
         out.append(f"| {s['rate']:,.0f} | {s['throughput']:,.0f} | {lat['p50']:,.0f} | {lat['p99']:,.0f} | "
                    f"{lat['p99.9']:,.0f} | {lat['max']:,.0f} | {cpu.get('proxy', 0):.0f} / {cpu.get('sim', 0):.0f} / "
-                   f"{cpu.get('loadgen', 0):.0f} / {cpu.get('other', 0):.0f} | "
+                   f"{cpu.get('loadgen', 0):.0f} / {cpu.get('other', 0):.0f} / {cpu.get('steal', 0):.0f} | "
                    f"{s.get('disk', {}).get('p99_ms', 0):.1f} / {s.get('disk', {}).get('max_ms', 0):.1f} | "
                    f"{'yes' if s['ok'] else 'no'}: {s['why']} |")
     mult = r["multiple"]
