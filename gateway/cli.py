@@ -29,9 +29,26 @@ from gateway.admin_client import AdminCallError, admin_call
 SCOPES = ("firm", "account", "group", "session", "instrument", "product")
 
 
+# Commands with parsers of their own: everything after the command name goes to them as is
+# (argparse's REMAINDER would refuse a leading --option).
+_DELEGATED = {
+    "journal": ("gateway.journal_tools", "main"),
+    "bench": ("bench.harness", "main"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        import importlib
+
+        module, func = _DELEGATED[argv[0]]
+        rest = argv[1:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
     parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
@@ -98,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="raw JSON")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("gateway.journal_tools", fromlist=["main"]).main(a.rest))
+    # journal and bench parse their own options (see _DELEGATED); listed here for --help.
+    sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
 
     p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")
     p.add_argument("--secret", help="the secret (prompted for when omitted)")
@@ -109,9 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="use this token instead of a new random one")
     p.set_defaults(func=_hash_token)
 
-    p = sub.add_parser("bench", help="end-to-end benchmark: gateway vs bare forwarder vs direct")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("bench.harness", fromlist=["main"]).main(a.rest))
+    sub.add_parser("bench", help="end-to-end benchmark: gateway vs bare forwarder vs direct",
+                   add_help=False)
     return parser
 
 
