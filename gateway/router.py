@@ -61,14 +61,15 @@ NS = 1_000_000_000
 class RoutedOrder:
     """What the gateway knows of one working order (the engine holds its risk state)."""
 
-    __slots__ = ("ref", "session_id", "user", "cl_ord_id", "exch_id", "order_id", "account",
-                 "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns")
+    __slots__ = ("ref", "session", "session_id", "user", "cl_ord_id", "exch_id", "order_id",
+                 "account", "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns")
 
-    def __init__(self, ref: int, session_id: int, user: str, msg: NewOrder, qty: int,
+    def __init__(self, ref: int, session: SessionPort, msg: NewOrder, qty: int,
                  exch_id: str, now: int) -> None:
         self.ref = ref
-        self.session_id = session_id
-        self.user = user
+        self.session = session  # where its reports go while that session lives
+        self.session_id = session.session_id
+        self.user = session.user
         self.cl_ord_id = msg.cl_ord_id
         self.exch_id = exch_id
         self.order_id = ""
@@ -83,7 +84,7 @@ class RoutedOrder:
         self.ts_ns = now
 
     def view(self) -> dict[str, Any]:
-        return {s: getattr(self, s) for s in self.__slots__}
+        return {s: getattr(self, s) for s in self.__slots__ if s != "session"}
 
 
 class SessionPort:
@@ -150,8 +151,8 @@ class Router:
         self.link.send(msg)
 
     def _owner(self, o: RoutedOrder) -> SessionPort | None:
-        s = self.sessions.get(o.session_id)
-        if s is not None and not s.closed:
+        s = o.session
+        if not s.closed:
             return s
         for s in self.sessions.values():  # the user reconnected: the new session gets it
             if s.user == o.user and not s.closed:
@@ -213,7 +214,7 @@ class Router:
             self.stats["accepted"] += 1
             qty = int(msg.qty)
             exch_id = f"{self.prefix}{decision.ref:x}"
-            o = RoutedOrder(decision.ref, session.session_id, session.user, msg, qty, exch_id, now)
+            o = RoutedOrder(decision.ref, session, msg, qty, exch_id, now)
             self.orders[decision.ref] = o
             self.by_exch[exch_id] = decision.ref
             session.by_clid[msg.cl_ord_id] = decision.ref
