@@ -341,7 +341,7 @@ def _ramp_md(data: dict[str, Any], r: dict[str, Any], journal: str) -> list[str]
            f"bisection step(s). A step holds when every order is acknowledged, none is rejected, "
            f"≥ 98 % of the offered rate is acknowledged and p99 ≤ {a['p99_limit_ms']:g} ms. The disk "
            "column times a 4 KiB write + fdatasync every 20 ms on the journal's filesystem "
-           "meanwhile (a slow one stalls a gateway that fdatasyncs on its event loop); *steal* is CPU the "
+           "meanwhile (a slow disk slows the journal's writes); *steal* is CPU the "
            "hypervisor gave other guests during the window.", "",
            "| offered/s | acks/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU % gateway / sim / loadgen / not ours / steal | disk fdatasync p99 / max ms | held? |",
            "|---:|---:|---:|---:|---:|---:|---|---|---|"]
