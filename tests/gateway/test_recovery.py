@@ -41,18 +41,20 @@ def _admin(port: int, path: str) -> dict:
 
 async def _flow(client: Client, rng: random.Random, n: int) -> None:
     """Crossing and resting orders and cancels, without waiting for answers (a busy client)."""
-    working: list[str] = []
+    working: list[tuple[str, str]] = []
     for i in range(n):
         r = rng.random()
         if r < 0.15 and working:
-            client.cancel_nowait(working.pop(rng.randrange(len(working))))
+            # The order may have filled meanwhile: the cancel then meets "finished", as in life.
+            cl_ord_id, account = working.pop(rng.randrange(len(working)))
+            client.cancel_nowait(cl_ord_id, account=account)
             continue
         account = ACCOUNTS[i % len(ACCOUNTS)]
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         price = 3200.0 + rng.randint(-3, 3)
         h = client.send_order_nowait(account=account, symbol="rb2605", side=side,
                                      offset=Offset.OPEN, price=price, qty=rng.randint(1, 3))
-        working.append(h.cl_ord_id)
+        working.append((h.cl_ord_id, account))
         if i % 10 == 0:
             await asyncio.sleep(0)  # let reports in, as a real client's loop would
 
