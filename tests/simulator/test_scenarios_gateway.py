@@ -2,10 +2,10 @@
 
 Both run as real processes on free loopback ports with the sample config (``examples/
 gateway.toml``: user ``algo1`` for the programmatic accounts, ``manual1`` for A003), and are
-always stopped. The scenarios run back to back on one gateway, with a pause between them so
-one scenario's rolling-second rate window does not count against the next; the
-unregistered-programmatic scenario (a burst a second until the gateway flags it) runs
-alongside them, since its account and user are its own.
+always stopped. Each scenario gets a gateway of its own (its own seat at one shared exchange),
+so one scenario's rolling-second rate windows and kills can never count against the next and
+no test waits for a window to empty; the unregistered-programmatic scenario (a burst a second
+until the gateway flags it) runs alongside the others on its own gateway.
 """
 
 from __future__ import annotations
@@ -60,40 +60,54 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-@pytest.fixture
-async def gateway_port() -> AsyncIterator[int]:
-    procs = []
-    try:
-        exchange, m = await _start(["-m", "simulator", "exchange", "--config",
-                                    str(ROOT / "examples" / "risk.toml"), "--port", "0"],
-                                   r"listening on [\d.]+:(\d+)")
-        procs.append(exchange)
-        gateway, g = await _start(["-m", "gateway", "serve", "--config", str(ROOT / "examples" / "gateway.toml"),
-                                   "--port", "0", "--admin-port", "0", "--exchange", f"127.0.0.1:{m.group(1)}",
-                                   "--log-level", "error"],
+class _Fleet:
+    """One exchange process; gateways started on demand, each with its own seat."""
+
+    def __init__(self, exchange_port: int) -> None:
+        self.exchange_port = exchange_port
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.drains: list[asyncio.Future] = []
+
+    async def gateway(self, seat: str) -> int:
+        gateway, g = await _start(["-m", "gateway", "serve", "--config",
+                                   str(ROOT / "examples" / "gateway.toml"), "--port", "0",
+                                   "--admin-port", "0", "--exchange", f"127.0.0.1:{self.exchange_port}",
+                                   "--seat", seat, "--id", seat, "--log-level", "error"],
                                   r"clients on [\d.]+:(\d+)", also="exchange link up")
-        procs.append(gateway)
-        # Keep draining their output so a chatty child never blocks on a full pipe.
-        drains = [asyncio.ensure_future(p.stdout.read()) for p in procs if p.stdout is not None]
-        yield int(g.group(1))
-        for d in drains:
-            d.cancel()
+        self._keep(gateway)
+        return int(g.group(1))
+
+    def _keep(self, proc: asyncio.subprocess.Process) -> None:
+        self.procs.append(proc)
+        # Keep draining its output so a chatty child never blocks on a full pipe.
+        if proc.stdout is not None:
+            self.drains.append(asyncio.ensure_future(proc.stdout.read()))
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[_Fleet]:
+    exchange, m = await _start(["-m", "simulator", "exchange", "--config",
+                                str(ROOT / "examples" / "risk.toml"), "--port", "0"],
+                               r"listening on [\d.]+:(\d+)")
+    f = _Fleet(int(m.group(1)))
+    f._keep(exchange)
+    try:
+        yield f
     finally:
-        for p in reversed(procs):
+        for d in f.drains:
+            d.cancel()
+        for p in reversed(f.procs):
             await _stop(p)
 
 
-async def test_every_scenario_meets_its_gateway_expectations(gateway_port: int) -> None:
+async def test_every_scenario_meets_its_gateway_expectations(fleet: _Fleet) -> None:
     async def run(name: str) -> ScenarioResult:
-        return await run_scenario(name, "127.0.0.1", gateway_port, "gateway", seed=1,
+        port = await fleet.gateway(f"GW-{name}")
+        return await run_scenario(name, "127.0.0.1", port, "gateway", seed=1,
                                   logins=LOGINS, timeout=10)
 
     slow = asyncio.ensure_future(run(SLOW))
-    results = []
-    for i, spec in enumerate(s for s in list_scenarios() if s.name != SLOW):
-        if i:
-            await asyncio.sleep(1.1)  # the previous scenario's rate window empties
-        results.append(await run(spec.name))
+    results = [await run(spec.name) for spec in list_scenarios() if spec.name != SLOW]
     results.append(await slow)
     failures = {r.name: (r.error, [c for c in r.checks if not c.passed]) for r in results if not r.passed}
     assert not failures, failures
