@@ -2,38 +2,59 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+RUNTIME := $(VENV)/.runtime-stamp
+TESTENV := $(VENV)/.test-stamp
+UV_VERSION := 0.13.9
 PYX    := $(wildcard cext/*.pyx cext/*.pxd)
 
-.PHONY: demo test bench lint clean build
+.PHONY: demo test bench lint clean build build-test lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
-# Cython and setuptools go into the venv too: the in-place build below runs there.
-$(STAMP): $(PY) pyproject.toml setup.py
-	$(PY) -m pip install -q 'Cython>=3.0' 'setuptools>=77' wheel
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+# Installs come from the lock files only (requirements/*.lock, exact versions), so a fresh clone
+# installs what CI tested. The demo gets the runtime alone; tests add the test and bench extras
+# (the benchmark harness is tested too). The project itself is installed without dependencies
+# and without build isolation, so the pinned Cython and setuptools build it.
+$(RUNTIME): $(PY) requirements/runtime.lock requirements/build.lock pyproject.toml setup.py
+	$(PY) -m pip install -q -r requirements/build.lock -r requirements/runtime.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(RUNTIME)
+
+$(TESTENV): $(RUNTIME) requirements/test.lock
+	$(PY) -m pip install -q -r requirements/test.lock
+	touch $(TESTENV)
+
+# Refresh the lock files from the ranges in pyproject.toml and requirements/build.in, then
+# review the diff and commit it: that is the only way versions change.
+lock: $(PY)
+	$(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
+		pyproject.toml -o requirements/runtime.lock
+	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
+		pyproject.toml --extra test --extra bench -o requirements/test.lock
+	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
+		requirements/build.in -o requirements/build.lock
 
 # The extension is built in place so the checkout itself is importable (tests, CLI, demo).
-build: $(STAMP) $(PYX)
+build: $(RUNTIME) $(PYX)
 	$(PY) setup.py -q build_ext --inplace
+
+build-test: build $(TESTENV)
 
 demo: build
 	$(VENV)/bin/fengkong demo
 
-test: build
+test: build-test
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Micro-benchmarks, then the end-to-end harness (gateway vs bare forwarder vs direct, kill
 # switch, capacity ramp, profile): a dated report under bench/reports/. BENCH_ARGS passes options.
-bench: build
+bench: build-test
 	$(PY) -m pytest bench -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 	$(PY) -m gateway bench -- $(BENCH_ARGS)
 
-lint: $(STAMP)
+lint: $(TESTENV)
 	$(VENV)/bin/ruff check .
 
 clean:

@@ -188,6 +188,7 @@ async def test_auth_failure_then_lockout(gateway_proc):
     struct.pack(">I", 10_000_000),                    # oversize length
     struct.pack(">I", 7) + b"\x92\xa4Nope\x01",        # unknown tag
     bytes(range(256)) * 4,                           # random bytes
+    struct.pack(">I", 11) + b"\x92\xa6Logout\xa2\xff\xfe",  # a string that is not UTF-8
 ])
 async def test_garbage_closes_only_that_session(gateway_proc, garbage):
     good = await connect(gateway_proc)
