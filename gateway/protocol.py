@@ -101,6 +101,9 @@ class ExecReport(_Msg):
     qty: int = 0
     # Set by the exchange on a trade whose both sides carry the same client account (自成交).
     self_trade: bool = False
+    # The exchange's execution id on a TRADE (unique per exchange and trading day): the key
+    # that makes applying a fill idempotent, live and on replay.
+    exec_id: str = ""
 
 
 class CancelReject(_Msg):
@@ -142,12 +145,15 @@ class OrderStatusRequest(_Msg):
 
     The answer is one ``ExecReport`` with ``exec_type=STATUS`` per matching order, then
     ``OrderStatusEnd`` with the same ``req_id``. An empty ``account`` means every account of
-    the connection.
+    the connection. With ``trades`` the exchange first sends every execution of each listed
+    order again as an ``exec_type=TRADE`` report with its ``exec_id`` (a trade query): a member
+    that missed fills books each one exactly once, keyed by execution id.
     """
 
     req_id: str
     account: str = ""
     open_only: bool = True
+    trades: bool = False
 
 
 class OrderStatusEnd(_Msg):
