@@ -111,6 +111,8 @@ class Reason(IntEnum):
     SLOW_CONSUMER = 1205, "The session could not keep up with its reports and was closed."
     INTERNAL_ERROR = 1206, "Internal error; the order was not sent."
     SHUTTING_DOWN = 1207, "The gateway is shutting down."
+    JOURNAL_UNAVAILABLE = 1208, "The audit journal cannot be written; new orders are refused until it can (cancels still go)."
+    SAFE_MODE = 1209, "The journal is damaged: the gateway reconciles and cancels only, and trades no new orders until a person repairs it."
 
     # 13xx alert-only events
     THRESHOLD_WARNING = 1301, "A counter reached the warning fraction of its limit."
@@ -121,6 +123,10 @@ class Reason(IntEnum):
     REJECT_STORM = 1306, "A session produced a storm of rejects."
     LINK_STATUS = 1307, "The exchange link went down or came back."
     MESSAGE_FEE = 1308, "Estimated message fees are accruing on a product."
+    JOURNAL_FAILURE = 1309, "The audit journal failed (write error or damage found); see the alert text for where."
+    UNKNOWN_EXCHANGE_ORDER = 1310, "The exchange reported an order the gateway did not know; it was adopted or cancelled by policy."
+    SEAT_TAKEN_OVER = 1311, "Another connection took over the exchange seat; this gateway does not fight for it."
+    EXCHANGE_SURPRISE = 1312, "The exchange sent a report the order's state did not expect (e.g. a reject after an ack)."
 
     @property
     def text(self) -> str:

@@ -118,6 +118,9 @@ class Router:
         self.before_write = audit.flush if audit is not None else None
         self.clock = clock
         self.replaying = False
+        # Why new orders are refused whatever the engine says (None: they are not): the journal
+        # cannot be written (JOURNAL_UNAVAILABLE) or is damaged (SAFE_MODE). Cancels still go.
+        self.halted: tuple[int, str] | None = None
         self.sessions: dict[int, SessionPort] = {}
         self.orders: dict[int, RoutedOrder] = {}
         self.by_exch: dict[str, int] = {}
@@ -200,8 +203,11 @@ class Router:
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
                                 f"cl_ord_id {msg.cl_ord_id!r}", now)
         used.add(msg.cl_ord_id)
-        if not self.replaying and not self.link_up():
-            return self._reject(session, msg, Reason.EXCHANGE_UNAVAILABLE, "", now)
+        if not self.replaying:
+            if self.halted is not None:
+                return self._reject(session, msg, self.halted[0], self.halted[1], now)
+            if not self.link_up():
+                return self._reject(session, msg, Reason.EXCHANGE_UNAVAILABLE, "", now)
         decision = self.engine.decide(msg, now, session.session_id)
         self._record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
                                  int(decision.reason), decision.text,
