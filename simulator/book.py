@@ -45,7 +45,7 @@ class Order:
     __slots__ = (
         "seq", "order_id", "owner", "cl_ord_id", "account", "symbol", "side", "offset",
         "hedge", "ord_type", "tif", "ticks", "price", "qty", "cum_qty", "leaves", "status",
-        "fill_ticks",
+        "fill_ticks", "execs",
     )
 
     def __init__(self, seq: int, owner: str, cl_ord_id: str, account: str, symbol: str,
@@ -69,6 +69,9 @@ class Order:
         self.leaves = qty
         self.status = int(OrdStatus.NEW)
         self.fill_ticks = 0  # sum of lots x price in ticks over every fill: the average price
+        # The engine's record of each execution of this order, oldest first (``None`` until the
+        # first fill, so a resting order that never trades costs no list).
+        self.execs: list | None = None
 
     def __repr__(self) -> str:
         side = "BUY" if self.side == BUY else "SELL"

@@ -29,6 +29,13 @@ a maximum length (the oldest entries are dropped and counted in ``dropped_report
 ``quotes`` holds one entry per symbol. Set ``report_queue=0`` when you only use handles or the
 callback.
 
+Fills carry the exchange's execution id (``ExecReport.exec_id``); each handle keeps its order's
+in ``executions`` and counts an execution once however often it is reported.
+``request_status(trades=True)`` is a trade query: the answer lists, for each order, every
+execution again as a TRADE report, then its STATUS report. Those TRADE reports also reach the
+handles (which ignore the ones they already hold), ``on_report`` and the report queue, as
+everything the server sends does: key fills by ``exec_id`` there.
+
 Heartbeats: the client sends one every ``heartbeat_s`` and closes the session with
 ``ConnectionClosed`` when nothing at all arrived for three intervals.
 """
@@ -70,7 +77,7 @@ from simulator.order_handle import OrderHandle
 
 __all__ = ["Client", "ClientError", "ConnectionClosed", "LogonRejected", "OrderHandle"]
 
-_X_STATUS = int(ExecType.STATUS)
+_X_STATUS, _X_TRADE = int(ExecType.STATUS), int(ExecType.TRADE)
 
 
 class ClientError(Exception):
@@ -163,7 +170,8 @@ class Client:
         self._report_event = asyncio.Event()
         self._alert_event = asyncio.Event()
         self._orders: dict[str, OrderHandle] = {}
-        self._status_reqs: deque[tuple[str, list[ExecReport], asyncio.Future[list[ExecReport]]]] = deque()
+        # Pending status requests, answered in order: (req_id, reports so far, future, trades?).
+        self._status_reqs: deque[tuple[str, list[ExecReport], asyncio.Future[list[ExecReport]], bool]] = deque()
         self._prefix = id_prefix if id_prefix is not None else secrets.token_hex(3) + "-"
         self._next_id = 0
         self._logon: asyncio.Future[LogonAck] = asyncio.get_running_loop().create_future()
@@ -299,12 +307,17 @@ class Client:
         return list(self._orders.values())
 
     async def request_status(self, account: str = "", open_only: bool = True,
-                             timeout: float | None = 10.0) -> list[ExecReport]:
-        """Ask the server for its working orders (reconciliation); adopt the ones not tracked."""
+                             timeout: float | None = 10.0, *, trades: bool = False) -> list[ExecReport]:
+        """Ask the server for its working orders (reconciliation); adopt the ones not tracked.
+
+        Returns the STATUS reports. With ``trades=True`` (a trade query) the list also holds
+        each order's TRADE reports, before its STATUS report, as the server sent them — and any
+        live TRADE report that arrived while the answer was coming: key them by ``exec_id``.
+        """
         req_id = self.new_cl_ord_id()
         fut: asyncio.Future[list[ExecReport]] = asyncio.get_running_loop().create_future()
-        self._status_reqs.append((req_id, [], fut))
-        self._write(OrderStatusRequest(req_id, account, open_only))
+        self._status_reqs.append((req_id, [], fut, trades))
+        self._write(OrderStatusRequest(req_id, account, open_only, trades))
         return await asyncio.wait_for(fut, timeout)
 
     @contextmanager
@@ -389,7 +402,7 @@ class Client:
                     self.on_alert(msg)
             elif cls is OrderStatusEnd:
                 if self._status_reqs:
-                    _, got, fut = self._status_reqs.popleft()
+                    _, got, fut, _ = self._status_reqs.popleft()
                     if not fut.done():
                         fut.set_result(got)
             elif cls is LogonAck:
@@ -405,15 +418,25 @@ class Client:
             # Heartbeat: nothing to do; _last_recv was refreshed above.
 
     def _on_exec(self, rep: ExecReport) -> None:
+        reqs = self._status_reqs
         if rep.exec_type == _X_STATUS:
-            if self._status_reqs:
-                self._status_reqs[0][1].append(rep)
+            got = reqs[0][1] if reqs else []
             if rep.cl_ord_id not in self._orders and rep.status not in _FINISHED:
                 order = NewOrder(rep.cl_ord_id, rep.account, rep.symbol, rep.side, 0, 0, 0, 0,
                                  rep.price, rep.qty)
                 handle = self._orders[rep.cl_ord_id] = OrderHandle(self, order, 0)
+                # A trade query sent the order's executions just before: the adopted handle
+                # knows them, so it never counts them again.
+                for r in got:
+                    if r.exec_type == _X_TRADE and r.cl_ord_id == rep.cl_ord_id and r.exec_id:
+                        handle.executions[r.exec_id] = r
+                handle.fills = len(handle.executions)
                 handle._update(rep)
+            if reqs:
+                got.append(rep)
             return
+        if rep.exec_type == _X_TRADE and reqs and reqs[0][3]:
+            reqs[0][1].append(rep)
         handle = self._orders.get(rep.cl_ord_id)
         if handle is not None:
             handle._update(rep)
@@ -441,7 +464,7 @@ class Client:
             self._closed_fut.set_result(None)
         for handle in self._orders.values():
             handle._fail(err)
-        for _, _, fut in self._status_reqs:
+        for _, _, fut, _ in self._status_reqs:
             if not fut.done():
                 fut.set_exception(err)
         self._status_reqs.clear()

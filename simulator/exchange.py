@@ -22,6 +22,15 @@ makes a fast reconnect after a half-noticed drop work.
 Reports go only to the owning seat; ``MarketData`` goes to every logged-on seat after each batch
 that traded a symbol and every ``md_interval_s`` seconds.
 
+Status and trade queries
+------------------------
+``OrderStatusRequest`` is answered with one ``exec_type=STATUS`` report per matching order (the
+working ones; with ``open_only=False`` the remembered finished ones first), then
+``OrderStatusEnd(req_id, count)`` where ``count`` is the number of orders. With ``trades=True``
+each order's STATUS report is preceded by every execution of that order sent again as the
+TRADE report first sent for it, with the same ``exec_id`` (``MatchingEngine.trade_reports``):
+a member that missed fills while it was away books each exactly once, keyed by that id.
+
 Errors
 ------
 A malformed frame (bad length, undecodable body, unknown tag, wrong field type) or a message a
@@ -363,7 +372,12 @@ class ExchangeServer:
         orders = self.engine.working(user, msg.account)
         if not msg.open_only:  # how the orders that already ended, ended (fills included)
             orders = self.engine.finished(user, msg.account) + orders
-        reports: list[Report] = [(user, self.engine.status_report(o)) for o in orders]
+        engine = self.engine
+        reports: list[Report] = []
+        for o in orders:
+            if msg.trades:
+                reports += [(user, r) for r in engine.trade_reports(o)]
+            reports.append((user, engine.status_report(o)))
         reports.append((user, OrderStatusEnd(msg.req_id, len(orders))))  # type: ignore[arg-type]
         self._deliver(reports, status=True)
 
@@ -383,7 +397,8 @@ class ExchangeServer:
         md_dirty = self._md_dirty
         self.stats.reports += len(reports)
         for owner, msg in reports:
-            if msg.__class__ is ExecReport and msg.exec_type == _X_TRADE:
+            # A trade said again in a query answer moved no price: no market data for it.
+            if msg.__class__ is ExecReport and msg.exec_type == _X_TRADE and not status:
                 md_dirty.add(msg.symbol)
             delay = self._delay_of(owner, msg, status) if self._delayed else 0.0
             if delay or self._lines.busy(("out", owner)):

@@ -30,6 +30,17 @@ FOK fills completely at once or is cancelled without touching the book. The exch
 orders of the same seat and account like any others — preventing self-trades is the broker's
 job — but flags such trades with ``ExecReport.self_trade`` so the risk engine can count them.
 
+Execution ids: every TRADE report carries an ``exec_id``, and the two sides of one match get
+two different ids. An id is the engine's prefix (the start time in milliseconds plus 16 random
+bits, so a restarted or second simulator never reuses one) and a counter. The engine remembers
+each order's executions (``Execution``: id, lots, price, time) with the order, working or in
+the finished-order memory, and ``trade_reports(order)`` says them again exactly as they were
+first sent — same id, ``last_qty``/``last_px`` of that execution, ``cum_qty``/``leaves_qty``
+and status as right after it — which is how the exchange answers a trade query
+(``OrderStatusRequest(trades=True)``). The finished-order memory is bounded by orders
+(``finished_memory``) and by the executions they hold (``trade_memory``): the oldest finished
+orders leave first, with their executions.
+
 ``AckOnlyEngine`` is the capacity-benchmark stand-in: it acknowledges every order without a
 book (and with ``fill=True`` fills it at once at its own price).
 """
@@ -37,6 +48,7 @@ book (and with ``fill=True`` fills it at once at its own price).
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -91,6 +103,21 @@ class Trade(NamedTuple):
     aggressor_side: int
 
 
+class Execution(NamedTuple):
+    """One execution of one order, as the engine remembers it for a trade query."""
+
+    exec_id: str
+    qty: int
+    px: float
+    ts_ns: int
+    self_trade: bool
+
+
+def new_exec_id_prefix() -> str:
+    """A prefix no other engine uses: start time in ms (hex) and 16 random bits, then '.'."""
+    return f"{time.time_ns() // 1_000_000:x}{secrets.randbits(16):04x}."
+
+
 class _Instr:
     """What the engine needs of an instrument, in ticks, plus its book."""
 
@@ -118,7 +145,8 @@ class _EngineBase:
 
     def __init__(self, instruments: Iterable[Instrument],
                  exchanges: Mapping[str, ExchangeRules] | None,
-                 clock: Callable[[], int], finished_memory: int) -> None:
+                 clock: Callable[[], int], finished_memory: int, trade_memory: int,
+                 exec_id_prefix: str | None) -> None:
         rules = dict(DEFAULT_EXCHANGES) if exchanges is None else dict(exchanges)
         self._instr: dict[str, _Instr] = {
             i.symbol: _Instr(i, rules.get(i.exchange, ExchangeRules())) for i in instruments}
@@ -131,6 +159,12 @@ class _EngineBase:
         # how its orders ended (``OrderStatusRequest(open_only=False)``), fills included.
         self._finished: OrderedDict[tuple[str, str], Order] = OrderedDict()
         self._finished_memory = finished_memory
+        # Executions held by the finished orders: a second bound, since one order can hold
+        # many (a 500-lot order filled lot by lot holds 500).
+        self._finished_execs = 0
+        self._trade_memory = trade_memory
+        self.exec_id_prefix = new_exec_id_prefix() if exec_id_prefix is None else exec_id_prefix
+        self._exec_seq = 0
 
     @property
     def symbols(self) -> list[str]:
@@ -153,6 +187,28 @@ class _EngineBase:
 
     def working_count(self) -> int:
         return sum(len(d) for d in self._working.values())
+
+    def remembered_executions(self) -> int:
+        """Executions held in memory: those of working orders and of remembered finished ones."""
+        working = sum(len(o.execs) for d in self._working.values() for o in d.values() if o.execs)
+        return working + self._finished_execs
+
+    def trade_reports(self, o: Order) -> list[ExecReport]:
+        """Each execution of the order as the TRADE report first sent for it (a trade query).
+
+        Same ``exec_id``, lots and price; ``cum_qty``, ``leaves_qty`` and status as right after
+        that execution, so a member replaying them in order passes through the states it missed.
+        """
+        out: list[ExecReport] = []
+        cum = 0
+        qty = o.qty
+        for x in o.execs or ():
+            cum += x.qty
+            out.append(ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol,
+                                  _FILLED if cum == qty else _PARTIAL, _X_TRADE, 0, "", x.qty,
+                                  x.px, cum, qty - cum, x.ts_ns, o.side, o.price, qty,
+                                  x.self_trade, x.exec_id))
+        return out
 
     def status_report(self, o: Order) -> ExecReport:
         """The order's state as an ``exec_type=STATUS`` report (reconciliation); ``last_px`` is
@@ -206,9 +262,22 @@ class _EngineBase:
             if not orders:
                 del self._working[order.owner]
         finished = self._finished
-        finished[(order.owner, order.cl_ord_id)] = order
-        if len(finished) > self._finished_memory:
-            finished.popitem(last=False)
+        key = (order.owner, order.cl_ord_id)
+        # A cl_ord_id may be used again once its order finished: the newer order replaces it.
+        old = finished.pop(key, None)
+        if old is not None and old.execs:
+            self._finished_execs -= len(old.execs)
+        finished[key] = order
+        if order.execs:
+            self._finished_execs += len(order.execs)
+        while len(finished) > self._finished_memory or self._finished_execs > self._trade_memory:
+            _, old = finished.popitem(last=False)
+            if old.execs:
+                self._finished_execs -= len(old.execs)
+
+    def _next_exec_id(self) -> str:
+        self._exec_seq += 1
+        return f"{self.exec_id_prefix}{self._exec_seq}"
 
     def _reject(self, owner: str, m: NewOrder, reason: Reason, text: str) -> list[Report]:
         qty = m.qty if isinstance(m.qty, int) else 0
@@ -292,8 +361,10 @@ class MatchingEngine(_EngineBase):
     def __init__(self, instruments: Iterable[Instrument],
                  exchanges: Mapping[str, ExchangeRules] | None = None, *,
                  clock: Callable[[], int] = time.time_ns, record_trades: bool = False,
-                 finished_memory: int = 100_000) -> None:
-        super().__init__(instruments, exchanges, clock, finished_memory)
+                 finished_memory: int = 100_000, trade_memory: int = 1_000_000,
+                 exec_id_prefix: str | None = None) -> None:
+        super().__init__(instruments, exchanges, clock, finished_memory, trade_memory,
+                         exec_id_prefix)
         self.trades: list[Trade] | None = [] if record_trades else None
 
     def book(self, symbol: str) -> OrderBook:
@@ -345,23 +416,33 @@ class MatchingEngine(_EngineBase):
 
     def _report_fills(self, order: Order, fills: list, ins: _Instr, reports: list[Report],
                       now: int) -> None:
-        """Two TRADE reports per fill (aggressor, then resting), in fill order."""
+        """Two TRADE reports per fill (aggressor, then resting), in fill order, each with its
+        own execution id, and each execution remembered with its order."""
         cum = 0
         qty = order.qty
         trades = self.trades
+        mine = order.execs
+        if mine is None:
+            mine = order.execs = []
         for rest, n, ticks in fills:
             cum += n
             px = ins.px(ticks)
             self_trade = rest.account == order.account
             status = _FILLED if cum == qty else _PARTIAL
+            xid = self._next_exec_id()
+            mine.append(Execution(xid, n, px, now, self_trade))
             reports.append((order.owner, ExecReport(
                 order.cl_ord_id, order.order_id, order.account, order.symbol, status, _X_TRADE,
-                0, "", n, px, cum, qty - cum, now, order.side, order.price, qty, self_trade)))
+                0, "", n, px, cum, qty - cum, now, order.side, order.price, qty, self_trade, xid)))
             rest.status = _FILLED if rest.leaves == 0 else _PARTIAL
+            xid = self._next_exec_id()
+            if rest.execs is None:
+                rest.execs = []
+            rest.execs.append(Execution(xid, n, px, now, self_trade))
             reports.append((rest.owner, ExecReport(
                 rest.cl_ord_id, rest.order_id, rest.account, rest.symbol, rest.status, _X_TRADE,
                 0, "", n, px, rest.cum_qty, rest.leaves, now, rest.side, rest.price, rest.qty,
-                self_trade)))
+                self_trade, xid)))
             if rest.leaves == 0:
                 self._finish(rest)
             if trades is not None:
@@ -378,13 +459,17 @@ class AckOnlyEngine(_EngineBase):
 
     Orders are not validated. With ``fill=False`` they stay working until cancelled (so the
     cancel and status paths behave as with a book); with ``fill=True`` each is filled in full
-    at its own price (a market order at the reference price) right after the ack.
+    at its own price (a market order at the reference price) right after the ack, with an
+    execution id like any trade — but, to keep the capacity benchmark's exchange light, such an
+    order is not remembered at all, so neither a status nor a trade query lists it.
     """
 
     def __init__(self, instruments: Iterable[Instrument] = (),
                  exchanges: Mapping[str, ExchangeRules] | None = None, *, fill: bool = False,
-                 clock: Callable[[], int] = time.time_ns, finished_memory: int = 100_000) -> None:
-        super().__init__(instruments, exchanges, clock, finished_memory)
+                 clock: Callable[[], int] = time.time_ns, finished_memory: int = 100_000,
+                 trade_memory: int = 1_000_000, exec_id_prefix: str | None = None) -> None:
+        super().__init__(instruments, exchanges, clock, finished_memory, trade_memory,
+                         exec_id_prefix)
         self.fill = fill
 
     def submit(self, owner: str, m: NewOrder) -> list[Report]:
@@ -401,7 +486,8 @@ class AckOnlyEngine(_EngineBase):
                 (owner, ExecReport(m.cl_ord_id, oid, m.account, m.symbol, _NEW, _X_NEW, 0, "", 0,
                                    0.0, 0, qty, now, m.side, m.price, qty)),
                 (owner, ExecReport(m.cl_ord_id, oid, m.account, m.symbol, _FILLED, _X_TRADE, 0,
-                                   "", qty, px, qty, 0, now, m.side, m.price, qty)),
+                                   "", qty, px, qty, 0, now, m.side, m.price, qty, False,
+                                   self._next_exec_id())),
             ]
         order = self._accept(owner, m, qty, 0, m.price)
         if isinstance(order, list):

@@ -4,6 +4,11 @@ A handle is created by ``Client.send_order`` (or adopted from an order-status an
 updated by the client for every report of its order; it wakes the coroutines waiting on it.
 The client forgets a handle as soon as its order finishes; the caller's reference keeps the
 final state.
+
+Fills are keyed by the exchange's execution id: ``executions`` maps each ``exec_id`` the order
+traded under to its TRADE report, in the order they came. A TRADE report whose ``exec_id`` the
+handle already holds (a trade query sends every execution again) changes nothing, so ``fills``
+and ``cum_qty`` count each execution once.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class OrderHandle:
     """The client's view of one order; updated by every report for it."""
 
     __slots__ = ("client", "order", "order_id", "status", "cum_qty", "leaves_qty", "last",
-                 "fills", "cancel_reject", "sent_ns", "first_report_ns", "_waiters")
+                 "fills", "executions", "cancel_reject", "sent_ns", "first_report_ns", "_waiters")
 
     def __init__(self, client: Client, order: NewOrder, sent_ns: int) -> None:
         self.client = client
@@ -38,6 +43,7 @@ class OrderHandle:
         self.leaves_qty = int(order.qty)
         self.last: ExecReport | None = None
         self.fills = 0
+        self.executions: dict[str, ExecReport] = {}  # exec_id -> its TRADE report
         self.cancel_reject: CancelReject | None = None
         self.sent_ns = sent_ns
         self.first_report_ns = 0
@@ -51,6 +57,11 @@ class OrderHandle:
     def done(self) -> bool:
         """Filled, cancelled or rejected: no further report will change it."""
         return self.status in _FINISHED
+
+    @property
+    def exec_ids(self) -> list[str]:
+        """The execution ids of the order's fills, in the order they were received."""
+        return list(self.executions)
 
     @property
     def reason(self) -> int:
@@ -99,6 +110,15 @@ class OrderHandle:
                 self._waiters.remove(entry)
 
     def _update(self, rep: ExecReport) -> None:
+        if rep.exec_type == _X_TRADE:
+            xid = rep.exec_id
+            if xid:
+                if xid in self.executions:
+                    return  # an execution said again (trade query): already counted
+                self.executions[xid] = rep
+            self.fills += 1
+            if rep.cum_qty < self.cum_qty:
+                return  # a missed earlier fill learnt late: counted, but state never goes back
         if not self.first_report_ns:
             self.first_report_ns = time.perf_counter_ns()
         self.last = rep
@@ -107,8 +127,6 @@ class OrderHandle:
             self.order_id = rep.order_id
         self.cum_qty = rep.cum_qty
         self.leaves_qty = rep.leaves_qty
-        if rep.exec_type == _X_TRADE:
-            self.fills += 1
         if self._waiters:
             done = rep.status in _FINISHED
             keep = []

@@ -178,3 +178,17 @@ def test_lifecycle_fok_all_or_nothing_and_ioc_never_rests(ops: list[tuple]) -> N
             assert statuses[-1] in finished
         if tif == Tif.IOC or market:
             assert statuses[-1] in finished
+
+
+@settings(max_examples=150, deadline=None)
+@given(actions)
+def test_every_trade_has_its_own_exec_id_and_a_trade_query_says_each_again(ops: list[tuple]) -> None:
+    engine, _, reports, _ = run(ops)
+    fills = [r for r in reports if r.exec_type == ExecType.TRADE]
+    ids = [r.exec_id for r in fills]
+    assert all(ids) and len(set(ids)) == len(ids)
+    live: dict[str, list[ExecReport]] = defaultdict(list)
+    for r in fills:
+        live[r.cl_ord_id].append(r)
+    for o in engine.finished("u") + engine.working("u"):
+        assert engine.trade_reports(o) == live.get(o.cl_ord_id, [])
