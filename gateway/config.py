@@ -38,6 +38,11 @@ class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     reconnect_min_s: float = 0.05
     reconnect_max_s: float = 2.0
     heartbeat_s: float = 5.0
+    # Working orders the exchange reports at reconciliation that the gateway does not know
+    # (placed by an earlier instance whose journal is gone, or by hand on the seat): "cancel"
+    # them, or "adopt" them into the book under their account when the risk checks accept
+    # them (cancelled otherwise). Either way a CRITICAL alert names each one.
+    unknown_orders: Literal["cancel", "adopt"] = "cancel"
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -3,8 +3,17 @@
 It connects, logs on, *reconciles* (asks for the status of every order of the seat and lets
 the router catch up on fills and cancels it missed), and only then reports itself up: until
 then new orders are refused with EXCHANGE_UNAVAILABLE. When the connection drops it goes
-down at once, raises an alert, and reconnects with exponential backoff; nothing is queued
-while it is down, because a stale order released minutes late is worse than a clear reject.
+down at once, raises an alert, and reconnects with exponential backoff. New orders are never
+queued while it is down (a stale order released minutes late is worse than a clear reject);
+cancels are held by the router and sent first once the link is back and reconciled.
+
+Seat takeover: an exchange lets a second connection log on as a seat that is already logged
+on, and logs the first out (``Logout`` reason ALREADY_LOGGED_ON). If the link answered that by
+reconnecting, two gateways configured with one seat would take it from each other for ever,
+each refusing orders every time it lost. So a link logged out for that reason raises one
+CRITICAL alert (SEAT_TAKEN_OVER), stays down — new orders refused as for any down link,
+``state`` reads "taken over" — and does not reconnect until an operator calls ``resume()``
+(the admin plane's ``POST /v1/link/reconnect``).
 
 Backpressure: if the exchange stops reading, the link pauses reading from every client
 session until the exchange catches up, so memory stays bounded and nothing is dropped.
@@ -18,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from checks.enums import AlertLevel, ExecType
+from checks.enums import AlertLevel
 from checks.reasons import Reason
 from gateway.framed import FramedProtocol
 from gateway.protocol import (
@@ -72,13 +81,16 @@ class ExchangeLink:
         self.connects = 0
         self._logon: asyncio.Future[Any] | None = None
         self._status_req = ""
-        self._status_seen: set[str] = set()
         self._status_done: asyncio.Future[int] | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._hb_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.changed = asyncio.Condition()
+        # Why the link is held down after another connection took the seat (None: it is not);
+        # ``_resume`` is set by the operator action that lets it try again.
+        self.taken_over: str | None = None
+        self._resume = asyncio.Event()
         router.link = self
 
     # -- lifecycle
@@ -121,6 +133,15 @@ class ExchangeLink:
                             retry_in_s=round(backoff, 3))
                 if self.proto is not None:
                     self.proto.abort()
+            if self.taken_over is not None:
+                # Taking the seat back would only make the other connection take it back in
+                # turn: stay down until an operator says to try again.
+                log.error("exchange link held down: the seat was taken over; not reconnecting "
+                          "until an operator resumes it (POST /v1/link/reconnect)",
+                          seat=self.cfg.user)
+                await self._resume.wait()
+                backoff = self.cfg.reconnect_min_s
+                continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
@@ -135,19 +156,24 @@ class ExchangeLink:
         if isinstance(answer, LogonReject):
             raise LinkRefused(f"exchange refused logon: {answer.text} ({answer.reason})")
         self.connects += 1
-        # Reconcile before accepting new orders: learn what happened while we were away.
-        self._status_req = f"recon-{time.time_ns()}"
-        self._status_seen = set()
+        # Reconcile before accepting new orders: learn what happened while we were away (each
+        # order's state and its executions, booked once by execution id), then send the cancels
+        # held while the link was down, and only then let new orders through.
+        req = OrderStatusRequest(f"recon-{time.time_ns()}", "", False, True)
+        self._status_req = req.req_id
         self._status_done = loop.create_future()
-        proto.send(OrderStatusRequest(self._status_req, "", False))
+        self.router.recon_begin(req)
+        proto.send(req)
         lost = await asyncio.wait_for(self._status_done, 10.0)
+        resent = self.router.link_restored()
         self.up = True
         log.info("exchange link up", host=self.cfg.host, port=self.cfg.port,
-                 connects=self.connects, reconciled_lost=lost)
+                 connects=self.connects, reconciled_lost=lost, held_cancels_sent=resent)
         if self.connects > 1:
             self.router.alert(AlertLevel.WARNING, Reason.LINK_STATUS, "firm",
                               f"exchange link is back (reconnect {self.connects - 1}); "
-                              f"{lost} orders unknown to the exchange were closed")
+                              f"{lost} orders unknown to the exchange were closed, {resent} held "
+                              "cancels sent")
         await self._notify()
 
     async def _heartbeats(self) -> None:
@@ -160,9 +186,6 @@ class ExchangeLink:
     def on_message(self, msg: Any) -> None:
         t = type(msg)
         if t is ExecReport:
-            if msg.exec_type == ExecType.STATUS and self._status_done is not None \
-                    and not self._status_done.done():
-                self._status_seen.add(msg.cl_ord_id)
             self.router.exchange_report(msg)
         elif t is MarketData:
             self.router.market_data(msg)
@@ -171,13 +194,16 @@ class ExchangeLink:
         elif t is OrderStatusEnd:
             if msg.req_id == self._status_req and self._status_done is not None \
                     and not self._status_done.done():
-                lost = self.router.reconciled(msg, self._status_seen)
+                lost = self.router.reconciled(msg)
                 self._status_done.set_result(lost)
         elif t in (LogonAck, LogonReject):
             if self._logon is not None and not self._logon.done():
                 self._logon.set_result(msg)
         elif t is Logout:
-            log.warning("exchange logged us out", text=msg.text)
+            if msg.reason == Reason.ALREADY_LOGGED_ON:
+                self._seat_taken_over(msg.text)
+            else:
+                log.warning("exchange logged us out", text=msg.text)
         elif t is Heartbeat:
             pass
         else:
@@ -198,10 +224,53 @@ class ExchangeLink:
                               "exchange link lost: new orders are refused until it is back")
         asyncio.get_running_loop().create_task(self._notify())
 
-    # -- outbound
-    def send(self, msg: Any) -> None:
+    def _seat_taken_over(self, text: str) -> None:
+        """Another connection logged on as our seat: go down now, say so once, do not fight."""
+        if self.taken_over is not None:
+            return
+        self.taken_over = text or "another connection logged on as this seat"
+        self._resume.clear()
+        # Down at once, not when the close arrives: the exchange drops whatever we send now.
+        self.up = False
+        log.error("exchange seat taken over", seat=self.cfg.user, text=text)
+        self.router.alert(AlertLevel.CRITICAL, Reason.SEAT_TAKEN_OVER, "firm",
+                          f"exchange seat {self.cfg.user!r} was taken over by another connection "
+                          f"({self.taken_over}); this gateway does not fight for it: the link "
+                          "stays down and new orders are refused until an operator reconnects it")
         if self.proto is not None:
-            self.proto.send(msg)
+            self.proto.close()
+
+    def resume(self) -> bool:
+        """Operator action: try the seat again after a takeover (it takes the seat back).
+
+        Returns False, changing nothing, when the link is not held down by a takeover (it is
+        up, or reconnecting on its own).
+        """
+        if self.taken_over is None:
+            return False
+        log.warning("exchange link resumed by an operator: reconnecting", seat=self.cfg.user)
+        self.taken_over = None
+        self._resume.set()
+        return True
+
+    @property
+    def state(self) -> str:
+        """"up", "taken over" (held down until ``resume()``) or "down" (reconnecting)."""
+        if self.up:
+            return "up"
+        return "down" if self.taken_over is None else "taken over"
+
+    # -- outbound
+    def send(self, msg: Any) -> bool:
+        """Send to the exchange; False (and an error logged) when there is no connection. The
+        router only sends while the link is up and holds cancels itself, so a False here means
+        the connection dropped in this very turn: the router's held-cancel pass covers it."""
+        if self.proto is None or self.proto.closed:
+            log.error("no exchange connection: message not sent", type=type(msg).__name__,
+                      id=getattr(msg, "cl_ord_id", ""))
+            return False
+        self.proto.send(msg)
+        return True
 
     def set_client_reading(self, on: bool) -> None:
         for s in list(self.router.sessions.values()):

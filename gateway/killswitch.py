@@ -36,8 +36,9 @@ SCOPE_NAMES = {s.name.lower(): s for s in KillScope}
 class KillResult(msgspec.Struct):
     scope: str
     key: str
-    cancels_sent: int
+    cancels_sent: int  # left for the exchange now
     elapsed_us: float
+    cancels_pending: int = 0  # held while the exchange link is down; sent first when it is back
 
 
 class KillError(ValueError):
@@ -71,7 +72,7 @@ class KillSwitch:
 
     def _audit(self, operator: str, action: str, scope: KillScope, key: str, reason: str,
                now: int, command_id: str = "", **args: object) -> None:
-        self.router._record(jr.AdminAction(now, operator, action, scope.name.lower(), str(key),
+        self.router.record(jr.AdminAction(now, operator, action, scope.name.lower(), str(key),
                                            dict(args), reason, False, command_id))
         entry = {"ts_ns": now, "operator": operator, "action": action,
                  "scope": scope.name.lower(), "key": str(key), "reason": reason, **args}
@@ -92,13 +93,15 @@ class KillSwitch:
         self._audit(operator, "kill", scope, key, reason, now, command_id, close_only=close_only)
         if scope == KillScope.SESSION:
             refs = self.router.session_refs(int(k))
-        sent = self.router.cancel_refs(refs, f"kill {scope.name.lower()} {key}", now)
+        sent, held = self.router.cancel_refs(refs, f"kill {scope.name.lower()} {key}", now)
         elapsed = (time.perf_counter() - started) * 1e6
         self.router.alert(AlertLevel.CRITICAL, Reason.KILL_SWITCH, _scope_text(scope, key),
                           f"kill switch engaged by {operator}"
                           f"{' (close-only)' if close_only else ''}: {reason or 'no reason given'};"
-                          f" {sent} cancels sent", now)
-        return KillResult(scope.name.lower(), str(key), sent, elapsed)
+                          f" {sent} cancels sent"
+                          f"{f', {held} held until the exchange link is back' if held else ''}",
+                          now)
+        return KillResult(scope.name.lower(), str(key), sent, elapsed, held)
 
     def reset(self, scope: KillScope | str, key: str = "", *, operator: str, reason: str = "",
               now: int | None = None, command_id: str = "") -> None:
@@ -133,7 +136,7 @@ class KillSwitch:
         if status != AccountStatus.ACTIVE:
             refs = self.engine.open_orders(KillScope.ACCOUNT, account,
                                            status == AccountStatus.CLOSE_ONLY)
-            sent = self.router.cancel_refs(refs, f"account {account} set {status.name}", now)
+            sent = sum(self.router.cancel_refs(refs, f"account {account} set {status.name}", now))
         self.router.alert(AlertLevel.CRITICAL if status != AccountStatus.ACTIVE else AlertLevel.INFO,
                           Reason.KILL_SWITCH, f"account:{account}",
                           f"account set {status.name} by {operator}: {reason or 'no reason given'}",

@@ -104,6 +104,12 @@ class ExecReport(_Msg):
     # The exchange's execution id on a TRADE (unique per exchange and trading day): the key
     # that makes applying a fill idempotent, live and on replay.
     exec_id: str = ""
+    # The order's terms beyond side/price/qty, on a STATUS answer (0: not given). A gateway
+    # needs them to adopt an order it did not know into its risk book.
+    offset: int = 0
+    hedge: int = 0
+    ord_type: int = 0
+    tif: int = 0
 
 
 class CancelReject(_Msg):

@@ -7,29 +7,36 @@ timestamp the engine was given. Replaying those inputs through the *same* router
 ``router.replaying`` set, so nothing is sent and nothing is journaled again) rebuilds positions,
 frozen funds and positions, working orders, daily counters, kill and account states exactly.
 
+Where it starts: at the newest trading-day checkpoint (``gateway.checkpoint``), found by reading
+the segments from the newest backwards; the checkpoint restores what carries over from earlier
+days, and only the records after it are replayed. A journal with no checkpoint is replayed from
+its first record.
+
 Which records are inputs:
 
-- ``State(kind="boot")``: the gateway instance's exchange-id prefix, so working orders keep
-  the ids the exchange knows them by;
-- ``Inbound`` ``Logon``: re-creates the session (user, permitted accounts, automated or not);
+- ``State``: ``checkpoint`` (restored), ``boot`` (the instance's exchange-id prefix, so working
+  orders keep the ids the exchange knows them by), ``session_closed``;
+- ``Inbound`` ``Logon``: re-creates the session (user, permitted accounts, automated or not,
+  cancel-on-disconnect) — from any day: a session may span the day boundary;
 - ``Inbound`` ``NewOrder``: decided again; the journaled ``Decision`` that follows must agree
   (a disagreement means the code changed what it decides, and is reported);
-- ``Outbound`` ``CancelOrder`` to the exchange: every cancel the gateway sent, whoever caused it
-  (client, kill switch, disconnect) — counted by the engine as it was then;
-- ``Inbound`` ``MarketData`` and ``ExchangeEvent`` reports: settle the book;
+- ``Outbound`` ``CancelOrder`` to the exchange: every cancel the gateway requested, whoever
+  caused it (client, kill switch, disconnect) — counted by the engine as it was then;
+- ``Outbound`` ``OrderStatusRequest`` and ``Inbound`` ``OrderStatusEnd``: a reconciliation's
+  start and end, so what it derived (orders closed, unknown orders cancelled or adopted) is
+  derived again, never booked twice;
+- ``Inbound`` ``MarketData`` and ``ExchangeEvent`` reports: settle the book (each execution
+  once, by its id);
 - ``AdminAction``: kills, resets, status, registration and limit changes.
 
 Start of day: positions and balances come from the configured snapshot (the broker's
-settlement), so only *today's* trading records are replayed on top of it; admin actions
-(kills, account status, limits) are replayed from every day, because a stop stays in force
-until a person lifts it.
+settlement), so only *today's* trading records are replayed on top of it; admin actions,
+logons and session ends are replayed from every day.
 
-Client ``CancelOrder`` messages are not inputs (their effect is the outbound cancel), nor are
-decisions, outbound reports or alerts (outputs). Automatic triggers do not fire on replay: what
-they did is in the journal as admin actions and cancels.
-
-After the replay the gateway starts, the exchange link reconciles working orders with the
-exchange (fills or cancels that happened while the gateway was down), and trading resumes.
+After the replay the sessions that were still logged on are gone: the orders of those that
+asked for cancel-on-disconnect get cancels (held until the link is back), the rest wait for
+their user. Then the exchange link reconciles working orders with the exchange (fills and
+cancels that happened while the gateway was down) before trading resumes.
 """
 
 from __future__ import annotations
@@ -45,8 +52,17 @@ from checks.calendar import trading_day_bounds, trading_day_number
 from checks.digest import digest
 from checks.enums import AccountStatus, KillScope, ProgReg
 from checks.model import Limits
+from gateway import checkpoint
 from gateway import journal as jr
-from gateway.protocol import CancelOrder, Logon, MarketData, NewOrder
+from gateway.protocol import (
+    CancelOrder,
+    Logon,
+    MarketData,
+    NewOrder,
+    OrderStatusEnd,
+    OrderStatusRequest,
+)
+from gateway.session import effective_cancel_on_disconnect
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -63,25 +79,49 @@ class RecoveryReport:
     max_session: int = 0
     digest: str = ""  # checks.digest of the book right after the replay
     command_ids: list[str] = field(default_factory=list)  # Kafka control commands applied
+    from_seq: int = 0  # where the replay started (the newest checkpoint; 0: the beginning)
+    checkpoint_day: int = -1  # its trading day (-1: none)
+    open_sessions: list[int] = field(default_factory=list)  # logged on when it went down
+    today_records: int = 0  # trading records of today replayed
     disagreements: list[str] = field(default_factory=list)
     damage: str = ""
     elapsed_s: float = 0.0
 
 
-class _ReplaySession:
+class ReplaySession:
     """A session as it was: enough for the router's checks; it sends nothing."""
 
-    closed = True  # never a live destination for reports
+    closed = False  # a live owner while replaying; closed when the replay ends
 
-    def __init__(self, session_id: int, user: str, accounts: frozenset[str]) -> None:
+    def __init__(self, session_id: int, user: str, accounts: frozenset[str],
+                 cancel_on_disconnect: bool, automated: bool = False) -> None:
         self.session_id = session_id
         self.user = user
         self.accounts = accounts
-        self.by_clid: dict[str, int] = {}
-        self.finished_clids: set[str] = set()
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self.automated = automated
 
     def send(self, msg: Any) -> None:  # pragma: no cover - replay never sends
         pass
+
+
+def find_checkpoint(journal: jr.Journal) -> tuple[int, jr.State | None]:
+    """The newest checkpoint record (seq, record), reading segments newest first, so the
+    cost is the records since it, not the whole retention; (0, None) if there is none."""
+    segs = jr.list_segments(journal.directory)
+    for i in range(len(segs) - 1, -1, -1):
+        first = segs[i][0]
+        end = segs[i + 1][0] if i + 1 < len(segs) else None
+        found: tuple[int, jr.State | None] = (0, None)
+        reader = jr.JournalReader(journal.directory, first)
+        for seq, rec in reader:
+            if end is not None and seq >= end:
+                break
+            if type(rec) is jr.State and rec.kind == checkpoint.KIND:
+                found = (seq, rec)
+        if found[1] is not None:
+            return found
+    return 0, None
 
 
 def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) -> RecoveryReport:
@@ -91,18 +131,50 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
     day_start = trading_day_bounds(today, boundary)[0]
     report = RecoveryReport()
     router, engine = gw.router, gw.engine
-    sessions: dict[int, _ReplaySession] = {}
+    sessions: dict[int, ReplaySession] = {}
     pending_decision: tuple[str, int] | None = None
     live_prefix = router.prefix
+    start_seq, _ = find_checkpoint(journal)
+    report.from_seq = start_seq
     router.replaying = True
-    reader = journal.read()
+    reader = journal.read(start_seq)
     try:
         for seq, rec in reader:
             report.records += 1
             report.last_seq = seq
             t = type(rec)
-            if rec.ts_ns < day_start and t is not jr.AdminAction:
-                continue  # settled into the start-of-day snapshot
+            if t is jr.State:
+                if rec.kind == checkpoint.KIND:
+                    try:
+                        cp = checkpoint.decode(rec)
+                    except ValueError as err:
+                        report.disagreements.append(f"record {seq}: {err}")
+                        continue
+                    checkpoint.restore(gw, cp, sessions)
+                    report.checkpoint_day = cp.trading_day
+                    report.max_session = max(report.max_session, cp.max_session)
+                    report.command_ids.extend(cp.command_ids)
+                elif rec.kind == "boot":
+                    router.prefix = rec.data.decode()
+                    router.order_seq = 0
+                elif rec.kind == "session_closed":
+                    s = sessions.pop(int(rec.data or 0), None)
+                    if s is not None:
+                        s.closed = True
+                        router.remove_session(s, False, rec.ts_ns)  # its cancels are journaled
+                continue
+            if t is jr.AdminAction:
+                _apply_admin(gw, rec)
+                if rec.command_id:
+                    report.command_ids.append(rec.command_id)
+                continue
+            if t is jr.Inbound and type(rec.msg) is Logon:
+                report.max_session = max(report.max_session, rec.session)
+                _replay_logon(gw, rec, sessions)
+                continue
+            if rec.ts_ns < day_start:
+                continue  # an earlier day's trading: settled into the start-of-day snapshot
+            report.today_records += 1
             if t is jr.Inbound:
                 report.max_session = max(report.max_session, rec.session)
                 msg = rec.msg
@@ -110,22 +182,18 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
                 if mt is NewOrder:
                     s = sessions.get(rec.session)
                     if s is None:
+                        report.disagreements.append(
+                            f"record {seq}: order {msg.cl_ord_id} from session {rec.session}, "
+                            "which has no logon in the journal")
                         continue
-                    before = len(router.orders)
+                    before = router.stats["accepted"]
                     router.new_order(s, msg, rec.ts_ns)
                     report.orders += 1
-                    accepted = len(router.orders) > before
-                    pending_decision = (msg.cl_ord_id, 0 if accepted else -1)
+                    pending_decision = (msg.cl_ord_id, 0 if router.stats["accepted"] > before else -1)
                 elif mt is MarketData:
                     router.market_data(msg, rec.ts_ns)
-                elif mt is Logon:
-                    user = gw.cfg.users.get(msg.user)
-                    if user is not None:
-                        accounts = frozenset(msg.accounts or user.accounts) & frozenset(user.accounts)
-                        s = _ReplaySession(rec.session, msg.user, accounts)
-                        sessions[rec.session] = s
-                        engine.register_session(rec.session, user.automated)
-                        router.sessions[rec.session] = s
+                elif mt is OrderStatusEnd and rec.session == jr.EXCHANGE_LINK:
+                    router.reconciled(msg, rec.ts_ns)
             elif t is jr.Decision:
                 if pending_decision is not None and pending_decision[0] == rec.cl_ord_id:
                     replayed_ok = pending_decision[1] == 0
@@ -135,36 +203,57 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
                             f" then, {'accepted' if replayed_ok else 'rejected'} on replay")
                 pending_decision = None
             elif t is jr.Outbound:
-                if rec.session == jr.EXCHANGE_LINK and type(rec.msg) is CancelOrder:
-                    ref = router.by_exch.get(rec.msg.orig_cl_ord_id)
-                    if ref is not None and ref in router.orders:
-                        engine.cancel_request(ref, rec.ts_ns)
-                        router.cancels[rec.msg.cl_ord_id] = (ref, "")
+                if rec.session == jr.EXCHANGE_LINK:
+                    mt = type(rec.msg)
+                    if mt is CancelOrder:
+                        router.replay_cancel(rec.msg, rec.ts_ns)
+                    elif mt is OrderStatusRequest:
+                        router.recon_begin(rec.msg, rec.ts_ns)
             elif t is jr.ExchangeEvent:
                 router.exchange_report(rec.report, rec.ts_ns)
-            elif t is jr.AdminAction:
-                _apply_admin(gw, rec)
-                if rec.command_id:
-                    report.command_ids.append(rec.command_id)
-            elif t is jr.State and rec.kind == "boot":
-                router.prefix = rec.data.decode()
-                router._seq = 0
     finally:
         router.replaying = False
+        router.recon_seen = None  # a reconciliation cut short by the crash is done again
         router.prefix = live_prefix
-        for sid in sessions:
-            router.sessions.pop(sid, None)
+        router.order_seq = 0
     if reader.damage is not None:
         report.damage = str(reader.damage)
+    report.open_sessions = sorted(sessions)
     report.working_orders = len(router.orders)
     report.digest = digest(engine.snapshot())
     report.elapsed_s = time.perf_counter() - started
-    log.info("journal replayed", records=report.records, last_seq=report.last_seq,
-             orders=report.orders, working=report.working_orders,
+    log.info("journal replayed", records=report.records, from_seq=start_seq,
+             last_seq=report.last_seq, orders=report.orders, working=report.working_orders,
              disagreements=len(report.disagreements), seconds=round(report.elapsed_s, 3))
     for d in report.disagreements[:20]:
         log.error("replay disagreement", detail=d)
     return report
+
+
+def end_replayed_sessions(gw: Gateway) -> int:
+    """After the replay (live again): the sessions that were logged on when the gateway went
+    down are gone. Their end is journaled; the orders of those that asked for
+    cancel-on-disconnect get cancels (sent once the link is back and reconciled), the others'
+    wait for their user to log on again. Returns the cancels requested."""
+    router = gw.router
+    cancels = 0
+    for s in [s for s in router.sessions.values() if isinstance(s, ReplaySession)]:
+        s.closed = True
+        cancels += router.remove_session(s, s.cancel_on_disconnect)
+    return cancels
+
+
+def _replay_logon(gw: Gateway, rec: jr.Inbound, sessions: dict[int, ReplaySession]) -> None:
+    msg = rec.msg
+    user = gw.cfg.users.get(msg.user)
+    if user is None:
+        return
+    accounts = frozenset(msg.accounts or user.accounts) & frozenset(user.accounts)
+    s = ReplaySession(rec.session, msg.user, accounts,
+                      effective_cancel_on_disconnect(user, msg), user.automated)
+    sessions[rec.session] = s
+    gw.engine.register_session(rec.session, user.automated)
+    gw.router.add_session(s)
 
 
 def _apply_admin(gw: Gateway, rec: jr.AdminAction) -> None:

@@ -4,23 +4,38 @@ Theory of operation
 -------------------
 Inbound, from a logged-on client session::
 
-    NewOrder -> session checks (account permitted, cl_ord_id unused today, link up)
+    NewOrder -> session checks (account permitted, cl_ord_id unused today, not halted, link up)
              -> engine.decide (Cython)  -> accepted: forward to the exchange under an
                                             exchange-facing id; rejected: ExecReport REJECTED
                                             with the reason code and sentence
-    CancelOrder -> find the session's own working order -> engine.cancel_request (counted,
-                   never refused) -> forward
+    CancelOrder -> find the user's working order -> engine.cancel_request (counted, never
+                   refused) -> forward, or hold it until the link is back
 
-Back from the exchange, every ``ExecReport`` settles the engine (``apply_*``), moves the order
-through ``gateway.lifecycle`` and goes to the owning session (or, if it has gone, to another
-live session of the same user). Alerts the engine raises go to the sessions trading the
-account and, journaled once, to the alerts topic; *triggers* (stop this account) go to the
-kill switch, the same path an operator uses.
+Back from the exchange, every ``ExecReport`` is looked up in ``gateway.lifecycle``'s table
+*before* anything changes; then it settles the engine (``apply_*``), moves the order and goes
+to the order's owner. A fill is applied once per exchange execution id, live and on replay.
 
-Every inbound message, decision, outbound message and exchange event is appended to the
-journal *before* anything is sent (write-ahead), with the timestamp the engine was given, so
-replaying the journal through these same handlers rebuilds the exact book (``replaying``
-suppresses the sends).
+Ownership: an order belongs to its user and account, not to a TCP connection. Its *owner* is
+the session that placed it while that session lives; when it closes, cancel-on-disconnect
+cancels what it owned, or else the user's next (or other live) session takes the orders over
+and manages them exactly as its own. After a restart the replayed sessions are gone: the
+orders of those that asked for cancel-on-disconnect are cancelled once the link is back, the
+rest wait for their user to log on again.
+
+Cancels are never dropped: a cancel is counted and journaled when it is requested; if the
+exchange link is down it waits, and every working order with a requested cancel gets it (again)
+as soon as the link is back and reconciled, before any new order can pass.
+
+Reconciliation (after every connect): the link asks for the status and the executions of every
+order of the seat. Executions come back with their ids, so missed fills are booked exactly once;
+orders the exchange no longer has are closed; orders the exchange has and the gateway does not
+know raise a CRITICAL alert and are cancelled or adopted (``exchange.unknown_orders``).
+
+Journal: inbound messages, exchange reports, the reconciliation's start (the status request)
+and end (``OrderStatusEnd``), every cancel requested, session ends and the start of each trading
+day (a checkpoint, ``on_day_start``) are the inputs ``gateway.recovery`` replays through these
+same handlers (``replaying`` suppresses sends and journaling). What they derive — reports to
+clients, closures found by reconciliation — is re-derived on replay, never journaled as input.
 
 Time is read once per handled message (``clock``) and passed down; the engine never reads it.
 """
@@ -28,7 +43,7 @@ Time is read once per handled message (``clock``) and passed down; the engine ne
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +54,7 @@ from checks.decision import TRIGGER_STATUS, AlertEvent
 from checks.enums import AlertLevel, ExecType, KillScope, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
-from gateway.lifecycle import FINAL, Event, next_status
+from gateway.lifecycle import FINAL, Action, Event, step
 from gateway.protocol import (
     Alert,
     CancelOrder,
@@ -48,6 +63,7 @@ from gateway.protocol import (
     MarketData,
     NewOrder,
     OrderStatusEnd,
+    OrderStatusRequest,
 )
 
 if TYPE_CHECKING:
@@ -56,35 +72,41 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fengkong.router")
 NS = 1_000_000_000
+FINISHED_MEMORY = 100_000  # finished orders remembered (per day) to recognise late reports
+UNKNOWN_MEMORY = 10_000  # unknown exchange ids already alerted (one alert each)
 
 
 class RoutedOrder:
-    """What the gateway knows of one working order (the engine holds its risk state)."""
+    """What the gateway knows of one order (the engine holds its risk state)."""
 
-    __slots__ = ("ref", "session", "session_id", "user", "cl_ord_id", "exch_id", "order_id",
-                 "account", "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns")
+    __slots__ = ("ref", "owner", "session_id", "user", "cl_ord_id", "exch_id", "order_id",
+                 "account", "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns",
+                 "cancel_id", "adopted")
 
-    def __init__(self, ref: int, session: SessionPort, msg: NewOrder, qty: int,
-                 exch_id: str, now: int) -> None:
+    def __init__(self, ref: int, owner: SessionPort | None, user: str, cl_ord_id: str,
+                 exch_id: str, account: str, symbol: str, side: int, price: float, qty: int,
+                 now: int) -> None:
         self.ref = ref
-        self.session = session  # where its reports go while that session lives
-        self.session_id = session.session_id
-        self.user = session.user
-        self.cl_ord_id = msg.cl_ord_id
+        self.owner = owner  # the live session its reports go to (None: its user is away)
+        self.session_id = owner.session_id if owner is not None else 0
+        self.user = user
+        self.cl_ord_id = cl_ord_id
         self.exch_id = exch_id
         self.order_id = ""
-        self.account = msg.account
-        self.symbol = msg.symbol
-        self.side = msg.side
-        self.price = msg.price
+        self.account = account
+        self.symbol = symbol
+        self.side = side
+        self.price = price
         self.qty = qty
         self.cum = 0
         self.leaves = qty
         self.status = OrdStatus.PENDING_NEW
         self.ts_ns = now
+        self.cancel_id = ""  # the latest cancel requested for it ("" none)
+        self.adopted = False  # taken over from the exchange at reconciliation
 
     def view(self) -> dict[str, Any]:
-        return {s: getattr(self, s) for s in self.__slots__ if s != "session"}
+        return {s: getattr(self, s) for s in self.__slots__ if s != "owner"}
 
 
 class SessionPort:
@@ -93,8 +115,7 @@ class SessionPort:
     session_id: int
     user: str
     accounts: frozenset[str]
-    by_clid: dict[str, int]  # the session's working orders by its own cl_ord_id
-    finished_clids: set[str]  # its finished orders (so a late cancel says "finished")
+    cancel_on_disconnect: bool
     closed: bool
 
     def send(self, msg: Any) -> None: ...
@@ -105,7 +126,7 @@ class LinkPort:
 
     up: bool
 
-    def send(self, msg: Any) -> None: ...
+    def send(self, msg: Any) -> bool: ...
 
 
 class Router:
@@ -124,76 +145,109 @@ class Router:
         self.sessions: dict[int, SessionPort] = {}
         self.orders: dict[int, RoutedOrder] = {}
         self.by_exch: dict[str, int] = {}
+        self.by_clid: dict[tuple[str, str], int] = {}  # (user, cl_ord_id) -> working order
+        self.finished: OrderedDict[str, RoutedOrder] = OrderedDict()  # by exchange id, today
+        self.exec_ids: set[str] = set()  # executions applied today
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
         self.used_clids: dict[str, set[str]] = {}  # user -> ids used this trading day
-        self.clid_day_end = -1  # the used ids are forgotten from this timestamp on
+        self.day = -1
+        self.day_end = -1  # the per-day memory above is forgotten from this timestamp on
+        self.on_day_start: Callable[[int, int], None] | None = None  # (day, now): checkpoint
+        self.recon_seen: set[str] | None = None  # exchange ids reported while reconciling
+        self.recon_trades: dict[str, list[ExecReport]] = {}  # executions of unknown orders
+        self.unknown_alerted: OrderedDict[str, None] = OrderedDict()
         self.link: LinkPort | None = None
         self.alerts: deque[Alert] = deque(maxlen=1000)
         self.trigger_handler: Callable[[str, int, int], None] | None = None
         self.reject_times: dict[int, deque[int]] = {}
         self.storm_handler: Callable[[int], None] | None = None
         self.prefix = f"{cfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
-        self._seq = 0
-        self.stats = {"orders": 0, "accepted": 0, "rejected": 0, "cancels": 0, "fills": 0}
+        self.order_seq = 0  # exchange ids of orders: deterministic, so replay gives the same ids
+        self._cancel_seq = 0
+        self.stats = {"orders": 0, "accepted": 0, "rejected": 0, "cancels": 0, "fills": 0,
+                      "duplicate_fills": 0, "surprises": 0}
 
     # ------------------------------------------------------------------ plumbing
-    def _record(self, record: Any) -> None:
+    def record(self, record: Any) -> None:
+        """Append a record to the journal (write-ahead: before its effect is visible)."""
         if self.audit is not None and not self.replaying:
+            if record.ts_ns >= self.day_end:
+                self._new_day(record.ts_ns)
             self.audit.append(record)
 
+    def _at(self, now: int) -> None:
+        if now >= self.day_end:
+            self._new_day(now)
+
+    def _new_day(self, now: int) -> None:
+        """The trading day changed: forget the day's ids, and checkpoint (live)."""
+        boundary = self.cfg.risk.day_boundary_s
+        day = trading_day_number(now, boundary)
+        first = self.day == -1
+        self.day = day
+        self.day_end = trading_day_bounds(day, boundary)[1]
+        self.used_clids.clear()
+        self.exec_ids.clear()
+        self.finished.clear()
+        if not first and self.on_day_start is not None and not self.replaying:
+            self.on_day_start(day, now)
+
     def _to_session(self, session: SessionPort | None, msg: Any, now: int) -> None:
-        if session is None or self.replaying:
+        if session is None or self.replaying or session.closed:
             return
-        self._record(jr.Outbound(now, session.session_id, msg))
+        self.record(jr.Outbound(now, session.session_id, msg))
         session.send(msg)
 
     def _to_exchange(self, msg: Any, now: int) -> None:
         if self.replaying or self.link is None:
             return
-        self._record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
+        self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
         self.link.send(msg)
-
-    def _owner(self, o: RoutedOrder) -> SessionPort | None:
-        s = o.session
-        if not s.closed:
-            return s
-        for s in self.sessions.values():  # the user reconnected: the new session gets it
-            if s.user == o.user and not s.closed:
-                return s
-        return None
-
-    def _next_id(self, kind: str) -> str:
-        self._seq += 1
-        return f"{self.prefix}{kind}{self._seq:x}"
 
     def link_up(self) -> bool:
         return self.link is not None and self.link.up
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, session: SessionPort) -> None:
+        """A session logged on: it takes over its user's orders that have no live owner."""
         self.sessions[session.session_id] = session
+        for o in self.orders.values():
+            if o.user == session.user and (o.owner is None or o.owner.closed):
+                o.owner, o.session_id = session, session.session_id
 
-    def remove_session(self, session: SessionPort, cancel_open: bool) -> int:
-        """Forget a closed session; cancel its working orders if it asked for that."""
-        self.sessions.pop(session.session_id, None)
+    def remove_session(self, session: SessionPort, cancel_open: bool,
+                       now: int | None = None) -> int:
+        """Forget a closed session; cancel what it owned if it asked for that, or hand its
+        orders to another live session of the user (or none, until the user is back)."""
+        now = self.clock() if now is None else now
+        self._at(now)
+        if self.sessions.pop(session.session_id, None) is None:
+            return 0
+        self.record(jr.State(now, "session_closed", str(session.session_id).encode()))
         self.reject_times.pop(session.session_id, None)
+        owned = [o for o in self.orders.values() if o.owner is session]
+        heir = next((s for s in self.sessions.values()
+                     if s.user == session.user and not s.closed), None)
+        for o in owned:  # its reports (the cancels' too) go to the heir, if any
+            o.owner, o.session_id = heir, heir.session_id if heir is not None else 0
         if not cancel_open:
             return 0
-        refs = [ref for ref, o in self.orders.items() if o.session_id == session.session_id]
-        return self.cancel_refs(refs, f"cancel-on-disconnect of session {session.session_id}")
+        return sum(self.cancel_refs([o.ref for o in owned],
+                                    f"cancel-on-disconnect of session {session.session_id}", now))
 
     def _clids(self, user: str, now: int) -> set[str]:
         """The cl_ord_ids ``user`` used this trading day (they must be unique per day)."""
-        if now >= self.clid_day_end:
-            boundary = self.cfg.risk.day_boundary_s
-            self.clid_day_end = trading_day_bounds(trading_day_number(now, boundary), boundary)[1]
-            self.used_clids.clear()
+        self._at(now)
         return self.used_clids.setdefault(user, set())
+
+    def owned(self, session_id: int) -> int:
+        return sum(1 for o in self.orders.values() if o.session_id == session_id)
 
     # ------------------------------------------------------------------ new orders
     def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None) -> None:
         now = self.clock() if now is None else now
-        self._record(jr.Inbound(now, session.session_id, msg))
+        self._at(now)
+        self.record(jr.Inbound(now, session.session_id, msg))
         self.stats["orders"] += 1
         if msg.account not in session.accounts:
             return self._reject(session, msg, Reason.ACCOUNT_NOT_PERMITTED,
@@ -209,9 +263,9 @@ class Router:
             if not self.link_up():
                 return self._reject(session, msg, Reason.EXCHANGE_UNAVAILABLE, "", now)
         decision = self.engine.decide(msg, now, session.session_id)
-        self._record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
-                                 int(decision.reason), decision.text,
-                                 decision.ref if decision.reason == 0 else 0))
+        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
+                                int(decision.reason), decision.text,
+                                decision.ref if decision.reason == 0 else 0))
         if decision.alerts:
             self._alerts(decision.alerts, now)
         if decision.reason:
@@ -219,16 +273,21 @@ class Router:
         else:
             self.stats["accepted"] += 1
             qty = int(msg.qty)
-            exch_id = f"{self.prefix}{decision.ref:x}"
-            o = RoutedOrder(decision.ref, session, msg, qty, exch_id, now)
-            self.orders[decision.ref] = o
-            self.by_exch[exch_id] = decision.ref
-            session.by_clid[msg.cl_ord_id] = decision.ref
+            self.order_seq += 1
+            exch_id = f"{self.prefix}{self.order_seq:x}"
+            o = RoutedOrder(decision.ref, session, session.user, msg.cl_ord_id, exch_id,
+                            msg.account, msg.symbol, msg.side, msg.price, qty, now)
+            self._track(o)
             self._to_exchange(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset,
                                        msg.hedge, msg.ord_type, msg.tif, msg.price, qty), now)
         if decision.trigger:
             self._trigger(msg.account, decision.trigger, now)
         return None
+
+    def _track(self, o: RoutedOrder) -> None:
+        self.orders[o.ref] = o
+        self.by_exch[o.exch_id] = o.ref
+        self.by_clid[(o.user, o.cl_ord_id)] = o.ref
 
     def _reject(self, session: SessionPort, msg: NewOrder, reason: int, detail: str | None,
                 now: int, text: str | None = None) -> None:
@@ -250,171 +309,345 @@ class Router:
 
     # ------------------------------------------------------------------ cancels
     def cancel(self, session: SessionPort, msg: CancelOrder, now: int | None = None) -> None:
+        """A client's cancel: any working order of its user in an account the session may
+        trade, whichever connection placed it. Never refused for a down link: it waits."""
         now = self.clock() if now is None else now
-        self._record(jr.Inbound(now, session.session_id, msg))
-        ref = session.by_clid.get(msg.orig_cl_ord_id)
+        self._at(now)
+        self.record(jr.Inbound(now, session.session_id, msg))
+        ref = self.by_clid.get((session.user, msg.orig_cl_ord_id))
         o = self.orders.get(ref) if ref is not None else None
-        if o is None or o.account != msg.account:
-            reason = (Reason.ORDER_FINISHED if o is None and msg.orig_cl_ord_id in session.finished_clids
+        if o is None or o.account != msg.account or o.account not in session.accounts:
+            used = self.used_clids.get(session.user, ())
+            reason = (Reason.ORDER_FINISHED if o is None and msg.orig_cl_ord_id in used
                       else Reason.UNKNOWN_ORDER)
             self._to_session(session, CancelReject(msg.cl_ord_id, msg.orig_cl_ord_id, int(reason),
                                                    Reason(reason).description), now)
             return
-        if not self.replaying and not self.link_up():
-            self._to_session(session, CancelReject(
-                msg.cl_ord_id, msg.orig_cl_ord_id, int(Reason.EXCHANGE_UNAVAILABLE),
-                Reason.EXCHANGE_UNAVAILABLE.description), now)
-            return
         self._send_cancel(o, msg.cl_ord_id, now)
 
-    def _send_cancel(self, o: RoutedOrder, client_id: str, now: int) -> None:
+    def _send_cancel(self, o: RoutedOrder, client_id: str, now: int) -> bool:
+        """Count and journal a cancel, and send it if the link is up; True if it left now."""
         self.stats["cancels"] += 1
         outcome = self.engine.cancel_request(o.ref, now)
         if outcome.alerts:
             self._alerts(outcome.alerts, now)
-        cancel_id = self._next_id("c")
+        self._cancel_seq += 1
+        cancel_id = f"{self.prefix}c{self._cancel_seq:x}"
+        o.cancel_id = cancel_id
         self.cancels[cancel_id] = (o.ref, client_id)
-        self._to_exchange(CancelOrder(cancel_id, o.exch_id, o.account), now)
+        msg = CancelOrder(cancel_id, o.exch_id, o.account)
+        sent = False
+        if not self.replaying:
+            self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))  # the request, sent or held
+            if self.link_up():
+                assert self.link is not None
+                sent = self.link.send(msg)
         if outcome.trigger:
             self._trigger(o.account, outcome.trigger, now)
+        return sent
 
-    def cancel_refs(self, refs: list[int], why: str, now: int | None = None) -> int:
-        """Send cancels for working orders (kill switch, disconnect); returns how many."""
+    def replay_cancel(self, msg: CancelOrder, now: int) -> None:
+        """Recovery: a journaled cancel request, counted by the engine as it was then."""
+        self._at(now)
+        ref = self.by_exch.get(msg.orig_cl_ord_id)
+        o = self.orders.get(ref) if ref is not None else None
+        if o is not None:
+            self.engine.cancel_request(o.ref, now)
+            o.cancel_id = msg.cl_ord_id
+            self.cancels[msg.cl_ord_id] = (o.ref, "")
+
+    def cancel_refs(self, refs: list[int], why: str, now: int | None = None) -> tuple[int, int]:
+        """Cancel working orders (kill switch, disconnect): (sent now, held until the link is
+        back)."""
         now = self.clock() if now is None else now
-        sent = 0
+        self._at(now)
+        sent = held = 0
         for ref in refs:
             o = self.orders.get(ref)
             if o is not None:
-                self._send_cancel(o, "", now)
-                sent += 1
-        if sent:
-            log.info("cancels sent", count=sent, why=why)
-        return sent
+                if self._send_cancel(o, "", now):
+                    sent += 1
+                else:
+                    held += 1
+        if sent or held:
+            log.info("cancels requested", sent=sent, held_until_link=held, why=why)
+        return sent, held
+
+    def pending_cancels(self) -> int:
+        """Working orders whose requested cancel has not been answered yet."""
+        return sum(1 for o in self.orders.values() if o.cancel_id)
+
+    def link_restored(self) -> int:
+        """The link is back and reconciled: every working order with a requested cancel gets
+        it (again) before any new order may pass. Returns how many went."""
+        if self.link is None:
+            return 0
+        count = 0
+        for o in list(self.orders.values()):
+            if o.cancel_id and self.link.send(CancelOrder(o.cancel_id, o.exch_id, o.account)):
+                count += 1
+        if count:
+            log.warning("held cancels sent after the link came back", count=count)
+        return count
 
     # ------------------------------------------------------------------ exchange side
     def exchange_report(self, rep: ExecReport, now: int | None = None) -> None:
         now = self.clock() if now is None else now
-        self._record(jr.ExchangeEvent(now, rep))
+        self._at(now)
+        self.record(jr.ExchangeEvent(now, rep))
+        et = rep.exec_type
+        if et == ExecType.TRADE and rep.exec_id:
+            if rep.exec_id in self.exec_ids:
+                self.stats["duplicate_fills"] += 1
+                log.info("execution already applied", exec_id=rep.exec_id, exch_id=rep.cl_ord_id)
+                return
         ref = self.by_exch.get(rep.cl_ord_id)
         o = self.orders.get(ref) if ref is not None else None
         if o is None:
-            if rep.exec_type != ExecType.STATUS:  # status of long-finished orders is expected
-                log.warning("report for an unknown order", exch_id=rep.cl_ord_id,
-                            exec_type=rep.exec_type)
-            return
-        et = rep.exec_type
-        engine = self.engine
-        if et == ExecType.NEW:
-            engine.apply_ack(o.ref, now)
-            event = Event.ACK
-            o.order_id = rep.order_id
-        elif et == ExecType.TRADE:
-            outcome = engine.apply_fill(o.ref, rep.last_qty, rep.last_px, now, rep.self_trade)
-            if not outcome.known:
-                log.error("fill refused by the book", exch_id=rep.cl_ord_id, qty=rep.last_qty,
-                          px=rep.last_px, leaves=o.leaves)
+            o = self.finished.get(rep.cl_ord_id)
+            if o is None:
+                self._unknown_report(rep, now)
                 return
+        if et == ExecType.STATUS:
+            self._reconcile(o, rep, now)
+            return
+        if et == ExecType.NEW:
+            event = Event.ACK
+        elif et == ExecType.TRADE:
+            if rep.last_qty <= 0 or (o.status not in FINAL and rep.last_qty > o.leaves):
+                self._surprise(o, f"a fill of {rep.last_qty} lots against {o.leaves} working "
+                               f"(execution {rep.exec_id or 'without id'}) was not booked",
+                               now, AlertLevel.CRITICAL)
+                return
+            event = Event.FULL_FILL if rep.last_qty == o.leaves else Event.PARTIAL_FILL
+        elif et == ExecType.CANCELED:
+            event = Event.CANCELED
+        elif et == ExecType.REJECTED:
+            event = Event.REJECTED
+        else:
+            log.warning("report with an unknown exec type", exec_type=et, exch_id=rep.cl_ord_id)
+            return
+        self._settle(o, event, rep, now)
+
+    def _settle(self, o: RoutedOrder, event: Event, rep: ExecReport, now: int) -> None:
+        """Move ``o`` by one exchange event: the lifecycle table first, then the engine, the
+        order and its owner."""
+        status, action = step(o.status, event)
+        if action == Action.REPEAT:
+            log.info("report repeats a known state", exch_id=o.exch_id, status=o.status,
+                     lifecycle_event=event.name)
+            return
+        if action == Action.LATE:
+            self._surprise(o, f"a fill of {rep.last_qty} lots at {rep.last_px} (execution "
+                           f"{rep.exec_id or 'without id'}) came after the order ended as "
+                           f"{OrdStatus(o.status).name}; the book could not take it",
+                           now, AlertLevel.CRITICAL)
+            return
+        engine = self.engine
+        et = rep.exec_type
+        if event == Event.ACK:
+            engine.apply_ack(o.ref, now)
+        elif event in (Event.PARTIAL_FILL, Event.FULL_FILL):
+            outcome = engine.apply_fill(o.ref, rep.last_qty, rep.last_px, now, rep.self_trade)
+            if not outcome.known:  # the table and the book disagree: a bug, say it loudly
+                log.error("fill refused by the book", exch_id=o.exch_id, qty=rep.last_qty)
+                return
+            if rep.exec_id:
+                self.exec_ids.add(rep.exec_id)
             self.stats["fills"] += 1
             o.cum += rep.last_qty
             o.leaves -= rep.last_qty
-            event = Event.FULL_FILL if o.leaves == 0 else Event.PARTIAL_FILL
             if outcome.alerts:
                 self._alerts(outcome.alerts, now)
             if outcome.trigger:
                 self._trigger(o.account, outcome.trigger, now)
-        elif et == ExecType.CANCELED:
+        elif event == Event.CANCELED:
             outcome = engine.apply_canceled(o.ref, now)
             if outcome.alerts:
                 self._alerts(outcome.alerts, now)
-            event = Event.CANCELED
-        elif et == ExecType.REJECTED:
-            engine.apply_reject(o.ref, now)
-            event = Event.REJECTED
-        elif et == ExecType.STATUS:
-            self._reconcile(o, rep, now)
-            return
         else:
-            log.warning("report with an unknown exec type", exec_type=et)
-            return
-        status = next_status(o.status, event)
-        if status is None:
-            log.warning("report out of lifecycle order", exch_id=rep.cl_ord_id,
-                        status=o.status, lifecycle_event=event.name)
-            return
+            engine.apply_reject(o.ref, now)
+        if action == Action.SURPRISE:
+            self._surprise(o, f"the exchange rejected the order after it was "
+                           f"{OrdStatus(o.status).name} ({rep.text or 'no reason given'}); "
+                           f"it is closed here too", now, AlertLevel.WARNING)
         o.status = status
-        if o.order_id == "" and rep.order_id:
+        if not o.order_id and rep.order_id:
             o.order_id = rep.order_id
-        out = ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, status, et,
-                         rep.reason if et in (ExecType.REJECTED, ExecType.CANCELED) else 0,
-                         rep.text, rep.last_qty, rep.last_px, o.cum, o.leaves, now,
-                         o.side, o.price, o.qty, rep.self_trade)
-        if et == ExecType.REJECTED and not out.reason:
-            out.reason = int(Reason.EXCHANGE_REJECT)
-        self._to_session(self._owner(o), out, now)
+        reason = rep.reason if et in (ExecType.REJECTED, ExecType.CANCELED) else 0
+        if et == ExecType.REJECTED and not reason:
+            reason = int(Reason.EXCHANGE_REJECT)
+        out = ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, status, et, reason,
+                         rep.text, rep.last_qty if et == ExecType.TRADE else 0,
+                         rep.last_px if et == ExecType.TRADE else 0.0, o.cum, o.leaves, now,
+                         o.side, o.price, o.qty, rep.self_trade, rep.exec_id)
+        self._to_session(o.owner, out, now)
         if status in FINAL:
             self._forget(o)
 
     def _forget(self, o: RoutedOrder) -> None:
         self.orders.pop(o.ref, None)
         self.by_exch.pop(o.exch_id, None)
-        s = self.sessions.get(o.session_id)
-        if s is not None and s.by_clid.get(o.cl_ord_id) == o.ref:
-            del s.by_clid[o.cl_ord_id]
-            s.finished_clids.add(o.cl_ord_id)
+        if self.by_clid.get((o.user, o.cl_ord_id)) == o.ref:
+            del self.by_clid[(o.user, o.cl_ord_id)]
+        if o.cancel_id:
+            self.cancels.pop(o.cancel_id, None)
+            o.cancel_id = ""
+        self.finished[o.exch_id] = o
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.popitem(last=False)
+
+    def _surprise(self, o: RoutedOrder, text: str, now: int, level: AlertLevel) -> None:
+        self.stats["surprises"] += 1
+        log.error("exchange surprise", exch_id=o.exch_id, account=o.account, text=text)
+        self.alert(level, Reason.EXCHANGE_SURPRISE, f"account:{o.account}",
+                   f"order {o.cl_ord_id} ({o.symbol}): {text}", now)
+
+    def _unknown_report(self, rep: ExecReport, now: int) -> None:
+        if self.recon_seen is not None:  # reconciling: the status answer decides about it
+            if rep.exec_type == ExecType.TRADE:
+                self.recon_trades.setdefault(rep.cl_ord_id, []).append(rep)
+            elif rep.exec_type == ExecType.STATUS:
+                self._unknown_order(rep, now)
+            return
+        if rep.cl_ord_id in self.unknown_alerted:
+            return
+        self.unknown_alerted[rep.cl_ord_id] = None
+        if len(self.unknown_alerted) > UNKNOWN_MEMORY:
+            self.unknown_alerted.popitem(last=False)
+        log.error("report for an order the gateway does not know", exch_id=rep.cl_ord_id,
+                  exec_type=rep.exec_type, account=rep.account)
+        self.alert(AlertLevel.CRITICAL, Reason.UNKNOWN_EXCHANGE_ORDER, "firm",
+                   f"the exchange reported order {rep.cl_ord_id!r} of account {rep.account!r} "
+                   f"(exec type {rep.exec_type}), which the gateway does not know", now)
 
     def cancel_reject(self, msg: CancelReject, now: int | None = None) -> None:
         """The exchange refused a cancel (usually: the order finished meanwhile)."""
         now = self.clock() if now is None else now
-        entry = self.cancels.pop(msg.cl_ord_id, None)
+        entry = self.cancels.get(msg.cl_ord_id)
         if entry is None:
             return
         ref, client_id = entry
         o = self.orders.get(ref)
-        if o is None or not client_id:
+        if o is None:
+            self.cancels.pop(msg.cl_ord_id, None)
             return
-        self._to_session(self._owner(o), CancelReject(client_id, o.cl_ord_id, msg.reason,
-                                                      msg.text), now)
+        if msg.reason != Reason.EXCHANGE_UNAVAILABLE:
+            # Answered: no longer held for the next reconnect (a new request may follow).
+            self.cancels.pop(msg.cl_ord_id, None)
+            if o.cancel_id == msg.cl_ord_id:
+                o.cancel_id = ""
+        if client_id:
+            self._to_session(o.owner, CancelReject(client_id, o.cl_ord_id, msg.reason,
+                                                   msg.text), now)
 
     def market_data(self, md: MarketData, now: int | None = None) -> None:
         now = self.clock() if now is None else now
-        self._record(jr.Inbound(now, jr.EXCHANGE_LINK, md))
+        self._at(now)
+        self.record(jr.Inbound(now, jr.EXCHANGE_LINK, md))
         outcome = self.engine.market_data(md.symbol, md.last_px, md.upper_limit, md.lower_limit, now)
         if outcome.alerts:
             self._alerts(outcome.alerts, now)
         for account, trigger in outcome.triggers or ():  # e.g. a holder reached its loss limit
             self._trigger(account, trigger, now)
 
-    def _reconcile(self, o: RoutedOrder, rep: ExecReport, now: int) -> None:
-        """An order-status answer after a reconnect: catch up on what we missed."""
-        missed = rep.cum_qty - o.cum
-        if missed > 0:
-            px = rep.last_px if rep.last_px > 0 else rep.price
-            fill = ExecReport(o.exch_id, rep.order_id, o.account, o.symbol, 0, ExecType.TRADE,
-                              last_qty=missed, last_px=px, ts_ns=now)
-            self.exchange_report(fill, now)
-        if rep.status in (OrdStatus.CANCELED, OrdStatus.REJECTED) and o.ref in self.orders:
-            et = ExecType.CANCELED if rep.status == OrdStatus.CANCELED else ExecType.REJECTED
-            self.exchange_report(ExecReport(o.exch_id, rep.order_id, o.account, o.symbol,
-                                            rep.status, et, ts_ns=now), now)
-        elif rep.status in (OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED) and o.ref in self.orders \
-                and o.status == OrdStatus.PENDING_NEW:
-            self.exchange_report(ExecReport(o.exch_id, rep.order_id, o.account, o.symbol,
-                                            OrdStatus.NEW, ExecType.NEW, ts_ns=now), now)
-
-    def reconciled(self, end: OrderStatusEnd, seen: set[str], now: int | None = None) -> int:
-        """After the status answer: working orders the exchange does not know were lost."""
+    # ------------------------------------------------------------------ reconciliation
+    def recon_begin(self, req: OrderStatusRequest, now: int | None = None) -> None:
+        """The link asked the exchange for the state (and executions) of every order."""
         now = self.clock() if now is None else now
+        self._at(now)
+        self.record(jr.Outbound(now, jr.EXCHANGE_LINK, req))
+        self.recon_seen = set()
+        self.recon_trades = {}
+
+    def _reconcile(self, o: RoutedOrder, rep: ExecReport, now: int) -> None:
+        """An order-status answer: the executions came just before it (booked by id); settle
+        how the order stands at the exchange."""
+        if self.recon_seen is not None:
+            self.recon_seen.add(o.exch_id)
+        if o.status in FINAL:
+            return
+        if rep.cum_qty > o.cum:  # the exchange did not send every execution again
+            self._surprise(o, f"the exchange has {rep.cum_qty} lots filled, the gateway "
+                           f"booked {o.cum}; the missing executions were not reported",
+                           now, AlertLevel.CRITICAL)
+        if rep.status in (OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED) \
+                and o.status == OrdStatus.PENDING_NEW:
+            self._settle(o, Event.ACK, ExecReport(o.exch_id, rep.order_id, o.account, o.symbol,
+                                                  OrdStatus.NEW, ExecType.NEW), now)
+        elif rep.status in (OrdStatus.CANCELED, OrdStatus.REJECTED):
+            et = ExecType.CANCELED if rep.status == OrdStatus.CANCELED else ExecType.REJECTED
+            self._settle(o, Event.CANCELED if et == ExecType.CANCELED else Event.REJECTED,
+                         ExecReport(o.exch_id, rep.order_id, o.account, o.symbol, rep.status, et,
+                                    rep.reason, rep.text), now)
+
+    def _unknown_order(self, rep: ExecReport, now: int) -> None:
+        """A working order the exchange has and the gateway does not: never ignored."""
+        if rep.status not in (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED):
+            return  # finished before we knew of it: nothing rests at the exchange
+        policy = self.cfg.exchange.unknown_orders
+        adopted = policy == "adopt" and self._adopt(rep, now)
+        if adopted:
+            what = "adopted into the book"
+        else:
+            what = "cancelled" + (" (the risk checks refused to adopt it)" if policy == "adopt"
+                                  else "")
+            self._cancel_unknown(rep, now)
+        log.critical("unknown order at the exchange", exch_id=rep.cl_ord_id, account=rep.account,
+                     symbol=rep.symbol, leaves=rep.leaves_qty, action=what)
+        self.alert(AlertLevel.CRITICAL, Reason.UNKNOWN_EXCHANGE_ORDER, f"account:{rep.account}",
+                   f"the exchange has working order {rep.cl_ord_id!r} ({rep.symbol}, "
+                   f"{rep.leaves_qty} of {rep.qty} lots working) that the gateway did not know: "
+                   f"{what}", now)
+
+    def _adopt(self, rep: ExecReport, now: int) -> bool:
+        if not (rep.offset and rep.hedge and rep.ord_type and rep.tif and rep.qty > 0):
+            return False  # the exchange did not say enough about it to check it
+        msg = NewOrder(rep.cl_ord_id, rep.account, rep.symbol, rep.side, rep.offset, rep.hedge,
+                       rep.ord_type, rep.tif, rep.price, rep.qty)
+        decision = self.engine.decide(msg, now, 0)
+        if decision.reason:
+            return False
+        o = RoutedOrder(decision.ref, None, "", rep.cl_ord_id, rep.cl_ord_id, rep.account,
+                        rep.symbol, rep.side, rep.price, rep.qty, now)
+        o.adopted = True
+        self._track(o)
+        self.recon_seen.add(o.exch_id)  # type: ignore[union-attr]
+        for trade in self.recon_trades.pop(rep.cl_ord_id, ()):  # journaled as they came
+            if trade.exec_id not in self.exec_ids and 0 < trade.last_qty <= o.leaves:
+                self._settle(o, Event.FULL_FILL if trade.last_qty == o.leaves
+                             else Event.PARTIAL_FILL, trade, now)
+        self._reconcile(o, rep, now)
+        return True
+
+    def _cancel_unknown(self, rep: ExecReport, now: int) -> None:
+        self._cancel_seq += 1
+        msg = CancelOrder(f"{self.prefix}c{self._cancel_seq:x}", rep.cl_ord_id, rep.account)
+        if not self.replaying:
+            self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
+            if self.link is not None:
+                self.link.send(msg)
+
+    def reconciled(self, end: OrderStatusEnd, now: int | None = None) -> int:
+        """The status answer is complete: working orders the exchange does not know were lost.
+        Returns how many were closed."""
+        now = self.clock() if now is None else now
+        self._at(now)
+        self.record(jr.Inbound(now, jr.EXCHANGE_LINK, end))
+        seen = self.recon_seen if self.recon_seen is not None else set()
+        self.recon_seen = None
+        self.recon_trades = {}
         lost = [o for o in self.orders.values() if o.exch_id not in seen]
         for o in lost:
             # Never acknowledged: the exchange never took it. Acknowledged: it is gone from the
             # exchange's book, which for the client is a cancel.
             never_acked = o.status == OrdStatus.PENDING_NEW
-            self.exchange_report(ExecReport(
+            et = ExecType.REJECTED if never_acked else ExecType.CANCELED
+            self._settle(o, Event.REJECTED if never_acked else Event.CANCELED, ExecReport(
                 o.exch_id, o.order_id, o.account, o.symbol,
-                OrdStatus.REJECTED if never_acked else OrdStatus.CANCELED,
-                ExecType.REJECTED if never_acked else ExecType.CANCELED,
+                OrdStatus.REJECTED if never_acked else OrdStatus.CANCELED, et,
                 int(Reason.EXCHANGE_REJECT), "the exchange has no record of this order after "
-                "the link came back", ts_ns=now), now)
+                "the link came back"), now)
         return len(lost)
 
     # ------------------------------------------------------------------ alerts and triggers
@@ -423,19 +656,20 @@ class Router:
             self.alert(ev.level, ev.code, ev.scope, ev.text, now)
 
     def alert(self, level: int, code: int, scope: str, text: str, now: int | None = None) -> None:
-        """Raise an alert: to the sessions trading the account in scope, to the log, to listeners."""
+        """Raise an alert: journaled once (for the alerts topic), then to the sessions trading
+        the account in scope (delivery, not journaled again), the log and the listeners."""
         now = self.clock() if now is None else now
         msg = Alert(int(level), int(code), scope, text, now)
         self.alerts.append(msg)
         if self.replaying:
             return
-        self._record(jr.Outbound(now, jr.NO_SESSION, msg))  # once, for the alerts topic
+        self.record(jr.Outbound(now, jr.NO_SESSION, msg))
         log.warning("alert", level=AlertLevel(level).name, code=Reason(code).name, scope=scope,
                     text=text)
         account = scope.split(":", 1)[1].split("/", 1)[0] if scope.startswith("account:") else None
         for s in list(self.sessions.values()):
             if not s.closed and (account is None or account in s.accounts):
-                self._to_session(s, msg, now)
+                s.send(msg)
 
     def _trigger(self, account: str, reason: int, now: int) -> None:
         # On replay the trigger's effects are already in the journal (admin action, cancels).
@@ -445,6 +679,10 @@ class Router:
     # ------------------------------------------------------------------ views
     def session_refs(self, session_id: int) -> list[int]:
         return sorted(ref for ref, o in self.orders.items() if o.session_id == session_id)
+
+    def user_orders(self, user: str, account: str = "") -> list[RoutedOrder]:
+        return [o for o in self.orders.values()
+                if o.user == user and (not account or o.account == account)]
 
     def open_order_views(self, account: str | None = None) -> list[dict[str, Any]]:
         return [o.view() for o in self.orders.values() if account is None or o.account == account]

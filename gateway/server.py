@@ -19,6 +19,7 @@ import structlog
 
 from checks.enums import KillScope
 from checks.model import Limits
+from gateway import checkpoint
 from gateway import journal as jr
 from gateway.admin import AdminApi, any_session_open
 from gateway.audit import AuditLog
@@ -29,9 +30,9 @@ from gateway.journal import FsyncPolicy, Journal
 from gateway.kafka_bus import ControlConsumer, OutboxPublisher, Topics
 from gateway.killswitch import KillSwitch
 from gateway.protocol import Logout
-from gateway.recovery import RecoveryReport, replay_journal
+from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
 from gateway.router import Router
-from gateway.session import ClientSession, next_session_ids
+from gateway.session import ClientSession, last_session_id, next_session_ids
 
 log = structlog.get_logger("fengkong.server")
 
@@ -69,12 +70,39 @@ class Gateway:
         self.control: ControlConsumer | None = None
         self.started_ns = time.time_ns()
         self.recovery: RecoveryReport | None = None
+        self.checkpoint_day = -1
         if self.journal is not None:
             if self.journal.recovered is not None:
                 log.warning("journal tail was damaged and cut", damage=str(self.journal.recovered))
             self.recovery = replay_journal(self, self.journal)
             next_session_ids(max(self.recovery.max_session + 1, 1))
-            self.router._record(jr.State(time.time_ns(), "boot", self.router.prefix.encode()))
+            self._after_replay(self.recovery, time.time_ns())
+
+    def _after_replay(self, report: RecoveryReport, now: int) -> None:
+        """Live again: a boot record (this instance's exchange ids), the replayed sessions'
+        end (their cancel-on-disconnect), and a checkpoint if today has none and no trading
+        yet — a checkpoint must come before every record of its day, or a restart from it
+        would skip them."""
+        self.router.on_day_start = self.checkpoint_now
+        self.checkpoint_day = report.checkpoint_day
+        self.router.record(jr.State(now, "boot", self.router.prefix.encode()))
+        today = self.router.day
+        if self.checkpoint_day != today and report.today_records == 0:
+            self.checkpoint_now(today, now)
+        held = end_replayed_sessions(self)
+        if held:
+            log.warning("orders of sessions that were logged on at the crash will be cancelled "
+                        "once the exchange link is back", cancels=held)
+
+    def checkpoint_now(self, day: int, now: int) -> None:
+        """Journal the carried-over state at the start of trading day ``day``."""
+        ids = sorted(self.control.applied) if self.control is not None else \
+            list(self.recovery.command_ids if self.recovery else [])
+        cp = checkpoint.take(self, day, ids, last_session_id())
+        self.router.record(checkpoint.record(cp, now))
+        self.checkpoint_day = day
+        log.info("trading-day checkpoint", trading_day=day, sessions=len(cp.sessions),
+                 kills=len(cp.kills))
 
     async def start(self, wait_link: float | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -155,10 +183,10 @@ class Gateway:
         return {
             "gateway": self.cfg.gateway.id,
             "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
-            "exchange_link": "up" if self.link.up else "down",
+            "exchange_link": self.link.state,  # up, down (reconnecting) or taken over
             "sessions": [{"session": s.session_id, "user": s.user, "accounts": sorted(s.accounts),
-                          "working_orders": len(s.by_clid)} for s in r.sessions.values()],
-            "kills": [{"scope": KillScope(scope).name.lower(), "key": self._scope_name(scope, key),
+                          "working_orders": r.owned(s.session_id)} for s in r.sessions.values()],
+            "kills": [{"scope": KillScope(scope).name.lower(), "key": self.scope_name(scope, key),
                        "mode": "close_only" if mode == 2 else "block"}
                       for scope, key, mode in self.engine.killed()],
             "accounts": [self.engine.account_view(a.id) for a in self.cfg.risk.accounts],
@@ -168,7 +196,7 @@ class Gateway:
             "history": self.killswitch.history[-20:],
         }
 
-    def _scope_name(self, scope: int, key: int) -> str:
+    def scope_name(self, scope: int, key: int) -> str:
         risk = self.cfg.risk
         if scope == KillScope.ACCOUNT:
             return risk.accounts[key].id

@@ -21,7 +21,6 @@ cancel-on-disconnect setting), so one stuck client never holds memory or the eve
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -50,16 +49,33 @@ from gateway.protocol import (
 
 if TYPE_CHECKING:
     from gateway.auth import Lockout
+    from gateway.config import UserConfig
     from gateway.router import Router
 
 log = structlog.get_logger("fengkong.session")
-_session_ids = itertools.count(1)
+_last_session_id = 0  # session numbers are unique for the journal's life (see recovery)
+
+
+def effective_cancel_on_disconnect(user: UserConfig, logon: Logon) -> bool:
+    """The user's configured setting wins; otherwise what the client asked for at logon."""
+    return user.cancel_on_disconnect if user.cancel_on_disconnect is not None \
+        else logon.cancel_on_disconnect
 
 
 def next_session_ids(start: int) -> None:
     """Number new sessions from ``start`` (after recovery: past every journaled session)."""
-    global _session_ids
-    _session_ids = itertools.count(start)
+    global _last_session_id
+    _last_session_id = start - 1
+
+
+def last_session_id() -> int:
+    return _last_session_id
+
+
+def _new_session_id() -> int:
+    global _last_session_id
+    _last_session_id += 1
+    return _last_session_id
 
 
 class State(IntEnum):
@@ -78,12 +94,10 @@ class ClientSession(FramedProtocol):
         super().__init__(router.cfg.gateway.max_frame, router.before_write)
         self.router = router
         self.lockout = lockout
-        self.session_id = next(_session_ids)
+        self.session_id = _new_session_id()
         self.state = State.AWAIT_LOGON
         self.user = ""
         self.accounts: frozenset[str] = frozenset()
-        self.by_clid: dict[str, int] = {}
-        self.finished_clids: set[str] = set()
         self.cancel_on_disconnect = True
         self.automated = False
         self.heartbeat_ns = int(router.cfg.gateway.heartbeat_s * 1e9)
@@ -107,7 +121,7 @@ class ClientSession(FramedProtocol):
     def on_protocol_error(self, text: str) -> None:
         log.warning("protocol error; closing session", session=self.session_id, peer=self.peer,
                     error=text)
-        self.router._record(jr.Inbound(time.time_ns(), self.session_id, None,
+        self.router.record(jr.Inbound(time.time_ns(), self.session_id, None,
                                        text.encode()[:1024]))
         self.send(Logout(text, int(Reason.PROTOCOL_ERROR)))
         self.close()
@@ -150,7 +164,7 @@ class ClientSession(FramedProtocol):
     def _logon(self, msg: Logon) -> None:
         now = time.time_ns()
         cfg = self.router.cfg
-        self.router._record(jr.Inbound(now, self.session_id,
+        self.router.record(jr.Inbound(now, self.session_id,
                                        Logon(msg.user, "***", msg.accounts, msg.heartbeat_s,
                                              msg.cancel_on_disconnect)))
         user = cfg.users.get(msg.user)
@@ -194,9 +208,7 @@ class ClientSession(FramedProtocol):
         self.user = msg.user
         self.accounts = frozenset(asked)
         self.automated = user.automated
-        self.cancel_on_disconnect = (user.cancel_on_disconnect
-                                     if user.cancel_on_disconnect is not None
-                                     else msg.cancel_on_disconnect)
+        self.cancel_on_disconnect = effective_cancel_on_disconnect(user, msg)
         hb = msg.heartbeat_s if 0 < msg.heartbeat_s <= cfg.gateway.heartbeat_s else cfg.gateway.heartbeat_s
         self.heartbeat_ns = int(hb * 1e9)
         self.state = State.ACTIVE
@@ -220,12 +232,11 @@ class ClientSession(FramedProtocol):
         self.router.cancel(self, msg)
 
     def _status_request(self, msg: OrderStatusRequest) -> None:
-        """The user's working orders (all its sessions'), e.g. for a client after a reconnect."""
+        """The user's working orders (whichever connection placed them, before or after a
+        restart), e.g. for a client after a reconnect; it may cancel each of them."""
         now = time.time_ns()
         count = 0
-        for o in list(self.router.orders.values()):
-            if o.user != self.user or (msg.account and o.account != msg.account):
-                continue
+        for o in self.router.user_orders(self.user, msg.account):
             self.send(ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, o.status,
                                  ExecType.STATUS, 0, "", 0, 0.0, o.cum, o.leaves, now, o.side,
                                  o.price, o.qty))
@@ -236,7 +247,7 @@ class ClientSession(FramedProtocol):
         pass  # on_message already refreshed the idle timer
 
     def _logout(self, msg: Logout) -> None:
-        self.router._record(jr.Inbound(time.time_ns(), self.session_id, msg))
+        self.router.record(jr.Inbound(time.time_ns(), self.session_id, msg))
         self.send(Logout("goodbye"))
         self.close()
 

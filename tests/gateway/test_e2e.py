@@ -150,15 +150,20 @@ async def test_cancel_on_disconnect_cancels_the_dropped_sessions_orders(gateway_
     await watcher.close()
 
 
-async def test_a_session_cannot_touch_another_sessions_orders(gateway_proc):
+async def test_orders_belong_to_the_user_not_the_connection(gateway_proc):
     a = await connect(gateway_proc)
-    b = await connect(gateway_proc)
+    b = await connect(gateway_proc)  # the same user on another connection manages them
+    other = await connect(gateway_proc, "manual1", "manual-secret")  # another user may not
     h = await a.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=3195.0, qty=1)
     await h.acked(timeout=T)
-    await b.cancel(h.cl_ord_id, account="A001")
-    reject = await b.next_report(timeout=T)
-    assert reject.reason == Reason.UNKNOWN_ORDER
+    await other.cancel(h.cl_ord_id, account="A001")
+    reject = await other.next_report(timeout=T)
+    assert reject.reason == Reason.UNKNOWN_ORDER  # says nothing of another user's order
     assert h.status == OrdStatus.NEW  # untouched
+    await b.cancel(h.cl_ord_id, account="A001")
+    report = await h.wait_done(timeout=T)  # the placing session still hears its order
+    assert report.status == OrdStatus.CANCELED
+    await other.close()
     await a.close()
     await b.close()
 
