@@ -212,10 +212,12 @@ class _EngineBase:
 
     def status_report(self, o: Order) -> ExecReport:
         """The order's state as an ``exec_type=STATUS`` report (reconciliation); ``last_px`` is
-        the average fill price, so a member that missed fills can book them at the right value."""
+        the average fill price, and the order's terms are all there, so a member that did not
+        know the order can adopt it into its risk book."""
         avg = self._instr[o.symbol].tick * o.fill_ticks / o.cum_qty if o.cum_qty else 0.0
         return ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, o.status, _X_STATUS,
-                          0, "", 0, avg, o.cum_qty, o.leaves, self._clock(), o.side, o.price, o.qty)
+                          0, "", 0, avg, o.cum_qty, o.leaves, self._clock(), o.side, o.price, o.qty,
+                          offset=o.offset, hedge=o.hedge, ord_type=o.ord_type, tif=o.tif)
 
     def cancel(self, owner: str, req: CancelOrder) -> list[Report]:
         """Cancel a working order of ``owner`` by its cl_ord_id (``req.orig_cl_ord_id``).
