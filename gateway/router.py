@@ -517,7 +517,8 @@ class Router:
             self.unknown_alerted.popitem(last=False)
         log.error("report for an order the gateway does not know", exch_id=rep.cl_ord_id,
                   exec_type=rep.exec_type, account=rep.account)
-        self.alert(AlertLevel.CRITICAL, Reason.UNKNOWN_EXCHANGE_ORDER, "firm",
+        # Scoped to the account: only its own sessions (and the risk desk) hear of it.
+        self.alert(AlertLevel.CRITICAL, Reason.UNKNOWN_EXCHANGE_ORDER, f"account:{rep.account}",
                    f"the exchange reported order {rep.cl_ord_id!r} of account {rep.account!r} "
                    f"(exec type {rep.exec_type}), which the gateway does not know", now)
 

@@ -259,11 +259,14 @@ def test_fills_after_a_cancel_request_and_after_a_cancel_reject_are_booked(tmp_p
     _same_book(live, gw)
 
 
-def test_a_report_for_an_unknown_id_alerts_once(tmp_path):
+def test_a_report_for_an_unknown_id_alerts_once_and_only_to_its_account(tmp_path):
     live = Live(tmp_path)
+    mine = live.logon(1, MON_10)
+    other = live.logon(2, MON_10, user="manual1", accounts=("A003",))
     for i in range(3):
         live.report("someone-else.1", ExecType.TRADE, MON_10 + i, qty=1, exec_id=f"E{i}")
     assert len(live.alerts(Reason.UNKNOWN_EXCHANGE_ORDER)) == 1
+    assert [type(m) for m in mine.sent] == [Alert] and other.sent == []
 
 
 # ------------------------------------------------------------------ item 4: held cancels
