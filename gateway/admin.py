@@ -28,6 +28,7 @@ Endpoints (JSON bodies; see the README for curl examples)::
     POST /v1/accounts/{id}/status        {status, reason}
     POST /v1/accounts/{id}/programmatic  {registration, reason}
     POST /v1/accounts/{id}/limits        {limits: {...}, reason, emergency}
+    POST /v1/link/reconnect  {reason}    try the exchange seat again after it was taken over
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class AdminApi:
         r.add_post("/v1/accounts/{id}/status", self.set_status)
         r.add_post("/v1/accounts/{id}/programmatic", self.set_programmatic)
         r.add_post("/v1/accounts/{id}/limits", self.set_limits)
+        r.add_post("/v1/link/reconnect", self.link_reconnect)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -260,6 +262,21 @@ class AdminApi:
                                   time.time_ns(), changes=changes, looser=looser,
                                   emergency=emergency)
         return web.json_response({"ok": True, "looser": looser})
+
+    async def link_reconnect(self, request: web.Request) -> web.Response:
+        """Let an exchange link held down after a seat takeover try again (it takes the seat
+        back, so the other holder of the seat goes down in turn): a person decides, never a loop."""
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        link = self.gw.link
+        if link.taken_over is None:
+            raise AdminError(409, f"the exchange link is {link.state}, not held down by a seat "
+                                  "takeover: nothing to reconnect")
+        self.gw.killswitch._audit(op, "link_reconnect", KillScope.FIRM, "",
+                                  str(body.get("reason", "")), time.time_ns(),
+                                  seat=link.cfg.user, taken_over=link.taken_over)
+        link.resume()
+        return web.json_response({"ok": True, "exchange_link": "reconnecting"})
 
 
 _POSITION_FIELDS = (

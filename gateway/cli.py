@@ -147,7 +147,15 @@ def _serve(args: argparse.Namespace) -> int:
     engine_cls = None
     if args.engine == "reference":
         from checks.engine import Engine as engine_cls
-    uvloop.run(serve(cfg, engine_cls=engine_cls))
+    from gateway.journal import JournalError
+
+    try:
+        uvloop.run(serve(cfg, engine_cls=engine_cls))
+    except (JournalError, OSError) as err:
+        # A second gateway on the same journal directory ("already open by another writer"),
+        # a port already in use, a directory it may not write: one line naming it, no traceback.
+        print(f"fengkong serve: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
