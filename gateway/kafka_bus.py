@@ -3,21 +3,50 @@
 Theory of operation
 -------------------
 **Outbox.** The gateway never talks to Kafka on the order path: it appends to its local journal
-(``gateway.journal``) and ``OutboxPublisher`` tails that journal in the background. Each record
+(``gateway.journal``) and ``OutboxPublisher`` tails that journal in the background. Every record
 goes to the audit topic keyed by its account (so one account's records stay in order on one
-partition); alerts also go to the alerts topic and exchange execution reports to the drop-copy
-topic (``route`` is the one place that decides). Every Kafka record carries the gateway id and
-the journal sequence number, in its headers and in its JSON value, so consumers de-duplicate on
-``(gateway_id, seq)``: delivery is at least once, and exactly once after de-duplication.
+partition). ``route`` is the one place that decides what else goes where: the alert the router
+journals once for risk officers (``Outbound`` to ``NO_SESSION``) also goes to the alerts topic,
+while its per-session delivery copies stay on audit only, so one alert is one alerts record; an
+execution report sent to a client session also goes to the drop-copy topic (the broker's copy of
+what each client was told). Every Kafka record carries the gateway id and the journal sequence
+number, in its headers and in its JSON value, so consumers de-duplicate on ``(gateway_id, seq)``:
+delivery is at least once, and exactly once after de-duplication.
 
-The publisher remembers the last sequence number the broker acknowledged in a small JSON state
-file, replaced atomically (write a temp file, fsync, rename, fsync the directory) and only *after*
-the acknowledgement. When Kafka is unreachable, publishing fails, the publisher backs off
-(exponentially, capped) and starts again from the stored position — the journal keeps accepting
-records meanwhile, so an outage delays publishing but loses nothing. On every (re)connect it
-creates any missing topic: a broker that lost its data (the in-memory test broker after a
-restart) gets its topics back. Batches re-sent after a failure may duplicate records the broker
-had already taken; the de-duplication key covers that.
+**Acknowledged, and still there.** The publisher remembers, in a small JSON state file replaced
+atomically (temp file, fsync, rename, fsync the directory) and only *after* the broker's
+acknowledgement, the last journal sequence acknowledged (``published_seq``) and a few *marks*:
+for a past ``published_seq``, where our last record sat on each partition (topic, partition,
+offset, journal seq). Marks are dense near the head and thin out geometrically into the past
+(``thin_marks``). An acknowledgement is only as good as the broker's storage: a memory-only broker
+restarted, a topic deleted and re-created, a tail cut by an unclean leader election all lose
+records the broker acknowledged. The publisher catches that three ways:
+
+* On every (re)connect and every ``verify_interval`` seconds it reads the metadata of all topics
+  (one request; asking by name may auto-create): a topic it published to that is gone, or has
+  lost partitions, lost our records; it says so and creates the topic before publishing. It then
+  fetches the record at the newest mark's offset on each partition and checks that it is ours,
+  with that sequence number. A partition that fails is searched back through the older marks
+  (binary search, one fetch round per step) for the newest one still there.
+* Before every batch it asks, on the producer's own connection (which the client library
+  re-opens silently after a broker restart) and by name *without* auto-creation, whether our
+  topics and partitions exist: a broker that came back empty is caught before it acknowledges
+  produces to topics it does not have (the in-memory test broker does exactly that, and the
+  stray batches it keeps then collide with the re-created topic).
+* Every acknowledgement is checked against the last offset we had on its partition: a partition's
+  offsets only grow, so a smaller one means its log was reset or cut under us (a broker rolled
+  back to an older state still has its topics).
+
+On a loss the publisher rewinds ``published_seq`` to the newest mark that survived on every
+partition (0 when none did), says so in one error line (``outbox.broker_lost_records``, and to
+``on_broker_loss`` so the gateway can raise an alert) and publishes again from there; the copies
+of records that did survive are duplicates, which the de-duplication key absorbs. A check that
+cannot complete (broker down, metadata or fetch failing) is a failure like any other: nothing is
+published until a check passes.
+
+When Kafka is unreachable, publishing fails, the publisher backs off (exponentially, capped) and,
+after the check above, starts again from the stored position — the journal keeps accepting
+records meanwhile, so an outage delays publishing but loses nothing.
 
 **Control.** A risk officer's fleet-wide kill or reset is a ``ControlCommand`` (JSON) on the
 control topic, all under one key so commands keep their order. Each gateway instance runs a
@@ -35,28 +64,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, OffsetOutOfRangeError
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from gateway.journal import (
-    ExchangeEvent,
+    NO_SESSION,
     JournalDamage,
     JournalReader,
     JournalRecord,
+    Outbound,
 )
 from gateway.journal_tools import record_account, to_builtins
-from gateway.protocol import Alert
+from gateway.protocol import Alert, ExecReport
 
 log = structlog.get_logger(__name__)
 
 _json = msgspec.json.Encoder()
+
+Partition = tuple[str, int]  # (topic, partition number)
 
 
 class Topics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -70,14 +105,25 @@ class Topics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     replication: int = 1
 
 
-def route(record: JournalRecord, topics: Topics) -> list[str]:
-    """The topics a journal record is published to: always audit, plus alerts / drop copy."""
-    out = [topics.audit]
-    if isinstance(getattr(record, "msg", None), Alert):
-        out.append(topics.alerts)
-    elif isinstance(record, ExchangeEvent):
-        out.append(topics.drop_copy)
-    return out
+def route(record: JournalRecord, topics: Topics) -> tuple[str, ...]:
+    """The topics a journal record is published to: always audit; the alert journaled once for risk
+    officers (session 0) also alerts, its per-session delivery copies not; an execution report sent
+    to a client session also drop copy."""
+    if type(record) is Outbound:
+        msg = record.msg
+        if record.session == NO_SESSION and isinstance(msg, Alert):
+            return (topics.audit, topics.alerts)
+        if record.session > 0 and isinstance(msg, ExecReport):
+            return (topics.audit, topics.drop_copy)
+    return (topics.audit,)
+
+
+async def _create_topics(admin: AIOKafkaAdminClient, names: dict[str, int], replication: int) -> None:
+    response = await admin.create_topics(
+        [NewTopic(name, parts, replication) for name, parts in names.items()])
+    for topic, code, message in getattr(response, "topic_errors", []):
+        if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
+            raise KafkaError(f"cannot create topic {topic}: error {code} {message}")
 
 
 async def ensure_topics(bootstrap: str, names: dict[str, int], replication: int = 1,
@@ -86,13 +132,54 @@ async def ensure_topics(bootstrap: str, names: dict[str, int], replication: int 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [NewTopic(name, parts, replication) for name, parts in names.items()])
-        for topic, code, message in getattr(response, "topic_errors", []):
-            if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
-                raise KafkaError(f"cannot create topic {topic}: error {code} {message}")
+        await _create_topics(admin, names, replication)
     finally:
         await admin.close()
+
+
+# --- the outbox's memory: how far it got, and where that lies on the broker ----------------------
+
+class Mark(msgspec.Struct, array_like=True, frozen=True):
+    """Every journal record up to ``seq`` was acknowledged, and ``at`` is where our last record sat
+    on each partition then: ``(topic, partition, offset, journal seq)``, sorted."""
+
+    seq: int
+    at: tuple[tuple[str, int, int, int], ...] = ()
+
+
+class OutboxState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The outbox state file (JSON)."""
+
+    gateway_id: str
+    published_seq: int
+    marks: list[Mark] = []
+
+
+MAX_MARKS = 24  # a lost tail of any depth is found in at most ~5 fetch rounds
+
+
+def thin_marks(marks: list[Mark], limit: int = MAX_MARKS) -> list[Mark]:
+    """At most ``limit`` marks: always the oldest and the newest; in between, drop the mark whose
+    neighbours are closest together relative to their distance from the head, so marks stay dense
+    near the head (where a lost tail usually ends) and thin out geometrically into the past."""
+    if limit < 3:
+        raise ValueError(f"thin_marks keeps the oldest, the newest and one between: limit {limit} < 3")
+    out = list(marks)
+    while len(out) > limit:
+        head = out[-1].seq
+        i = min(range(1, len(out) - 1),
+                key=lambda i: (out[i + 1].seq - out[i - 1].seq) / (head - out[i - 1].seq + 1))
+        del out[i]
+    return out
+
+
+class BrokerLostRecords(Exception):
+    """The broker no longer has what it acknowledged: our topics or partitions are gone, or an
+    acknowledgement showed a partition's offsets going back (its log was reset or cut)."""
+
+    def __init__(self, text: str, partitions: set[Partition]) -> None:
+        super().__init__(text)
+        self.partitions = partitions
 
 
 class _Progress:
@@ -111,6 +198,13 @@ class _Progress:
                 await self._changed.wait()
 
 
+def _describe(partitions: Iterable[Partition]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for topic, number in sorted(partitions):
+        by_topic.setdefault(topic, []).append(number)
+    return ", ".join(f"{topic}{numbers}" for topic, numbers in by_topic.items())
+
+
 class OutboxPublisher:
     """Publishes the journal in ``journal_dir`` to Kafka from the last acknowledged sequence on."""
 
@@ -127,6 +221,9 @@ class OutboxPublisher:
         poll_interval: float = 0.05,
         request_timeout_ms: int = 30_000,
         backoff: tuple[float, float] = (0.1, 5.0),
+        verify_interval: float = 10.0,
+        verify_timeout: float = 2.0,
+        on_broker_loss: Callable[[str], None] | None = None,
     ) -> None:
         self.journal_dir = Path(journal_dir)
         self.bootstrap = bootstrap
@@ -138,10 +235,25 @@ class OutboxPublisher:
         self.poll_interval = poll_interval
         self.request_timeout_ms = request_timeout_ms
         self.backoff = backoff
-        self.published_seq = self._load_state()  # last sequence the broker acknowledged
+        self.verify_interval = verify_interval  # how often the broker is checked while connected
+        self.verify_timeout = verify_timeout  # how long a record we look for may take to come back
+        self.on_broker_loss = on_broker_loss
+        self._names = (topics.audit, topics.alerts, topics.drop_copy)
+        state = self._load_state()
+        self.published_seq = state.published_seq  # last sequence the broker acknowledged
+        self._marks = [Mark(m.seq, tuple(p for p in m.at if p[0] in self._names)) for m in state.marks]
+        self._acked = self._positions(self._marks)  # partition -> (offset, seq) of our last record
         self.failures = 0  # publish attempts that failed (outage, timeout)
         self.last_error = ""
+        self.broker_losses = 0  # times the broker was found to have lost acknowledged records
+        self.republished = 0  # journal records published again because of those losses
+        self.last_loss = ""
+        self.checks = 0  # broker checks completed (topics there, newest records ours or rewound)
+        self.offsets_went_back = 0  # acknowledgements below an offset that already held our record
         self.damage: JournalDamage | None = None  # stops publishing until a person repairs it
+        self._suspect: set[Partition] = set()  # partitions whose offsets were seen going back
+        self._partition_counts: dict[str, int] = {}
+        self._check_due = 0.0
         self._progress = _Progress()
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,23 +262,25 @@ class OutboxPublisher:
 
     # -- state file: the outbox position ---------------------------------------------------------
 
-    def _load_state(self) -> int:
+    def _load_state(self) -> OutboxState:
         try:
-            state = msgspec.json.decode(self.state_path.read_bytes())
+            raw = self.state_path.read_bytes()
         except FileNotFoundError:
-            return 0
+            return OutboxState(self.gateway_id, 0)
+        try:
+            state = msgspec.json.decode(raw, type=OutboxState)
         except msgspec.DecodeError as err:
-            raise ValueError(f"outbox state {self.state_path} is not valid JSON ({err}); "
+            raise ValueError(f"outbox state {self.state_path} is not valid ({err}); "
                              "delete it to republish the whole journal") from None
-        if state.get("gateway_id") != self.gateway_id:
+        if state.gateway_id != self.gateway_id:
             raise ValueError(f"outbox state {self.state_path} belongs to gateway "
-                             f"{state.get('gateway_id')!r}, not {self.gateway_id!r}")
-        return int(state["published_seq"])
+                             f"{state.gateway_id!r}, not {self.gateway_id!r}")
+        return state
 
-    def _save_state(self, seq: int) -> None:
+    def _save_state(self, state: OutboxState) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(_json.encode({"gateway_id": self.gateway_id, "published_seq": seq}))
+            f.write(_json.encode(state))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.state_path)
@@ -175,6 +289,10 @@ class OutboxPublisher:
             os.fsync(fd)  # the rename itself is durable
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _positions(marks: list[Mark]) -> dict[Partition, tuple[int, int]]:
+        return {(t, p): (offset, seq) for t, p, offset, seq in marks[-1].at} if marks else {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -215,27 +333,32 @@ class OutboxPublisher:
         delay = self.backoff[0]
         while True:
             try:
-                await self._connect()
-                await self._pump()  # returns only by raising
+                await self._check_broker()
+                await self._open_producer()
+                await self._pump()  # returns when the next broker check is due
             except asyncio.CancelledError:
                 raise
+            except BrokerLostRecords as err:
+                # The next turn's check finds out what the broker still holds, and rewinds. (The
+                # back-off only matters if it keeps happening: a freshly created topic can take a
+                # moment to show in every broker's metadata.)
+                self._suspect |= err.partitions
+                self.last_error = str(err)
+                log.error("outbox.broker_reset", gateway_id=self.gateway_id, error=str(err),
+                          retry_in_s=delay)
             except (KafkaError, OSError, TimeoutError) as err:
                 self.failures += 1
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.warning("outbox.publish_failed", gateway_id=self.gateway_id,
                             published_seq=self.published_seq, error=self.last_error, retry_in_s=delay)
-                self._progress.notify()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff[1])
             else:
                 delay = self.backoff[0]
+                continue
+            self._progress.notify()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff[1])
 
-    async def _connect(self) -> None:
-        await ensure_topics(self.bootstrap, {
-            self.topics.audit: self.topics.partitions,
-            self.topics.alerts: self.topics.partitions,
-            self.topics.drop_copy: self.topics.partitions,
-        }, self.topics.replication, self.request_timeout_ms)
+    async def _open_producer(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, client_id=f"fengkong-outbox-{self.gateway_id}",
@@ -257,7 +380,7 @@ class OutboxPublisher:
         # Always (re)start from the acknowledged position: after a failure some of the batch
         # may or may not have reached the broker, and re-sending is what makes loss impossible.
         reader = JournalReader(self.journal_dir, self.published_seq + 1, follow=True)
-        while True:
+        while (left := self._check_due - time.monotonic()) > 0:
             it = iter(reader)
             batch = list(itertools.islice(it, self.batch_size))
             it.close()  # type: ignore[attr-defined]  # releases the segment file handle
@@ -271,34 +394,244 @@ class OutboxPublisher:
             if not batch:
                 self._more.clear()
                 try:
-                    async with asyncio.timeout(self.poll_interval):
+                    async with asyncio.timeout(min(self.poll_interval, left)):
                         await self._more.wait()
                 except TimeoutError:
                     pass
                 continue
-            await self._publish(batch)
-            seq = batch[-1][0]
-            await asyncio.to_thread(self._save_state, seq)
-            self.published_seq = seq
-            self.damage = None
-            self._progress.notify()
+            await self._topics_still_there()
+            acked = await self._publish(batch)
+            await self._commit(batch[-1][0], acked)
 
-    async def _publish(self, batch: list[tuple[int, JournalRecord]]) -> None:
+    async def _topics_still_there(self) -> None:
+        """Before each batch, ask the broker (on the producer's own connection, which the client
+        library re-opens silently) whether our topics and partitions are there — by name and
+        without letting the question create them. A broker that restarted empty is caught here,
+        before it acknowledges records for topics it does not have."""
+        assert self._producer is not None
+        client = self._producer.client
+        node = client.get_random_node()
+        if node is None:
+            raise KafkaConnectionError(f"no broker known at {self.bootstrap}")
+        request = MetadataRequest(list(self._names), allow_auto_topic_creation=False)
+        response = await client.send(node, request)
+        counts = {t["topic"]: len(t["partitions"]) for t in response.to_object()["topics"]
+                  if t["error_code"] == 0}
+        gone = {tp for tp in self._acked if tp[1] >= counts.get(tp[0], 0)}
+        missing = sorted(set(self._names) - counts.keys())
+        if gone or missing:
+            raise BrokerLostRecords(f"broker {self.bootstrap} no longer has topics {missing} or "
+                                    f"partitions {_describe(gone)} that held our records", gone)
+
+    async def _publish(self, batch: list[tuple[int, JournalRecord]]) -> dict[Partition, tuple[int, int]]:
+        """Send a batch and wait for every acknowledgement; returns, per partition, the offset and
+        journal seq of our newest record there."""
         assert self._producer is not None
         send = self._producer.send
         futures = []
+        seqs = []
         for seq, record in batch:
             account = record_account(record)
             key = account.encode() if account else None
-            value = _json.encode({"gateway_id": self.gateway_id, "seq": seq, "record": to_builtins(record)})
+            value = _json.encode({"gateway_id": self.gateway_id, "seq": seq,
+                                  "record": to_builtins(record)})
             headers = [("gateway_id", self._gid), ("seq", str(seq).encode()),
                        ("type", type(record).__struct_config__.tag.encode())]
             for topic in route(record, self.topics):
                 futures.append(await send(topic, value, key=key, headers=headers))
+                seqs.append(seq)
         results = await asyncio.gather(*futures, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        lowest: dict[Partition, int] = {}
+        newest: dict[Partition, tuple[int, int]] = {}
+        for seq, meta in zip(seqs, results, strict=True):
+            assert isinstance(meta, RecordMetadata)
+            tp = (meta.topic, meta.partition)
+            if meta.offset < lowest.get(tp, meta.offset + 1):
+                lowest[tp] = meta.offset
+            if meta.offset > newest.get(tp, (-1, 0))[0]:
+                newest[tp] = (meta.offset, seq)
+        acked = self._acked
+        went_back = {tp for tp, offset in lowest.items() if tp in acked and offset <= acked[tp][0]}
+        if went_back:
+            self.offsets_went_back += 1
+            detail = "; ".join(f"{t}[{p}] acknowledged offset {lowest[(t, p)]}, but offset "
+                               f"{acked[(t, p)][0]} already held our record {acked[(t, p)][1]}"
+                               for t, p in sorted(went_back))
+            raise BrokerLostRecords(f"broker {self.bootstrap} reset partitions under us: {detail}",
+                                    went_back)
+        return newest
+
+    async def _commit(self, seq: int, acked: dict[Partition, tuple[int, int]]) -> None:
+        """Remember that everything up to ``seq`` is acknowledged, and where it lies."""
+        positions = {**self._acked, **acked}
+        mark = Mark(seq, tuple(sorted((t, p, offset, s) for (t, p), (offset, s) in positions.items())))
+        marks = thin_marks([*self._marks, mark])
+        await asyncio.to_thread(self._save_state, OutboxState(self.gateway_id, seq, marks))
+        self._acked, self._marks, self.published_seq = positions, marks, seq
+        self.damage = None
+        self._progress.notify()
+
+    # -- checking that the broker still holds what it acknowledged -------------------------------
+
+    async def _check_broker(self) -> None:
+        """Topics there (created if not), and our newest records still on them; rewind if not."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                    request_timeout_ms=self.request_timeout_ms,
+                                    client_id=f"fengkong-outbox-check-{self.gateway_id}")
+        await admin.start()
+        try:
+            # All topics in one metadata request: asked for by name, some brokers (the test
+            # broker) describe a topic they do not have.
+            counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()
+                      if t["error_code"] == 0}
+            missing = [name for name in self._names if name not in counts]
+            if missing:
+                await _create_topics(admin, {name: self.topics.partitions for name in missing},
+                                     self.topics.replication)
+        finally:
+            await admin.close()
+        for name in self._names:
+            have = counts.get(name, self.topics.partitions)
+            if have != self.topics.partitions and self._partition_counts.get(name) != have:
+                log.warning("outbox.partition_count", topic=name, partitions=have,
+                            configured=self.topics.partitions,
+                            note="records keep their per-account order only while the count stays")
+            self._partition_counts[name] = have
+        gone = {tp for tp in self._acked if tp[0] in missing or tp[1] >= counts.get(tp[0], 0)}
+        if gone:
+            log.error("outbox.topics_gone", gateway_id=self.gateway_id, bootstrap=self.bootstrap,
+                      partitions=_describe(gone), missing_topics=missing,
+                      note="the broker no longer has partitions that held our acknowledged records")
+        if self.published_seq and not self._marks and not self.checks:
+            log.warning("outbox.unverifiable", gateway_id=self.gateway_id,
+                        published_seq=self.published_seq,
+                        note="the state file has no marks (older format): trusting it")
+        survived, lost = await self._survivor(gone)
+        if survived < self.published_seq:
+            await self._rewind(survived, lost)
+        self._suspect.clear()
+        self.checks += 1
+        self._check_due = time.monotonic() + self.verify_interval
+        self._progress.notify()
+
+    async def _survivor(self, gone: set[Partition]) -> tuple[int, set[Partition]]:
+        """The newest mark whose records are all still on the broker (its seq, 0 if none), and the
+        partitions that lost records."""
+        marks = self._marks
+        if not marks:
+            return self.published_seq, set()
+        at: dict[Partition, list[tuple[int, int] | None]] = {}
+        for i, mark in enumerate(marks):
+            for topic, number, offset, seq in mark.at:
+                at.setdefault((topic, number), [None] * len(marks))[i] = (offset, seq)
+        head = len(marks) - 1
+        suspect = gone | (self._suspect & at.keys())
+        held = await self._probe({tp: pos[head] for tp, pos in at.items()  # type: ignore[misc]
+                                  if tp not in suspect and pos[head] is not None})
+        # Per partition that failed at the head: (newest mark known held, oldest known lost).
+        # Marks before our first record there hold trivially.
+        search = {tp: [next(i for i, p in enumerate(pos) if p is not None) - 1, head]
+                  for tp, pos in at.items() if tp not in held}
+        while True:
+            step: dict[Partition, int] = {}
+            for tp, bounds in search.items():
+                lo, hi = bounds
+                while tp not in gone and hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if at[tp][mid] == at[tp][hi]:  # the same record: lost as well
+                        hi = mid
+                        continue
+                    step[tp] = mid
+                    break
+                bounds[:] = lo, hi
+            if not step:
+                break
+            held = await self._probe({tp: at[tp][mid] for tp, mid in step.items()})  # type: ignore[misc]
+            for tp, mid in step.items():
+                search[tp][0 if tp in held else 1] = mid
+        if not search:
+            return self.published_seq, set()
+        worst = min(lo for lo, _ in search.values())
+        return (marks[worst].seq if worst >= 0 else 0), set(search)
+
+    async def _probe(self, wanted: dict[Partition, tuple[int, int]]) -> set[Partition]:
+        """The partitions that still hold our record with journal seq ``seq`` at ``offset``."""
+        if not wanted:
+            return set()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            client_id=f"fengkong-outbox-check-{self.gateway_id}", auto_offset_reset="none",
+            fetch_max_wait_ms=100, request_timeout_ms=self.request_timeout_ms)
+        await consumer.start()
+        held: set[Partition] = set()
+        try:
+            tps = {TopicPartition(*tp): tp for tp in wanted}
+            consumer.assign(list(tps))
+            first = await consumer.beginning_offsets(list(tps))
+            pending: dict[TopicPartition, tuple[int, int]] = {}
+            for tp, key in tps.items():
+                offset = wanted[key][0]
+                if offset < first[tp]:
+                    held.add(key)  # retention deleted it: expired, which is not a loss
+                else:
+                    consumer.seek(tp, offset)
+                    pending[tp] = wanted[key]
+            try:
+                async with asyncio.timeout(self.verify_timeout):
+                    while pending:
+                        try:
+                            batches = await consumer.getmany(*pending, timeout_ms=100)
+                        except OffsetOutOfRangeError as err:  # past the end: not there
+                            for tp in err.args[0]:
+                                pending.pop(tp, None)
+                            continue
+                        for tp, messages in batches.items():
+                            if tp not in pending:
+                                continue
+                            offset, seq = pending[tp]
+                            message = next((m for m in messages if m.offset >= offset), None)
+                            if message is None:
+                                continue
+                            if message.offset == offset and self._is_ours(message, seq):
+                                held.add(tps[tp])
+                            del pending[tp]
+                        for tp in list(pending):
+                            # A fetch past the end of a partition is answered empty (after
+                            # fetch_max_wait), not with an error; its high watermark says so.
+                            highwater = consumer.highwater(tp)
+                            if highwater is not None and highwater <= pending[tp][0]:
+                                del pending[tp]
+            except TimeoutError:
+                pass  # a record that has not come back by now is not there
+        finally:
+            await consumer.stop()
+        return held
+
+    def _is_ours(self, message: ConsumerRecord, seq: int) -> bool:
+        headers = dict(message.headers or ())
+        return headers.get("gateway_id") == self._gid and headers.get("seq") == str(seq).encode()
+
+    async def _rewind(self, seq: int, lost: set[Partition]) -> None:
+        marks = [m for m in self._marks if m.seq <= seq]
+        await asyncio.to_thread(self._save_state, OutboxState(self.gateway_id, seq, marks))
+        before = self.published_seq
+        self._marks, self._acked, self.published_seq = marks, self._positions(marks), seq
+        self.broker_losses += 1
+        self.republished += before - seq
+        self.last_loss = (f"Kafka broker {self.bootstrap} no longer holds records it acknowledged "
+                          f"(partitions {_describe(lost)}); publishing journal records {seq + 1}.."
+                          f"{before} again")
+        log.error("outbox.broker_lost_records", gateway_id=self.gateway_id, text=self.last_loss,
+                  republish_from=seq + 1, acknowledged_before=before)
+        self._progress.notify()
+        if self.on_broker_loss is not None:
+            try:
+                self.on_broker_loss(self.last_loss)
+            except Exception:
+                log.exception("outbox.on_broker_loss_failed")
 
 
 # --- fleet control ------------------------------------------------------------------------------

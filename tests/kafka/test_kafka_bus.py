@@ -4,99 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
 
 from gateway.journal import (
-    AdminAction,
-    Decision,
-    ExchangeEvent,
     FsyncPolicy,
-    Inbound,
     Journal,
     JournalReader,
     Outbound,
-    State,
 )
 from gateway.journal_tools import record_account, to_builtins
 from gateway.kafka_bus import (
     ControlCommand,
     ControlConsumer,
     OutboxPublisher,
-    Topics,
     publish_control,
 )
-from gateway.protocol import Alert, ExecReport, NewOrder
+from gateway.protocol import Alert, ExecReport
+from tests.kafka.flows import T0, TOPICS, consume, dedup, flow, seqs_of
 
 if TYPE_CHECKING:
     from conftest import Broker  # the fixture's type (tests/kafka/conftest.py)
-
-T0 = 1_748_914_200 * 10**9
-TOPICS = Topics(audit="t.audit", alerts="t.alerts", drop_copy="t.dropcopy", control="t.control",
-                partitions=3)
-
-
-def flow(start: int, n: int) -> list:
-    """A plausible mix of every record type, several accounts."""
-    out: list = []
-    for i in range(start, start + n):
-        acct = ("A1", "B2", "C3")[i % 3]
-        t = T0 + i * 1000
-        kind = i % 7
-        if kind == 0:
-            out.append(Inbound(t, 7, NewOrder(f"c{i}", acct, "rb2510", 1, 1, 1, 1, 1, 3500.0, 1)))
-        elif kind == 1:
-            out.append(Decision(t, 7, f"c{i}", acct, "rb2510", 0, "", i))
-        elif kind == 2:
-            out.append(Outbound(t, 7, ExecReport(f"c{i}", f"X{i}", acct, "rb2510", 2, 2)))
-        elif kind == 3:
-            out.append(ExchangeEvent(t, ExecReport(f"c{i}", f"X{i}", acct, "rb2510", 4, 3, last_qty=1)))
-        elif kind == 4:
-            out.append(Outbound(t, 0, Alert(2, 1301, f"account:{acct}", "80% of the cancel limit")))
-        elif kind == 5:
-            out.append(AdminAction(t, "risk.li", "kill", "account", acct, reason="drill"))
-        else:
-            out.append(State(t, "snapshot", b"\x01\x02"))
-    return out
-
-
-async def consume(bootstrap: str, topic: str, done: Callable[[list[ConsumerRecord]], bool],
-                  timeout: float = 20) -> list[ConsumerRecord]:
-    """Read ``topic`` from the start (no group) until ``done(messages)``."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", metadata_max_age_ms=1000)
-    await consumer.start()
-    got: list[ConsumerRecord] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while not done(got):
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    got.extend(messages)
-    finally:
-        await consumer.stop()
-    return got
-
-
-def dedup(messages: list[ConsumerRecord]) -> dict[tuple[str, int], ConsumerRecord]:
-    """De-duplicate on (gateway_id, seq) as a consumer would; duplicates must be identical."""
-    out: dict[tuple[str, int], ConsumerRecord] = {}
-    for m in messages:
-        headers = dict(m.headers)
-        key = (headers["gateway_id"].decode(), int(headers["seq"]))
-        if key in out:
-            assert (out[key].value, out[key].key) == (m.value, m.key)
-        out[key] = m
-    return out
-
-
-def seqs_of(messages: list[ConsumerRecord], gateway_id: str = "gw-1") -> set[int]:
-    return {seq for gid, seq in dedup(messages) if gid == gateway_id}
 
 
 async def test_every_journal_record_reaches_audit_once_after_dedup(broker: Broker, tmp_path: Path) -> None:
@@ -110,7 +42,9 @@ async def test_every_journal_record_reaches_audit_once_after_dedup(broker: Broke
                 j.append(r)
                 pub.wake()
             await pub.wait_published(len(recs), timeout=20)
-        assert json.loads(state.read_text()) == {"gateway_id": "gw-1", "published_seq": len(recs)}
+        saved = json.loads(state.read_text())
+        assert (saved["gateway_id"], saved["published_seq"]) == ("gw-1", len(recs))
+        assert saved["marks"][-1][0] == len(recs)  # where the newest records lie, for the broker check
         # Publish it all again from scratch: at-least-once means duplicates are possible, and
         # consumers must still see every record exactly once after de-duplication.
         state.unlink()
@@ -130,10 +64,12 @@ async def test_every_journal_record_reaches_audit_once_after_dedup(broker: Broke
         assert dict(m.headers)["type"].decode() == value["record"]["type"]
 
     alert_seqs = {s for s, r in enumerate(recs, 1) if isinstance(getattr(r, "msg", None), Alert)}
-    exch_seqs = {s for s, r in enumerate(recs, 1) if isinstance(r, ExchangeEvent)}
+    # Drop copy: the execution reports client sessions were sent (not the exchange's own reports).
+    drop_seqs = {s for s, r in enumerate(recs, 1)
+                 if isinstance(r, Outbound) and r.session > 0 and isinstance(r.msg, ExecReport)}
     alerts = await consume(broker.bootstrap, TOPICS.alerts, lambda got: seqs_of(got) >= alert_seqs)
-    drops = await consume(broker.bootstrap, TOPICS.drop_copy, lambda got: seqs_of(got) >= exch_seqs)
-    assert seqs_of(alerts) == alert_seqs and seqs_of(drops) == exch_seqs
+    drops = await consume(broker.bootstrap, TOPICS.drop_copy, lambda got: seqs_of(got) >= drop_seqs)
+    assert seqs_of(alerts) == alert_seqs and seqs_of(drops) == drop_seqs
 
 
 async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
@@ -154,11 +90,12 @@ async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         acked = pub.published_seq
         assert acked == 40 and json.loads(state.read_text())["published_seq"] == acked
 
-        await broker.restart()  # empty: memory storage, topics gone
+        await broker.restart()  # empty: memory storage, topics gone with the 40 acknowledged records
         for r in flow(100, 20):
             j.append(r)
         pub.wake()
         await pub.wait_published(120, timeout=30)
+        assert pub.broker_losses == 1 and pub.republished == 40  # found out, and published again
     finally:
         await pub.stop()
         j.close()
@@ -170,8 +107,8 @@ async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
     finally:
         await admin.close()
     assert [len(t["partitions"]) for t in described] == [TOPICS.partitions] * 3
-    audit = await consume(broker.bootstrap, TOPICS.audit, lambda got: seqs_of(got) >= set(range(acked + 1, 121)))
-    assert seqs_of(audit) == set(range(acked + 1, 121))  # everything after the last ack, nothing lost
+    audit = await consume(broker.bootstrap, TOPICS.audit, lambda got: seqs_of(got) >= set(range(1, 121)))
+    assert seqs_of(audit) == set(range(1, 121))  # the lost 40 as well as everything after them
     restarted = OutboxPublisher(jdir, broker.bootstrap, TOPICS, "gw-1", state)
     assert restarted.published_seq == 120  # a restarted publisher resumes from the stored position
     assert [s for s, _ in JournalReader(jdir)][-1] == 120
