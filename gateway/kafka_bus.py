@@ -107,13 +107,14 @@ class Topics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def route(record: JournalRecord, topics: Topics) -> tuple[str, ...]:
     """The topics a journal record is published to: always audit; the alert journaled once for risk
-    officers (session 0) also alerts, its per-session delivery copies not; an execution report sent
-    to a client session also drop copy."""
+    officers (session 0) also alerts, its per-session delivery copies not; an execution report for a
+    client's order also drop copy — sent to its session (> 0) or, with no client connected to hear
+    it, journaled for the back office alone (session 0)."""
     if type(record) is Outbound:
         msg = record.msg
         if record.session == NO_SESSION and isinstance(msg, Alert):
             return (topics.audit, topics.alerts)
-        if record.session > 0 and isinstance(msg, ExecReport):
+        if record.session >= 0 and isinstance(msg, ExecReport):
             return (topics.audit, topics.drop_copy)
     return (topics.audit,)
 

@@ -481,9 +481,18 @@ class Router:
                          rep.text, rep.last_qty if et == ExecType.TRADE else 0,
                          rep.last_px if et == ExecType.TRADE else 0.0, o.cum, o.leaves, now,
                          o.side, o.price, o.qty, rep.self_trade, rep.exec_id)
-        self._to_session(o.owner, out, now)
+        self._report(o, out, now)
         if status in FINAL:
             self._forget(o)
+
+    def _report(self, o: RoutedOrder, out: ExecReport, now: int) -> None:
+        """An order's report to its owner; with no client connected to hear it, journaled for
+        the drop copy and the audit trail all the same."""
+        s = o.owner
+        if s is not None and not s.closed:
+            self._to_session(s, out, now)
+        elif not self.replaying:
+            self.record(jr.Outbound(now, jr.NO_SESSION, out))
 
     def _forget(self, o: RoutedOrder) -> None:
         self.orders.pop(o.ref, None)

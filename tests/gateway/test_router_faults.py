@@ -433,3 +433,17 @@ def test_adoption_falls_back_to_cancel_when_the_exchange_does_not_give_the_terms
     live.router.reconciled(OrderStatusEnd("r", 1), MON_10 + 2)
     assert type(live.link.sent[-1]) is CancelOrder and live.router.orders == {}
     assert "refused to adopt" in live.alerts(Reason.UNKNOWN_EXCHANGE_ORDER)[0].text
+
+
+def test_a_report_with_no_client_to_hear_it_is_still_journaled_for_the_drop_copy(tmp_path):
+    live = Live(tmp_path)
+    s = live.logon(1, MON_10)
+    x = live.order(s, "o1", MON_10 + MS)
+    s.closed = True
+    live.router.remove_session(s, False, MON_10 + 2 * MS)  # the client is gone
+    live.report(x, ExecType.NEW, MON_10 + 3 * MS, status=OrdStatus.NEW)
+    live.audit.close()
+    with jr.Journal.open(tmp_path) as j:
+        out = [r for _, r in j.read() if type(r) is jr.Outbound and type(r.msg) is ExecReport]
+    assert [(r.session, r.msg.cl_ord_id, r.msg.status) for r in out] == \
+        [(jr.NO_SESSION, "o1", OrdStatus.NEW)]

@@ -53,13 +53,13 @@ def flow(start: int, n: int) -> list[JournalRecord]:
 def expected_seqs(records: list[JournalRecord], topics: Topics = TOPICS, first_seq: int = 1) -> dict[str, set[int]]:
     """Which journal seqs belong on which topic, written out independently of ``route``: all on
     audit; the alert journaled once for risk officers (session 0) on alerts; execution reports
-    sent to client sessions on drop copy."""
+    for clients' orders (sent to a session, or with none connected, session 0) on drop copy."""
     out: dict[str, set[int]] = {topics.audit: set(), topics.alerts: set(), topics.drop_copy: set()}
     for seq, r in enumerate(records, first_seq):
         out[topics.audit].add(seq)
         if isinstance(r, Outbound) and r.session == 0 and isinstance(r.msg, Alert):
             out[topics.alerts].add(seq)
-        if isinstance(r, Outbound) and r.session > 0 and isinstance(r.msg, ExecReport):
+        if isinstance(r, Outbound) and r.session >= 0 and isinstance(r.msg, ExecReport):
             out[topics.drop_copy].add(seq)
     return out
 

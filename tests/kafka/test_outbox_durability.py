@@ -203,17 +203,19 @@ async def test_one_alert_is_one_alerts_record_and_each_client_report_one_drop_co
         Outbound(T0 + 5, 11, report(5)),  # what the client was told: drop copy
         Outbound(T0 + 6, 11, report(6)),
         Outbound(T0 + 7, 12, report(7)),
+        Outbound(T0 + 8, 0, report(8)),  # no client connected to hear it: drop copy all the same
     ]
-    assert [len(route(r, TOPICS)) for r in recs] == [2, 1, 1, 2, 1, 1, 1, 1, 1, 2, 2, 2]
+    assert [len(route(r, TOPICS)) for r in recs] == [2, 1, 1, 2, 1, 1, 1, 1, 1, 2, 2, 2, 2]
     with Journal.open(tmp_path / "journal", fsync=FsyncPolicy.never()) as j:
         j.append_many(recs)
         async with publisher(broker, tmp_path) as pub:
             await pub.wait_published(len(recs), T)
-    want = {TOPICS.audit: set(range(1, 13)), TOPICS.alerts: {1, 4}, TOPICS.drop_copy: {10, 11, 12}}
+    want = {TOPICS.audit: set(range(1, 14)), TOPICS.alerts: {1, 4},
+            TOPICS.drop_copy: {10, 11, 12, 13}}
     assert expected_seqs(recs) == want
     got = await read_topics(broker.bootstrap, want, T)
     assert_exactly_once(got, want)
-    assert len(got[TOPICS.alerts]) == 2 and len(got[TOPICS.drop_copy]) == 3  # once each, not de-duplicated
+    assert len(got[TOPICS.alerts]) == 2 and len(got[TOPICS.drop_copy]) == 4  # once each, not de-duplicated
     assert [msgspec.json.decode(m.value)["record"]["session"] for m in got[TOPICS.alerts]] == [0, 0]
 
 
