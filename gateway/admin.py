@@ -23,6 +23,7 @@ Endpoints (JSON bodies; see the README for curl examples)::
     GET  /v1/accounts/{id}                one account, with positions and open orders
     GET  /v1/orders[?account=A]           working orders
     GET  /v1/alerts[?limit=N]             recent alerts
+    GET  /v1/recovery                     what the last start rebuilt; journal damage, safe mode
     POST /v1/kill    {scope, key, reason, close_only}
     POST /v1/reset   {scope, key, reason}
     POST /v1/accounts/{id}/status        {status, reason}
@@ -182,12 +183,19 @@ class AdminApi:
         return web.json_response([msgspec.structs.asdict(a) for a in alerts])
 
     async def recovery(self, request: web.Request) -> web.Response:
-        """What the last start rebuilt from the journal, with the book's digest at that point."""
+        """What the last start rebuilt from the journal, with the book's digest at that point,
+        and what it found wrong with the journal: a torn tail cut (``torn_tail``: where, and the
+        file the cut bytes are kept in) or corruption (``safe_mode`` true, ``corruption``: file,
+        byte offset, record sequence number, kind, the intact records after it; ``repair``:
+        what a person does about it)."""
         self._operator(request, "viewer")
         rep = self.gw.recovery
         if rep is None:
             return web.json_response({"journal": False})
-        return web.json_response({"journal": True, **dataclasses.asdict(rep)})
+        state = self.gw.journal_state() or {}
+        return web.json_response({"journal": True, **dataclasses.asdict(rep),
+                                  **{k: state.get(k) for k in ("safe_mode", "corruption", "repair",
+                                                               "torn_tail")}})
 
     # ------------------------------------------------------------------ changes
     async def kill(self, request: web.Request) -> web.Response:

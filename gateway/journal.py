@@ -32,20 +32,58 @@ misreads: at the first problem it stops and records a ``JournalDamage`` (file, o
 sequence, what was wrong). In *follow* mode (the outbox tails a live journal) an incomplete record
 at the end of the newest segment is "not written yet", and iterating again resumes there.
 
-Opening a journal scans the newest segment; a damaged tail (torn write, flipped bit, zero fill)
-is reported (``Journal.recovered``, and logged), its bytes are copied to
-``<segment>.<offset>.damaged`` as evidence, and the segment is truncated so appends continue with
-the next sequence number. Damage in an older segment is not a tail: ``verify`` finds it and a
-person decides. ``prune`` deletes whole old segments past the retention period (business records:
-5 years, rule 18 of the security rules). Inspection (``fengkong journal verify|dump|prune``) lives in ``gateway.journal_tools``.
+Damage: a torn tail, or corruption
+----------------------------------
+Opening a journal reads the newest segment. Where a record does not read back, the rest of the
+segment is mapped (``map_segment``): after the damage it looks for the next whole record with a
+valid checksum and a plausible sequence number (resync), so it knows which intact records follow.
+
+* A **torn tail** is an incomplete last record of the newest segment and nothing intact after
+  it: a header or body cut short by the end of the file, possibly followed by zero fill (what a
+  crash leaves: we append with one ``write``; a file system that grew the file before the data
+  landed shows zeros). It is copied to ``<segment>.<offset>.damaged`` as evidence and cut, and
+  appends continue with the next sequence number (``Journal.recovered``).
+* Anything else is **corruption**: a checksum, length, sequence or decode failure with more
+  data after it, a whole record at the very end of the file whose checksum holds but whose
+  number or body is wrong, a record of full length whose checksum fails at the very end (unless
+  its last bytes are zeros: that is a page that never reached the disk), or any damage in an
+  older segment. A torn write cannot produce a full-length record that fails its checksum and
+  does not end in zero fill; that is bits changed after the write (media, memory, another
+  writer), which could as well have hit any record, so a person looks. (The price of that
+  choice is a manual repair after a rare fault; the price of the other would be a record
+  dropped without a word while trading goes on.) Nothing is cut or
+  rewritten: the damaged segment is left byte for byte, the writer opens a *fresh segment*
+  named for the sequence number after the last intact record found in it, and the damage is
+  written down in ``CORRUPTION`` (JSON) in the journal directory (``Journal.corruption``). The
+  gateway then refuses to trade (safe mode, ``gateway.server``) for as long as that file
+  exists, restart after restart. Readers still stop at the damage and say where
+  (``JournalDamage``); ``fengkong journal verify`` also lists the intact records after it and
+  the segments written since.
+* Damage in an older segment is found by whoever reads it: recovery reads through
+  ``Journal.read``, which notes it (``Journal.damage_seen``) so the gateway can record it with
+  ``Journal.mark_corrupt``; ``verify``, the Kafka outbox and ``prune`` stop at it.
+
+Repair is a person's decision (``fengkong journal repair DIR --apply``, ``gateway.journal_tools``,
+with the gateway stopped): each damaged segment is rewritten with its intact records byte for
+byte and one ``State(kind="unreadable")`` placeholder per sequence number the damaged bytes stood
+for, so numbering stays gap-free; the original file is kept beside it as evidence, and
+``CORRUPTION`` is removed. A write that fails (ENOSPC, EIO) is a different matter: the partial
+record is cut back, ``JournalIOError`` says what failed where, and the caller (``gateway.audit``)
+holds the records and retries.
+
+``prune`` deletes whole old segments past the retention period (business records: 5 years,
+rule 18 of the security rules). Inspection (``fengkong journal verify|dump|prune|repair``) lives
+in ``gateway.journal_tools``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta, timezone
@@ -62,6 +100,7 @@ log = structlog.get_logger(__name__)
 
 _HEADER = struct.Struct(">IIQ")  # length, crc32, seq
 _LENGTH_SEQ = struct.Struct(">IQ")
+_SEQ = struct.Struct(">Q")
 HEADER_SIZE = _HEADER.size
 MAX_RECORD = 16 << 20  # a larger length field is damage, not a record
 SUFFIX = ".journal"
@@ -70,6 +109,7 @@ BUSINESS_RETENTION_DAYS = 1826  # >= 5 years (security rules, rule 18)
 CHINA_TZ = timezone(timedelta(hours=8), "CST")  # naive CLI times are exchange time; no DST
 _NS_PER_DAY = 86_400 * 10**9
 _CHUNK = 256 << 10  # read size; a tailing reader re-reads at most this per batch
+CORRUPTION_FILE = "CORRUPTION"  # present while the journal holds unrepaired corruption
 
 # Session numbers in records: > 0 a client session, 0 none (alerts for risk officers),
 # < 0 an exchange link (-1 the default link).
@@ -165,7 +205,8 @@ class FsyncPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class JournalDamage(msgspec.Struct, frozen=True):
-    """Where reading stopped and why. ``kind``: torn | length | checksum | sequence | decode | gap."""
+    """Where reading stopped and why. ``kind``: torn | length | checksum | sequence | decode | gap
+    (and "marker" for a ``CORRUPTION`` file that does not decode)."""
 
     segment: str
     offset: int
@@ -179,6 +220,70 @@ class JournalDamage(msgspec.Struct, frozen=True):
 
 class JournalError(Exception):
     """The journal cannot do what was asked; the text says what, where and what to do."""
+
+
+class JournalIOError(JournalError):
+    """The operating system refused a write, fsync, rotation or cut (ENOSPC, EIO, ...).
+
+    Records from ``seq`` on are not journaled (``op`` "write", "rotate", "cut"), or are written
+    but not known to be on disk (``op`` "fsync"): ``Journal.next_seq`` tells which. Appending
+    again retries; the journal stays consistent (no partial record, no gap)."""
+
+    def __init__(self, op: str, path: Path | None, seq: int, err: OSError) -> None:
+        self.op = op
+        self.path = path
+        self.seq = seq
+        self.err = err
+        self.strerror = err.strerror or str(err)
+        code = errno.errorcode.get(err.errno, str(err.errno)) if err.errno else "?"
+        super().__init__(f"journal {op} failed at record {seq} in {path}: {self.strerror} ({code})")
+
+
+class Corruption(msgspec.Struct, frozen=True):
+    """Damage that is not a torn tail, as written down in ``CORRUPTION`` until a repair."""
+
+    damage: JournalDamage
+    found_ns: int  # when it was found (wall clock, ns)
+    intact_after: list[tuple[int, int]] = []  # sequence runs read intact after it, same segment
+    resumed_at: int = 0  # first sequence number written after it, in a fresh segment (0: none)
+
+    def __str__(self) -> str:
+        runs = ", ".join(f"{a}..{b}" for a, b in self.intact_after) or "none"
+        return (f"{self.damage.kind} damage in {self.damage}; intact records after it: {runs}"
+                + (f"; writing resumed at record {self.resumed_at} in a fresh segment"
+                   if self.resumed_at else ""))
+
+
+_corruption_list = msgspec.json.Decoder(list[Corruption])
+
+
+def read_corruption(directory: str | os.PathLike[str]) -> list[Corruption]:
+    """What ``CORRUPTION`` records (empty when the journal holds no unrepaired corruption)."""
+    path = Path(directory) / CORRUPTION_FILE
+    try:
+        return _corruption_list.decode(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except msgspec.DecodeError as err:
+        # Unreadable, but present: still corrupt. Say so rather than trading on it.
+        return [Corruption(JournalDamage(str(path), 0, 0, "marker", f"{CORRUPTION_FILE} does not "
+                                         f"decode ({err}); run `fengkong journal verify`"), 0)]
+
+
+def write_corruption(directory: str | os.PathLike[str], items: list[Corruption]) -> None:
+    """Replace ``CORRUPTION`` atomically (removing it when ``items`` is empty), durably."""
+    d = Path(directory)
+    path = d / CORRUPTION_FILE
+    if not items:
+        path.unlink(missing_ok=True)
+    else:
+        tmp = d / (CORRUPTION_FILE + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(items)) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    _fsync_dir(d)
 
 
 def segment_name(first_seq: int) -> str:
@@ -207,10 +312,12 @@ class JournalReader:
         *,
         follow: bool = False,
         where: Callable[[JournalRecord], bool] | None = None,
+        on_damage: Callable[[JournalDamage], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.follow = follow
         self.damage: JournalDamage | None = None
+        self._on_damage = on_damage
         self.next_seq = from_seq  # sequence of the next record in the file
         self._from = from_seq
         self._where = where
@@ -263,6 +370,8 @@ class JournalReader:
 
     def _fail(self, kind: str, detail: str) -> None:
         self.damage = JournalDamage(str(self._path), self._offset, self.next_seq, kind, detail)
+        if self._on_damage is not None:
+            self._on_damage(self.damage)
 
     def _read_segment(self) -> Iterator[tuple[int, JournalRecord]]:
         """Yield this segment's records from ``_offset``; return 'end', 'torn' or 'damage'."""
@@ -313,6 +422,161 @@ class JournalReader:
             f.close()
 
 
+class Piece(msgspec.Struct, frozen=True):
+    """A stretch of one segment file, as ``map_segment`` found it.
+
+    ``kind`` "ok": bytes ``start..end`` hold intact records ``first..last`` (written between
+    ``first_ts`` and ``last_ts``). Otherwise a damage kind (as in ``JournalDamage``): the bytes
+    do not read back; ``first`` is the sequence number expected at ``start`` and ``last`` the
+    last one they stand for, known when an intact record follows (``first - 1`` when nothing
+    intact follows in the segment: how many records they held is then unknown). ``start ==
+    end`` is a jump in numbering with no bytes missing."""
+
+    start: int
+    end: int
+    first: int
+    last: int
+    kind: str = "ok"
+    detail: str = ""
+    first_ts: int = 0
+    last_ts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+def _inspect(buf: bytes, pos: int, expect: int, decode: Callable[[Any], Any]
+             ) -> tuple[str, str, int, int, Any]:
+    """Check the record at ``pos`` as the reader does: (damage kind or "", detail, length, seq,
+    record). The same rules, in the same order, as ``JournalReader._read_segment``."""
+    n = len(buf)
+    if n - pos < HEADER_SIZE:
+        return "torn", f"incomplete record header ({n - pos} of {HEADER_SIZE} bytes)", 0, 0, None
+    length, crc, seq = _HEADER.unpack_from(buf, pos)
+    if length == 0 or length > MAX_RECORD:
+        return "length", f"implausible record length {length}", length, seq, None
+    end = pos + HEADER_SIZE + length
+    if end > n:
+        return ("torn", f"incomplete record ({n - pos - HEADER_SIZE} of {length} body bytes)",
+                length, seq, None)
+    with memoryview(buf) as mv:
+        if zlib.crc32(mv[pos + 8 : end], zlib.crc32(mv[pos : pos + 4])) != crc:
+            return "checksum", "checksum mismatch (corrupt bytes)", length, seq, None
+        if seq != expect:
+            return "sequence", f"sequence number {seq}, expected {expect}", length, seq, None
+        try:
+            record = decode(mv[pos + HEADER_SIZE : end])
+        except msgspec.DecodeError as err:
+            return ("decode", f"checksum is right but the body does not decode: {err}", length,
+                    seq, None)
+    return "", "", length, seq, record
+
+
+def _resync(buf: bytes, start: int, expect: int) -> tuple[int, int] | None:
+    """The first offset >= ``start`` where a whole record with a valid checksum and a sequence
+    number from ``expect`` on begins, and that number; None if there is none.
+
+    Candidates are found with ``bytes.find`` on the high bytes the plausible sequence numbers
+    share, so a typical segment is searched at memory speed, not byte by byte in Python."""
+    n = len(buf)
+    hi = expect + (n - start) // (HEADER_SIZE + 1)  # no more records than that can follow
+    lo_b, hi_b = _SEQ.pack(expect), _SEQ.pack(hi)
+    k = 0
+    while k < 8 and lo_b[k] == hi_b[k]:
+        k += 1
+    prefix = lo_b[:k]
+    q = start
+    with memoryview(buf) as mv:
+        while q + HEADER_SIZE <= n:
+            if k:
+                j = buf.find(prefix, q + 8)  # the sequence number sits 8 bytes into a header
+                if j < 0:
+                    return None
+                q = j - 8
+                if q + HEADER_SIZE > n:
+                    return None
+            length, crc, seq = _HEADER.unpack_from(buf, q)
+            end = q + HEADER_SIZE + length
+            if (expect <= seq <= hi and 0 < length <= MAX_RECORD and end <= n
+                    and zlib.crc32(mv[q + 8 : end], zlib.crc32(mv[q : q + 4])) == crc):
+                return q, seq
+            q += 1
+    return None
+
+
+def map_segment(buf: bytes, first_seq: int) -> list[Piece]:
+    """Every stretch of a segment's bytes (``buf``, named for ``first_seq``): intact runs and
+    damaged spans, resyncing after each damage. Costs a full decode: for damage, not for replay."""
+    decode = msgspec.msgpack.Decoder(JournalRecord).decode
+    pieces: list[Piece] = []
+    n = len(buf)
+    pos, expect = 0, first_seq
+    run_start, run_first, run_ts, last_ts = -1, 0, 0, 0
+    while pos < n:
+        kind, detail, length, seq, record = _inspect(buf, pos, expect, decode)
+        if not kind:
+            if run_start < 0:
+                run_start, run_first, run_ts = pos, expect, record.ts_ns
+            last_ts = record.ts_ns
+            pos += HEADER_SIZE + length
+            expect += 1
+            continue
+        if run_start >= 0:
+            pieces.append(Piece(run_start, pos, run_first, expect - 1, first_ts=run_ts,
+                                last_ts=last_ts))
+            run_start = -1
+        if kind == "sequence" and expect < seq <= expect + n // (HEADER_SIZE + 1):
+            # A whole, valid record numbered past what was expected: the ones between are
+            # missing, though no bytes are. Read on from it.
+            pieces.append(Piece(pos, pos, expect, seq - 1, kind,
+                                f"records {expect} to {seq - 1} are missing: the next record is {seq}"))
+            expect = seq
+            continue
+        found = _resync(buf, pos + 1, expect)
+        if found is None:
+            pieces.append(Piece(pos, n, expect, expect - 1, kind, detail))
+            break
+        q, seq = found
+        pieces.append(Piece(pos, q, expect, seq - 1, kind, detail))
+        pos, expect = q, seq
+    if run_start >= 0:
+        pieces.append(Piece(run_start, pos, run_first, expect - 1, first_ts=run_ts, last_ts=last_ts))
+    return pieces
+
+
+def torn_tail(buf: bytes, pieces: list[Piece]) -> Piece | None:
+    """The damage of the newest segment (``buf``, mapped as ``pieces``) if it is a torn tail and
+    nothing else: the only damage, running to the end of the file, nothing intact after it, and
+    ``is_torn``. None when the segment is clean or the damage is corruption."""
+    bad = [p for p in pieces if not p.ok]
+    if len(bad) == 1 and bad[0] is pieces[-1] and bad[0].end == len(buf) and is_torn(buf, bad[0].start):
+        return bad[0]
+    return None
+
+
+def is_torn(buf: bytes, start: int) -> bool:
+    """Whether the bytes from ``start`` to the end are what a torn append leaves: less than one
+    whole record once any zero fill at the end is discounted (a short header, a short body).
+
+    A whole record whose checksum holds is never torn, whatever else is wrong with it (its
+    number, its body): those bytes were written as they are. A whole record whose checksum
+    fails and whose last bytes are zeros cannot be told from one whose last page never reached
+    the disk; it is taken as torn (it is unreadable either way, and nothing after it is)."""
+    if len(buf) - start >= HEADER_SIZE:
+        length, crc, _ = _HEADER.unpack_from(buf, start)
+        end = start + HEADER_SIZE + length
+        if 0 < length <= MAX_RECORD and end <= len(buf):
+            with memoryview(buf) as mv:
+                if zlib.crc32(mv[start + 8 : end], zlib.crc32(mv[start : start + 4])) == crc:
+                    return False
+    rest = buf[start:].rstrip(b"\0")
+    if len(rest) < HEADER_SIZE:
+        return True
+    length = _HEADER.unpack_from(rest)[0]
+    return 0 < length <= MAX_RECORD and len(rest) < HEADER_SIZE + length
+
+
 class Journal:
     """The writer. Use ``Journal.open``; one writer per directory (a lock file enforces it)."""
 
@@ -320,19 +584,26 @@ class Journal:
         self.directory = directory
         self.fsync = fsync
         self.segment_bytes = segment_bytes
-        self.recovered: JournalDamage | None = None  # the damaged tail found and cut on open
+        self.recovered: JournalDamage | None = None  # the torn tail found and cut on open
         self.quarantined: Path | None = None  # where the cut bytes were kept
+        # Unrepaired corruption (``CORRUPTION``): non-empty means do not trade on this journal.
+        self.corruption: list[Corruption] = []
+        self.damage_seen: JournalDamage | None = None  # first damage a ``read()`` reader met
+        # Told (on the event loop) when the background flusher's fsync fails: the records are
+        # written but not known to be on disk. ``gateway.audit`` sets it.
+        self.on_sync_failure: Callable[[JournalIOError], None] | None = None
+        self.sync_failed: JournalIOError | None = None  # the last fsync failed (cleared by one that works)
         self._lock_fd = lock_fd
         self._fd = -1
         self._path: Path | None = None
         self._size = 0
         self._next = 1
         self._dirty = False
-        self._broken: str | None = None  # why appends are refused (closed, failed write)
+        self._cut_pending = False  # a failed write left bytes past _size that could not be cut yet
+        self._broken: str | None = None  # why appends are refused (closed)
         self._last_sync = 0
         self._interval_ns = fsync.interval_ms * 1_000_000
         self._background_sync = False  # run_flusher owns interval fsyncs (off the event loop)
-        self._encode = msgspec.msgpack.Encoder().encode
 
     @classmethod
     def open(
@@ -342,7 +613,8 @@ class Journal:
         fsync: FsyncPolicy | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> Journal:
-        """Open (creating if needed) the journal in ``directory``, cutting away a damaged tail."""
+        """Open (creating if needed) the journal in ``directory``: cut a torn tail, or, past
+        corruption in the newest segment, go on in a fresh segment (see the module docstring)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(d / "LOCK", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -355,37 +627,94 @@ class Journal:
         try:
             j._recover()
         except BaseException:
+            if j._fd >= 0:
+                os.close(j._fd)
             os.close(lock_fd)
             raise
         return j
 
     def _recover(self) -> None:
+        self.corruption = read_corruption(self.directory)
         segs = list_segments(self.directory)
         while segs:
             first, path = segs[-1]
             reader = JournalReader(self.directory, first)
             for _ in reader:
                 pass
+            end = reader._offset  # just past the last record that reads back
             size = path.stat().st_size
-            if reader.damage is not None and self.recovered is None:
-                self.recovered = reader.damage
-                self.quarantined = path.with_name(f"{path.name}.{reader._offset}.damaged")
-                with open(path, "rb") as src, open(self.quarantined, "wb") as dst:
-                    src.seek(reader._offset)
-                    dst.write(src.read())
-                    os.fsync(dst.fileno())
-                log.warning("journal.damaged_tail_truncated", damage=str(reader.damage),
-                            cut_bytes=size - reader._offset, kept_in=str(self.quarantined))
-            if reader._offset < size:
-                os.truncate(path, reader._offset)
-            if reader._offset == 0 and len(segs) > 1:
+            if reader.damage is not None:
+                buf = path.read_bytes()
+                pieces = map_segment(buf, first)
+                if torn_tail(buf, pieces) is None:
+                    self._resume_after_corruption(reader.damage, path, first, pieces)
+                    break
+                self._cut_torn_tail(reader.damage, path, buf, end)
+                size = end
+            if size == 0 and len(segs) > 1:
                 path.unlink()  # an empty newest segment: its predecessor is the real tail
                 segs.pop()
                 continue
-            self._path, self._size, self._next = path, reader._offset, reader.next_seq
+            self._path, self._size, self._next = path, end, reader.next_seq
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             break
         _fsync_dir(self.directory)
+
+    def _cut_torn_tail(self, damage: JournalDamage, path: Path, buf: bytes, end: int) -> None:
+        quarantined = path.with_name(f"{path.name}.{end}.damaged")
+        with open(quarantined, "wb") as dst:
+            dst.write(buf[end:])
+            os.fsync(dst.fileno())
+        os.truncate(path, end)
+        if self.recovered is None:
+            self.recovered, self.quarantined = damage, quarantined
+        log.warning("journal.damaged_tail_truncated", damage=str(damage),
+                    cut_bytes=len(buf) - end, kept_in=str(quarantined))
+
+    def _resume_after_corruption(self, damage: JournalDamage, path: Path, first: int,
+                                 pieces: list[Piece]) -> None:
+        """Corruption in the newest segment: leave it as it is and append to a fresh segment
+        numbered after the last intact record in it, so nothing intact is touched and no
+        number is used twice."""
+        after = [(p.first, p.last) for p in pieces if p.ok and p.start > damage.offset]
+        resume = max((p.last for p in pieces if p.ok), default=first - 1) + 1
+        if resume == first:
+            # Not one intact record in it: the fresh segment would take its very name. Keep the
+            # whole file as evidence under another name (nothing intact moves).
+            kept = path.with_name(f"{path.name}.0.damaged")
+            os.rename(path, kept)
+            damage = msgspec.structs.replace(damage, detail=f"{damage.detail} (the whole segment, "
+                                             f"with no intact record, was moved to {kept.name})")
+        fresh = self.directory / segment_name(resume)
+        self._fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                           0o644)
+        self._path, self._size, self._next = fresh, 0, resume
+        found = Corruption(damage, time.time_ns(), after, resume)
+        same = (damage.segment, damage.offset)  # found before (its fresh segment was empty)
+        self.corruption = [*(c for c in self.corruption
+                             if (c.damage.segment, c.damage.offset) != same), found]
+        write_corruption(self.directory, self.corruption)
+        log.error("journal.corrupt", segment=damage.segment, offset=damage.offset, seq=damage.seq,
+                  kind=damage.kind, detail=damage.detail, intact_after=after, resumed_at=resume,
+                  fresh_segment=fresh.name)
+
+    def mark_corrupt(self, damage: JournalDamage) -> Corruption:
+        """Write down damage found by a reader (an older segment), once: until a repair removes
+        ``CORRUPTION``, every open of this journal reports it."""
+        for c in self.corruption:
+            if (c.damage.segment, c.damage.offset) == (damage.segment, damage.offset):
+                return c
+        after: list[tuple[int, int]] = []
+        path = Path(damage.segment)
+        if path.is_file() and path.name.endswith(SUFFIX):
+            pieces = map_segment(path.read_bytes(), int(path.name[: -len(SUFFIX)]))
+            after = [(p.first, p.last) for p in pieces if p.ok and p.start > damage.offset]
+        found = Corruption(damage, time.time_ns(), after)
+        self.corruption = [*self.corruption, found]
+        write_corruption(self.directory, self.corruption)
+        log.error("journal.corrupt", segment=damage.segment, offset=damage.offset, seq=damage.seq,
+                  kind=damage.kind, detail=damage.detail, intact_after=after)
+        return found
 
     @property
     def next_seq(self) -> int:
@@ -396,12 +725,17 @@ class Journal:
         """Sequence of the newest record (0 when the journal is empty)."""
         return self._next - 1
 
+    @property
+    def segment(self) -> Path | None:
+        """The segment being written."""
+        return self._path
+
     def append(self, record: JournalRecord) -> int:
         """Write one record (write-ahead) and return its sequence number."""
         if self._broken:
             raise JournalError(self._broken)
         out = bytearray()
-        self._frame(record, self._next, out)
+        _frame(record, self._next, out)
         if self._fd < 0 or (self._size > 0 and self._size + len(out) > self.segment_bytes):
             self._rotate()
         self._write(out, 1)
@@ -410,18 +744,21 @@ class Journal:
 
     def append_many(self, records: Iterable[JournalRecord]) -> int:
         """Write several records with one write and at most one fsync per segment (group commit);
-        return the last sequence number."""
+        return the last sequence number.
+
+        On ``JournalIOError`` a prefix of ``records`` may have been written (a batch that spans
+        a rotation is two writes): ``next_seq`` says how many; the rest may be appended again."""
         if self._broken:
             raise JournalError(self._broken)
         records = list(records)
         for record in records:  # refuse a bad batch before writing any of it
             if type(record) not in _RECORD_TYPE_SET:
-                self._frame(record, 0, bytearray())  # raises the TypeError with its explanation
+                _frame(record, 0, bytearray())  # raises the TypeError with its explanation
         out = bytearray()
         count = 0
         for record in records:
             start = len(out)
-            self._frame(record, self._next + count, out)
+            _frame(record, self._next + count, out)
             over = self._size + len(out) > self.segment_bytes and self._size + start > 0
             if self._fd < 0 or over:
                 tail = out[start:]
@@ -437,41 +774,32 @@ class Journal:
             self._after_write()
         return self._next - 1
 
-    def _frame(self, record: JournalRecord, seq: int, out: bytearray) -> None:
-        if type(record) not in _RECORD_TYPE_SET:
-            raise _not_a_record(record)
-        try:
-            body = self._encode(record)
-        except (TypeError, OverflowError) as err:
-            raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
-        length = len(body)
-        if length > MAX_RECORD:
-            raise JournalError(f"record {seq} is {length} bytes; the maximum is {MAX_RECORD}")
-        # The CRC covers length, seq and body: the same bytes as in the file, minus the CRC.
-        # (Encoding into ``out`` in place measured slower: the copies of ~150 bytes cost less
-        # than the extra Python steps.)
-        crc = zlib.crc32(body, zlib.crc32(_LENGTH_SEQ.pack(length, seq)))
-        out += _HEADER.pack(length, crc, seq)
-        out += body
-
     def _write(self, data: bytearray, count: int) -> None:
+        if self._cut_pending:
+            self._cut()
         done = 0
         try:
             with memoryview(data) as mv:
                 while done < len(data):
                     done += os.write(self._fd, mv[done:])
         except OSError as err:
-            # Leave no partial record behind: cut back to the last whole one.
-            text = (f"writing to {self._path} failed ({err}); records from {self._next} on were not "
-                    "journaled: stop accepting orders")
+            # Leave no partial record behind: cut back to the last whole one. If even that
+            # fails, the next write tries the cut again first (O_APPEND would write after it).
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError:
-                self._broken = text + " (and the partial record could not be cut; reopen to recover)"
-            raise JournalError(text) from err
+                self._cut_pending = True
+            raise JournalIOError("write", self._path, self._next, err) from err
         self._size += len(data)
         self._next += count
         self._dirty = True
+
+    def _cut(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as err:
+            raise JournalIOError("cut", self._path, self._next, err) from err
+        self._cut_pending = False
 
     def _after_write(self) -> None:
         mode = self.fsync.mode
@@ -482,30 +810,50 @@ class Journal:
             self.flush()
 
     def _rotate(self) -> None:
-        if self._fd >= 0:
+        try:
+            if self._fd >= 0:
+                if self._cut_pending:
+                    self._cut()
+                if self.fsync.mode != "os":
+                    os.fdatasync(self._fd)  # a segment is complete on disk before the next exists
+                os.close(self._fd)
+                self._fd = -1
+            path = self.directory / segment_name(self._next)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                               0o644)
+            self._path = path
+            self._size = 0
+            self._dirty = False
             if self.fsync.mode != "os":
-                os.fdatasync(self._fd)  # a segment is complete on disk before the next exists
-            os.close(self._fd)
-            self._fd = -1
-        self._path = self.directory / segment_name(self._next)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        self._size = 0
-        self._dirty = False
-        if self.fsync.mode != "os":
-            _fsync_dir(self.directory)
+                _fsync_dir(self.directory)
+        except OSError as err:
+            raise JournalIOError("rotate", self._path, self._next, err) from err
+
+    def start_segment(self) -> None:
+        """Let the next record begin a new segment (the gateway does this for each trading-day
+        checkpoint, so recovery finds the newest checkpoint by reading one segment, not the
+        retention behind it). Nothing is written; an empty current segment is kept."""
+        if self._fd >= 0 and self._size > 0:
+            self._rotate()
 
     def flush(self) -> None:
         """Force everything appended so far to disk (whatever the policy)."""
         if self._dirty and self._fd >= 0:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as err:
+                self.sync_failed = JournalIOError("fsync", self._path, self._next - 1, err)
+                raise self.sync_failed from err
             self._dirty = False
+        self.sync_failed = None
         self._last_sync = monotonic_ns()
 
     async def run_flusher(self) -> None:
         """For ``interval`` mode: fsync every ``interval_ms`` in a worker thread, so a slow disk
         (an fdatasync can take hundreds of ms on shared storage) never stalls the event loop;
         while it runs, appends no longer fsync inline. The owner runs this as a task and
-        cancels it before ``close()``; it returns at once in the other modes."""
+        cancels it before ``close()``; it returns at once in the other modes. A failed fsync is
+        reported to ``on_sync_failure`` and tried again."""
         if self.fsync.mode != "interval":
             return
         self._background_sync = True
@@ -516,15 +864,27 @@ class Journal:
                     fd, self._dirty = self._fd, False
                     try:
                         await asyncio.to_thread(os.fdatasync, fd)
-                    except OSError:
-                        # The segment was rotated or closed meanwhile: both fsync it themselves.
-                        pass
+                    except OSError as err:
+                        # EBADF, or another fd: rotated or closed meanwhile, and both fsync
+                        # the segment themselves. Anything else: the disk refused.
+                        if err.errno != errno.EBADF and fd == self._fd:
+                            self._dirty = True
+                            self.sync_failed = JournalIOError("fsync", self._path, self._next - 1, err)
+                            if self.on_sync_failure is not None:
+                                self.on_sync_failure(self.sync_failed)
+                        continue
+                    self.sync_failed = None
                     self._last_sync = monotonic_ns()
         finally:
             self._background_sync = False
 
     def read(self, from_seq: int = 0) -> JournalReader:
-        return JournalReader(self.directory, from_seq)
+        """A reader from ``from_seq``; damage it meets is noted in ``damage_seen``."""
+        return JournalReader(self.directory, from_seq, on_damage=self._saw_damage)
+
+    def _saw_damage(self, damage: JournalDamage) -> None:
+        if self.damage_seen is None:
+            self.damage_seen = damage
 
     def prune(self, now_ns: int, retention_days: int = BUSINESS_RETENTION_DAYS) -> list[Path]:
         return prune(self.directory, now_ns, retention_days)
@@ -533,7 +893,10 @@ class Journal:
         self._broken = f"journal {self.directory} is closed"
         if self._fd >= 0:
             if self.fsync.mode != "os":
-                self.flush()
+                try:
+                    self.flush()
+                except JournalIOError as err:
+                    log.error("journal.close_fsync_failed", error=str(err))
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd >= 0:
@@ -545,6 +908,35 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _frame(record: JournalRecord, seq: int, out: bytearray) -> None:
+    """Append one record, framed as it sits in a segment, to ``out``."""
+    if type(record) not in _RECORD_TYPE_SET:
+        raise _not_a_record(record)
+    try:
+        body = _encode(record)
+    except (TypeError, OverflowError) as err:
+        raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
+    length = len(body)
+    if length > MAX_RECORD:
+        raise ValueError(f"record {seq} is {length} bytes; the maximum is {MAX_RECORD}")
+    # The CRC covers length, seq and body: the same bytes as in the file, minus the CRC.
+    # (Encoding into ``out`` in place measured slower: the copies of ~150 bytes cost less
+    # than the extra Python steps.)
+    crc = zlib.crc32(body, zlib.crc32(_LENGTH_SEQ.pack(length, seq)))
+    out += _HEADER.pack(length, crc, seq)
+    out += body
+
+
+def frame(record: JournalRecord, seq: int) -> bytes:
+    """One record as it sits in a segment file (for tools that rewrite segments: repair)."""
+    out = bytearray()
+    _frame(record, seq, out)
+    return bytes(out)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -1,21 +1,39 @@
-"""Inspecting an audit journal: ``fengkong journal verify | dump | prune``, and the helpers the
-Kafka outbox shares (which account a record belongs to, records as plain JSON-able data).
+"""Inspecting and repairing an audit journal: ``fengkong journal verify | dump | prune | repair``,
+and the helpers the Kafka outbox shares (which account a record belongs to, records as plain
+JSON-able data).
 
-The journal itself — the write-ahead log and its reader — is ``gateway.journal``; this module
-only reads, so it can run beside a live gateway.
+The journal itself — the write-ahead log, its reader and its damage rules — is
+``gateway.journal``. ``verify`` and ``dump`` only read, so they run beside a live gateway.
+
+``repair`` is the person's step after corruption (the gateway stays in safe mode until it is
+done). It takes the journal's lock, so the gateway must be stopped. Without ``--apply`` it only
+says what it would do. With it, each damaged segment is rewritten: every intact record byte for
+byte, and for every sequence number the unreadable bytes stood for a ``State(kind="unreadable")``
+placeholder naming the file, offset, size and kind of the damage, so the journal reads through
+gap-free and replay skips the placeholders. The original segment is kept beside it as
+``<segment>.<UTC time>.corrupt``; unreadable bytes at the very end of the newest segment stand
+for no known record and are only kept there. A missing segment (a gap) is filled with
+``State(kind="missing")`` placeholders only with ``--fill-gaps`` (restoring the file from a
+backup is better, when there is one). Then the journal's ``CORRUPTION`` file is removed and an
+``AdminAction`` ("journal_repair": who, why, what) is appended, and the result is verified.
+After the restart the gateway replays every intact record, and the reconciliation with the
+exchange books what the unreadable records held (fills by execution id; orders the gateway no
+longer knows are alerted and cancelled or adopted by policy).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
+import getpass
 import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -24,16 +42,28 @@ from checks.reasons import Reason
 from gateway.journal import (
     BUSINESS_RETENTION_DAYS,
     CHINA_TZ,
+    CORRUPTION_FILE,
     SUFFIX,
     AdminAction,
+    Corruption,
     Decision,
     ExchangeEvent,
+    FsyncPolicy,
+    Journal,
     JournalDamage,
     JournalError,
     JournalReader,
     JournalRecord,
+    Piece,
+    State,
+    frame,
     list_segments,
+    map_segment,
     prune,
+    read_corruption,
+    segment_name,
+    torn_tail,
+    write_corruption,
 )
 
 
@@ -62,6 +92,16 @@ def record_order_ids(record: JournalRecord) -> set[str]:
     return ids
 
 
+class SegmentMap(msgspec.Struct):
+    """One segment from the damage on, stretch by stretch (``gateway.journal.map_segment``)."""
+
+    name: str
+    first: int
+    size: int
+    pieces: list[Piece]
+    torn_tail: bool = False  # its only damage is a torn tail (it is the newest segment)
+
+
 class VerifyReport(msgspec.Struct):
     directory: str
     segments: int = 0
@@ -72,21 +112,49 @@ class VerifyReport(msgspec.Struct):
     last_ts_ns: int = 0
     bytes: int = 0
     damage: JournalDamage | None = None
-    quarantined: list[str] = []  # tails cut away by earlier recoveries
+    quarantined: list[str] = []  # evidence: tails cut away, segments kept before a repair
+    corruption: list[Corruption] = []  # what CORRUPTION records (the gateway is in safe mode)
+    after_damage: list[SegmentMap] = []  # the damaged segment and every later one, mapped
 
     @property
     def ok(self) -> bool:
-        return self.damage is None
+        return self.damage is None and not self.corruption
+
+    @property
+    def torn_tail_only(self) -> bool:
+        """The only damage is a torn tail: the gateway cuts it on open and trades on."""
+        return (self.damage is not None and not self.corruption and len(self.after_damage) == 1
+                and self.after_damage[0].torn_tail)
+
+
+def _evidence(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir()
+                  if SUFFIX + "." in p.name and p.name.endswith((".damaged", ".corrupt")))
+
+
+def _map_from(d: Path, damage: JournalDamage) -> list[SegmentMap]:
+    segs = list_segments(d)
+    where = Path(damage.segment).name
+    start = next((i for i, (_, p) in enumerate(segs) if p.name == where), len(segs))
+    out = []
+    for i, (first, path) in enumerate(segs[start:], start):
+        buf = path.read_bytes()
+        pieces = map_segment(buf, first)
+        newest = i == len(segs) - 1
+        out.append(SegmentMap(path.name, first, len(buf), pieces,
+                              newest and torn_tail(buf, pieces) is not None))
+    return out
 
 
 def verify(directory: str | os.PathLike[str]) -> VerifyReport:
-    """Read the whole journal, checking every record; the report says what was found."""
+    """Read the whole journal, checking every record; the report says what was found, and past
+    any damage, what is intact after it."""
     d = Path(directory)
     if not d.is_dir():
         raise JournalError(f"{d} is not a directory")
     segs = list_segments(d)
     report = VerifyReport(str(d), segments=len(segs), bytes=sum(p.stat().st_size for _, p in segs),
-                          quarantined=sorted(p.name for p in d.glob(f"*{SUFFIX}.*.damaged")))
+                          quarantined=_evidence(d), corruption=read_corruption(d))
     reader = JournalReader(d)
     for seq, record in reader:
         if report.records == 0:
@@ -94,7 +162,159 @@ def verify(directory: str | os.PathLike[str]) -> VerifyReport:
         report.records += 1
         report.last_seq, report.last_ts_ns = seq, record.ts_ns
     report.damage = reader.damage
+    if reader.damage is not None:
+        report.after_damage = _map_from(d, reader.damage)
     return report
+
+
+def describe_piece(p: Piece) -> str:
+    if p.ok:
+        return f"bytes {p.start}..{p.end}: records {p.first}..{p.last} intact"
+    stands = (f"stands for record(s) {p.first}..{p.last}" if p.last >= p.first else
+              f"stands for no record known to be missing (the next expected is {p.first})")
+    if p.start == p.end:
+        return f"at byte {p.start}: {p.detail}"
+    return f"bytes {p.start}..{p.end}: unreadable ({p.kind}: {p.detail}); {stands}"
+
+
+# --- repair ----------------------------------------------------------------------------------
+
+
+class RepairStep(msgspec.Struct):
+    segment: str  # file name
+    action: str  # rewrite | fill_gap | note
+    text: str
+    placeholders: list[tuple[int, int]] = []  # sequence runs that get placeholders
+    data: bytes = b""  # the new file's content (rewrite, fill_gap)
+
+
+class RepairPlan(msgspec.Struct):
+    directory: str
+    steps: list[RepairStep] = []
+    problems: list[str] = []  # what repair cannot do: a person must
+    clears_marker: bool = False
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.steps) or self.clears_marker
+
+
+def _placeholder(ts: int, kind: str, info: dict[str, Any]) -> State:
+    return State(ts, kind, msgspec.json.encode(info))
+
+
+def plan_repair(directory: str | os.PathLike[str], fill_gaps: bool = False,
+                stamp: str = "<time>") -> RepairPlan:
+    """What ``repair`` would do, without doing it."""
+    d = Path(directory)
+    plan = RepairPlan(str(d), clears_marker=(d / CORRUPTION_FILE).exists())
+    rep = verify(d)
+    if rep.damage is None:
+        return plan
+    segs = list_segments(d)
+    names = [p.name for _, p in segs]
+    expected: int | None = None  # the first record the next segment must hold
+    for m in rep.after_damage:
+        i = names.index(m.name)
+        next_first = segs[i + 1][0] if i + 1 < len(segs) else None
+        if expected is not None and m.first != expected:
+            if m.first < expected:
+                plan.problems.append(f"{m.name} starts at record {m.first} but the segment before "
+                                     f"it ends at {expected - 1}: overlapping segments need a person")
+                return plan
+            missing = (expected, m.first - 1)
+            if not fill_gaps:
+                plan.problems.append(f"records {missing[0]}..{missing[1]} are missing: no segment "
+                                     f"file holds them (before {m.name}). Restore the file "
+                                     f"{segment_name(missing[0])} from a backup, or rerun with "
+                                     "--fill-gaps to stand placeholders in for them")
+                return plan
+            ts = m.pieces[0].first_ts if m.pieces and m.pieces[0].ok else 0
+            gap = _placeholder(ts, "missing", {"detail": "segment file missing", "before": m.name})
+            plan.steps.append(RepairStep(
+                segment_name(missing[0]), "fill_gap",
+                f"new segment with placeholders for the missing records {missing[0]}..{missing[1]}",
+                [missing], b"".join(frame(gap, seq) for seq in range(missing[0], missing[1] + 1))))
+        last = m.first - 1  # the last record the (repaired) segment holds
+        if all(p.ok for p in m.pieces):
+            expected = (m.pieces[-1].last if m.pieces else last) + 1
+            continue
+        buf = (d / m.name).read_bytes()
+        evidence = f"{m.name}.{stamp}.corrupt"
+        out = bytearray()
+        runs: list[tuple[int, int]] = []
+        notes = []
+        last_ts = 0
+        for k, p in enumerate(m.pieces):
+            if p.ok:
+                out += buf[p.start : p.end]
+                last, last_ts = p.last, p.last_ts
+                continue
+            stands = p.last
+            if k == len(m.pieces) - 1 and stands < p.first and next_first is not None:
+                stands = next_first - 1  # the next segment's name says what they stood for
+            if stands >= p.first:
+                ts = last_ts or next((q.first_ts for q in m.pieces[k:] if q.ok), 0)
+                info = {"segment": m.name, "offset": p.start, "bytes": p.end - p.start,
+                        "kind": p.kind, "detail": p.detail, "evidence": evidence}
+                out += b"".join(frame(_placeholder(ts, "unreadable", info), seq)
+                                for seq in range(p.first, stands + 1))
+                runs.append((p.first, stands))
+                notes.append(f"{describe_piece(p)}: placeholder(s) for {p.first}..{stands}")
+                last = stands
+            else:
+                notes.append(f"{describe_piece(p)}: kept only in {evidence}"
+                             + (" (a torn tail)" if m.torn_tail else ""))
+        expected = last + 1
+        plan.steps.append(RepairStep(m.name, "rewrite", "rewritten keeping every intact record "
+                                     f"(original kept as {evidence}): " + "; ".join(notes),
+                                     runs, bytes(out)))
+    return plan
+
+
+def repair(directory: str | os.PathLike[str], reason: str, *, fill_gaps: bool = False,
+           operator: str | None = None) -> tuple[RepairPlan, VerifyReport]:
+    """Carry out ``plan_repair`` (see the module docstring); the journal must not be open."""
+    d = Path(directory)
+    lock_fd = os.open(d / "LOCK", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(f"journal {d} is open (LOCK is held): stop the gateway first") from None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        plan = plan_repair(d, fill_gaps, stamp)
+        if plan.problems:
+            return plan, verify(d)
+        for step in plan.steps:
+            path = d / step.segment
+            if step.action == "fill_gap":
+                with open(path, "xb") as f:
+                    f.write(step.data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            elif step.action == "rewrite":
+                tmp = path.with_name(path.name + ".repair")
+                with open(tmp, "wb") as f:
+                    f.write(step.data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(path, path.with_name(f"{path.name}.{stamp}.corrupt"))  # evidence first
+                os.replace(tmp, path)
+        was = read_corruption(d)
+        if plan.needed:
+            write_corruption(d, [])  # also makes the renames above durable (directory fsync)
+    finally:
+        os.close(lock_fd)
+    if plan.needed:
+        with Journal.open(d, fsync=FsyncPolicy.every_record()) as j:
+            j.append(AdminAction(time.time_ns(), operator or getpass.getuser(), "journal_repair",
+                                 reason=reason, args={
+                                     "placeholders": [list(r) for s in plan.steps for r in s.placeholders],
+                                     "segments": [s.segment for s in plan.steps],
+                                     "evidence_suffix": f".{stamp}.corrupt",
+                                     "corruption": [str(c) for c in was]}))
+    return plan, verify(d)
 
 
 def dump(directory: str | os.PathLike[str], account: str | None = None, order_id: str | None = None,
@@ -172,8 +392,56 @@ def parse_time(text: str) -> int:
     return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
+def print_verify(r: VerifyReport, out: TextIO) -> int:
+    """``verify``'s report for people; returns the exit code (0 clean, 1 damage)."""
+    span = (f"records {r.first_seq}..{r.last_seq}, {format_ts(r.first_ts_ns)} to "
+            f"{format_ts(r.last_ts_ns)}" if r.records else "no records")
+    print(f"{r.directory}: {r.segments} segment(s), {r.bytes} bytes, {r.records} record(s) read "
+          f"back in order, {span}", file=out)
+    for name in r.quarantined:
+        what = ("a damaged tail cut away when the journal was opened" if name.endswith(".damaged")
+                else "a segment as it was before a repair")
+        print(f"note: {name} is evidence: {what}", file=out)
+    for c in r.corruption:
+        print(f"CORRUPT since {format_ts(c.found_ns)}: {c}", file=out)
+    if r.damage is not None:
+        print(f"DAMAGED ({r.damage.kind}): {r.damage}", file=out)
+        print(f"records up to {r.damage.seq - 1} read back intact; from the damage on, segment by "
+              "segment:", file=out)
+        for m in r.after_damage:
+            print(f"  {m.name} ({m.size} bytes)", file=out)
+            for piece in m.pieces:
+                print(f"    {describe_piece(piece)}", file=out)
+    if r.torn_tail_only:
+        print("This is a torn tail (an incomplete last record, what a crash leaves): the gateway "
+              "cuts it when it opens the journal, keeping the bytes as <segment>.<offset>.damaged, "
+              "and trades on.", file=out)
+        return 1
+    if not r.ok:
+        if r.damage is None:
+            print(f"The journal reads back whole, but {CORRUPTION_FILE} records corruption (restored "
+                  "from a copy since?).", file=out)
+        print("This is corruption: the gateway does not trade on this journal (safe mode, reason "
+              "1209: it reconciles and cancels only) until it is repaired. With the gateway "
+              f"stopped: `fengkong journal repair {r.directory}` says what it would do; add "
+              "`--apply --reason TEXT` to do it.", file=out)
+        return 1
+    print("OK", file=out)
+    return 0
+
+
+def print_repair(plan: RepairPlan, out: TextIO) -> None:
+    for step in plan.steps:
+        print(f"{step.segment}: {step.text}", file=out)
+    if plan.clears_marker:
+        print(f"{CORRUPTION_FILE}: removed (the gateway trades again after its next start)", file=out)
+    for problem in plan.problems:
+        print(f"cannot repair: {problem}", file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``fengkong journal verify DIR | dump DIR [filters] [--json] | prune DIR [--retention-days N]``."""
+    """``fengkong journal verify DIR | dump DIR [filters] [--json] | prune DIR [--retention-days N]
+    | repair DIR [--apply --reason TEXT] [--fill-gaps]``."""
     parser = argparse.ArgumentParser(prog="fengkong journal", description="Inspect an audit journal.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("verify", help="check every record; exit 1 on damage")
@@ -188,27 +456,42 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prune", help="delete whole segments older than the retention")
     p.add_argument("dir")
     p.add_argument("--retention-days", type=int, default=BUSINESS_RETENTION_DAYS)
+    p = sub.add_parser("repair", help="after corruption: keep every intact record, stand "
+                       "placeholders in for unreadable ones (dry run unless --apply)")
+    p.add_argument("dir")
+    p.add_argument("--apply", action="store_true", help="do it (the gateway must be stopped)")
+    p.add_argument("--reason", default="", help="why (journaled with your user name); "
+                   "required with --apply")
+    p.add_argument("--fill-gaps", action="store_true",
+                   help="stand placeholders in for records of missing segment files")
     args = parser.parse_args(argv)
     out = sys.stdout
     try:
         if not Path(args.dir).is_dir():
             raise JournalError(f"{args.dir} is not a directory")
         if args.command == "verify":
-            r = verify(args.dir)
-            span = (f"records {r.first_seq}..{r.last_seq}, {format_ts(r.first_ts_ns)} to "
-                    f"{format_ts(r.last_ts_ns)}" if r.records else "no records")
-            print(f"{r.directory}: {r.segments} segment(s), {r.bytes} bytes, {r.records} record(s), {span}", file=out)
-            for name in r.quarantined:
-                print(f"note: {name} holds a damaged tail cut away by an earlier recovery", file=out)
-            if r.damage is not None:
-                print(f"DAMAGED ({r.damage.kind}): {r.damage}", file=out)
-                print(f"records up to {r.damage.seq - 1} read back intact; nothing after the damage "
-                      "was read. A damaged tail in the newest segment is cut (and kept as .damaged) "
-                      "when the gateway opens the journal; damage in an older segment needs a person.",
-                      file=out)
+            return print_verify(verify(args.dir), out)
+        if args.command == "repair":
+            if not args.apply:
+                plan = plan_repair(args.dir, args.fill_gaps)
+                if not plan.needed and not plan.problems:
+                    print("nothing to repair: the journal reads back whole", file=out)
+                    return 0
+                print_repair(plan, out)
+                print("dry run: nothing changed. Rerun with --apply --reason TEXT, the gateway "
+                      "stopped.", file=out)
+                return 1 if plan.problems else 0
+            if not args.reason.strip():
+                raise JournalError("--apply needs --reason: the repair is journaled with who and why")
+            plan, after = repair(args.dir, args.reason, fill_gaps=args.fill_gaps)
+            if not plan.needed and not plan.problems:
+                print("nothing to repair: the journal reads back whole", file=out)
+                return 0
+            print_repair(plan, out)
+            if plan.problems:
+                print("nothing changed.", file=out)
                 return 1
-            print("OK", file=out)
-            return 0
+            return print_verify(after, out)
         if args.command == "prune":
             for path in prune(args.dir, time.time_ns(), args.retention_days):
                 print(f"deleted {path}", file=out)
@@ -226,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"journal damaged, stopped: {reader.damage}", file=sys.stderr)
             return 1
         return 0
-    except JournalError as err:
+    except (JournalError, OSError) as err:
         print(f"fengkong journal: {err}", file=sys.stderr)
         return 2
 

@@ -17,8 +17,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from checks.enums import KillScope
+from checks.enums import AlertLevel, KillScope
 from checks.model import Limits
+from checks.reasons import Reason
 from gateway import checkpoint
 from gateway import journal as jr
 from gateway.admin import AdminApi, any_session_open
@@ -54,7 +55,9 @@ class Gateway:
         if cfg.journal.dir:
             self.journal = Journal.open(cfg.journal.dir, fsync=FsyncPolicy(
                 cfg.journal.fsync, cfg.journal.fsync_interval_ms))
-            audit = AuditLog(self.journal)
+            audit = AuditLog(self.journal, on_failure=self._journal_failed,
+                             on_recovery=self._journal_recovered)
+        self.audit = audit
         self.router = Router(cfg, self.engine, audit)
         self.killswitch = KillSwitch(self.router)
         self.link = ExchangeLink(self.router, cfg.exchange)
@@ -71,12 +74,95 @@ class Gateway:
         self.started_ns = time.time_ns()
         self.recovery: RecoveryReport | None = None
         self.checkpoint_day = -1
+        # Unrepaired journal corruption: while there is any, no new order is traded (SAFE_MODE).
+        self.safe_mode: list[jr.Corruption] = []
         if self.journal is not None:
             if self.journal.recovered is not None:
                 log.warning("journal tail was damaged and cut", damage=str(self.journal.recovered))
             self.recovery = replay_journal(self, self.journal)
             next_session_ids(max(self.recovery.max_session + 1, 1))
+            self._check_journal(time.time_ns())
             self._after_replay(self.recovery, time.time_ns())
+
+    # ------------------------------------------------------------------ journal health
+    def _check_journal(self, now: int) -> None:
+        """Corruption found on open or by the replay (not a torn tail, which was cut): the book
+        may be missing what the damaged records held, so refuse to trade on it. Safe mode keeps
+        everything that reduces risk: the exchange link reconciles, clients and operators
+        cancel, the kill switch works. It lasts, restart after restart, until a person repairs
+        the journal (``fengkong journal repair``), which removes the journal's CORRUPTION file."""
+        j = self.journal
+        assert j is not None and self.audit is not None
+        if j.damage_seen is not None:
+            j.mark_corrupt(j.damage_seen)
+        if not j.corruption:
+            return
+        self.safe_mode = list(j.corruption)
+        d = j.corruption[0].damage
+        self.router.halted = (int(Reason.SAFE_MODE), f"{d.kind} damage at byte {d.offset} of "
+                              f"journal segment {Path(d.segment).name}, record {d.seq}")
+        repair = self.repair_procedure()
+        for c in j.corruption:
+            log.critical("journal corrupt: safe mode, no new orders", segment=c.damage.segment,
+                         offset=c.damage.offset, seq=c.damage.seq, kind=c.damage.kind,
+                         detail=c.damage.detail, intact_after=c.intact_after,
+                         resumed_at=c.resumed_at, repair=repair)
+            self.router.alert(AlertLevel.CRITICAL, Reason.JOURNAL_FAILURE, "firm",
+                              f"journal corrupt: {c}. Safe mode: new orders refused (1209); the "
+                              f"exchange link reconciles, cancels and kills still work. {repair}",
+                              now)
+        # Written down in the journal too, after the damage, so a dump tells the story.
+        self.audit.append(jr.State(now, "safe_mode", msgspec.json.encode(j.corruption)))
+
+    def repair_procedure(self) -> str:
+        d = self.journal.directory if self.journal is not None else "DIR"
+        return (f"To repair: stop the gateway; `fengkong journal verify {d}`; "
+                f"`fengkong journal repair {d}` (dry run), then with `--apply`; start it again.")
+
+    def _journal_failed(self, err: jr.JournalIOError, unjournaled: list[str]) -> None:
+        """The journal cannot be written (AuditLog holds the records and retries): fail closed.
+        ``unjournaled``: exchange ids of orders accepted in the turn whose write failed, already
+        on their way out; they get cancels right behind them (see ``gateway.audit``)."""
+        where = err.path.name if err.path is not None else str(self.cfg.journal.dir)
+        r = self.router
+        if r.halted is None or r.halted[0] == Reason.JOURNAL_UNAVAILABLE:
+            r.halted = (int(Reason.JOURNAL_UNAVAILABLE),
+                        f"journal {err.op} failed at record {err.seq} in {where}: {err.strerror}")
+        refs = [r.by_exch[e] for e in unjournaled if e in r.by_exch]
+        if refs:
+            r.cancel_refs(refs, "accepted as the journal write failed")
+        r.alert(AlertLevel.CRITICAL, Reason.JOURNAL_FAILURE, "firm",
+                f"{err}. New orders are refused (1208) until the journal can be written; cancels "
+                "still go; records are held in memory and written when the disk works again"
+                + (f"; {len(refs)} order(s) accepted in that instant were cancelled" if refs
+                   else ""))
+
+    def _journal_recovered(self, text: str) -> None:
+        r = self.router
+        if r.halted is not None and r.halted[0] == Reason.JOURNAL_UNAVAILABLE:
+            r.halted = None
+        r.alert(AlertLevel.WARNING, Reason.JOURNAL_FAILURE, "firm",
+                text + ("; new orders are accepted again" if r.halted is None else
+                        f"; new orders stay refused ({Reason(r.halted[0]).name})"))
+
+    def journal_state(self) -> dict[str, Any] | None:
+        """The journal's health for /v1/status and /v1/recovery (None: no journal)."""
+        j, audit = self.journal, self.audit
+        if j is None or audit is None:
+            return None
+        return {
+            "dir": str(j.directory),
+            "fsync": j.fsync.mode,
+            "next_seq": j.next_seq,
+            "safe_mode": bool(self.safe_mode),
+            "corruption": msgspec.to_builtins(self.safe_mode),
+            "repair": self.repair_procedure() if self.safe_mode else "",
+            "torn_tail": None if j.recovered is None else {
+                **msgspec.to_builtins(j.recovered), "kept_in": str(j.quarantined)},
+            "writable": audit.failure is None,
+            "write_failure": "" if audit.failure is None else str(audit.failure),
+            "held_records": audit.pending,
+        }
 
     def _after_replay(self, report: RecoveryReport, now: int) -> None:
         """Live again: a boot record (this instance's exchange ids), the replayed sessions'
@@ -96,6 +182,11 @@ class Gateway:
 
     def checkpoint_now(self, day: int, now: int) -> None:
         """Journal the carried-over state at the start of trading day ``day``."""
+        if self.safe_mode:
+            # Taken from a book the damaged journal left incomplete, it would be restored after
+            # the repair instead of the repaired records. None until then.
+            log.warning("no trading-day checkpoint in safe mode", trading_day=day)
+            return
         ids = sorted(self.control.applied) if self.control is not None else \
             list(self.recovery.command_ids if self.recovery else [])
         cp = checkpoint.take(self, day, ids, last_session_id())
@@ -184,6 +275,10 @@ class Gateway:
             "gateway": self.cfg.gateway.id,
             "uptime_s": round((time.time_ns() - self.started_ns) / 1e9, 1),
             "exchange_link": self.link.state,  # up, down (reconnecting) or taken over
+            # Why new orders are refused whatever the engine says (journal failing or damaged).
+            "halted": None if r.halted is None else {
+                "code": r.halted[0], "reason": Reason(r.halted[0]).name, "text": r.halted[1]},
+            "journal": self.journal_state(),
             "sessions": [{"session": s.session_id, "user": s.user, "accounts": sorted(s.accounts),
                           "working_orders": r.owned(s.session_id)} for s in r.sessions.values()],
             "kills": [{"scope": KillScope(scope).name.lower(), "key": self.scope_name(scope, key),

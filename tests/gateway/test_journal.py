@@ -28,7 +28,7 @@ from gateway.journal import (
     list_segments,
     prune,
 )
-from gateway.journal_tools import main, verify
+from gateway.journal_tools import main, repair, verify
 from gateway.protocol import Alert, CancelOrder, ExecReport, Heartbeat, NewOrder
 
 T0 = 1_748_914_200 * 10**9  # 2025-06-03 09:30:00 +08:00
@@ -134,7 +134,10 @@ def test_any_truncation_is_detected_and_recovered(recs: list, data: st.DataObjec
 
 @PROP
 @given(recs=record_lists, data=st.data())
-def test_any_flipped_bit_is_detected_and_recovered(recs: list, data: st.DataObject) -> None:
+def test_any_flipped_bit_is_found_and_no_intact_record_is_cut(recs: list, data: st.DataObject) -> None:
+    """A flipped bit is never a torn tail unless it is in the last record: the segment is left
+    byte for byte, appends go on in a fresh segment after the last intact record, and a repair
+    makes the journal read through gap-free with one placeholder for the damaged record."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         ends = write(d, recs)
@@ -145,16 +148,42 @@ def test_any_flipped_bit_is_detected_and_recovered(recs: list, data: st.DataObje
         raw[pos] ^= 1 << bit
         path.write_bytes(raw)
         hit = next(i for i, e in enumerate(ends) if pos < e)  # index of the damaged record
+        last = hit == len(recs) - 1
         got, damage = read_all(d)
         assert got == list(enumerate(recs[:hit], start=1))
         assert damage is not None and damage.seq == hit + 1
         assert damage.offset == (ends[hit - 1] if hit else 0)
         with Journal.open(d) as j:
-            assert j.recovered == damage
-            assert j.quarantined is not None and j.quarantined.read_bytes() == bytes(raw[damage.offset :])
-            assert j.append(State(T0, "after")) == hit + 1
+            if j.recovered is not None:  # a torn tail: only ever the last record
+                assert last and j.corruption == [] and j.recovered == damage
+                assert j.quarantined is not None and j.quarantined.read_bytes() == bytes(raw[damage.offset :])
+                assert j.append(State(T0, "after")) == hit + 1
+                return
+            [c] = j.corruption
+            assert c.damage.seq == damage.seq and c.damage.offset == damage.offset
+            assert c.intact_after == ([] if last else [(hit + 2, len(recs))])
+            assert c.resumed_at == (hit + 1 if last else len(recs) + 1)
+            assert j.append(State(T0, "after")) == c.resumed_at
+        moved = path.with_name(path.name + ".0.damaged")  # when not one record in it was intact
+        kept = moved if moved.exists() else path
+        assert kept.read_bytes() == bytes(raw)  # not one byte cut or changed
+        with Journal.open(d) as j:  # a restart: still corrupt, still appending after it
+            assert [x.damage for x in j.corruption] == [c.damage]
+            assert j.append(State(T0, "again")) == c.resumed_at + 1
+        plan, after = repair(d, "test")
+        assert after.ok and not plan.problems
         got, damage = read_all(d)
-        assert damage is None and got[-1] == (hit + 1, State(T0, "after")) and len(got) == hit + 1
+        assert damage is None
+        seqs = [s for s, _ in got]
+        assert seqs == list(range(1, len(seqs) + 1))  # gap-free
+        by_seq = dict(got)
+        for i, r in enumerate(recs):  # every intact record is still there, under its number
+            if i != hit:
+                assert by_seq[i + 1] == r
+        if not last:
+            assert isinstance(by_seq[hit + 1], State) and by_seq[hit + 1].kind == "unreadable"
+        assert [r.kind for r in by_seq.values() if isinstance(r, State)][-2:] == ["after", "again"]
+        assert isinstance(got[-1][1], AdminAction) and got[-1][1].action == "journal_repair"
 
 
 # --- damage cases by name -----------------------------------------------------------------
