@@ -127,6 +127,7 @@ class Reason(IntEnum):
     UNKNOWN_EXCHANGE_ORDER = 1310, "The exchange reported an order the gateway did not know; it was adopted or cancelled by policy."
     SEAT_TAKEN_OVER = 1311, "Another connection took over the exchange seat; this gateway does not fight for it."
     EXCHANGE_SURPRISE = 1312, "The exchange sent a report the order's state did not expect (e.g. a reject after an ack)."
+    KAFKA_LOSS = 1313, "The Kafka broker lost records the outbox had published; they are being published again."
 
     @property
     def text(self) -> str:

@@ -234,7 +234,9 @@ def _kill_reset(args: argparse.Namespace) -> int:
     target = "the firm" if scope == "firm" else f"{scope} {key}"
     if args.action == "kill":
         print(f"killed {target}{' (close-only)' if args.close_only else ''}: "
-              f"{result['cancels_sent']} cancels sent in {result['elapsed_us'] / 1000:.2f} ms")
+              f"{result['cancels_sent']} cancels sent in {result['elapsed_us'] / 1000:.2f} ms"
+              + (f"; {result['cancels_pending']} held until the exchange link is back (sent "
+                 "first when it is)" if result.get("cancels_pending") else ""))
     else:
         print(f"reset {target}: trading allowed again")
     return 0

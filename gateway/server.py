@@ -27,7 +27,7 @@ from gateway.audit import AuditLog
 from gateway.auth import Lockout
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
-from gateway.journal import FsyncPolicy, Journal
+from gateway.journal import FsyncPolicy, Journal, JournalError
 from gateway.kafka_bus import ControlConsumer, OutboxPublisher, Topics
 from gateway.killswitch import KillSwitch
 from gateway.protocol import Logout
@@ -180,6 +180,11 @@ class Gateway:
             log.warning("orders of sessions that were logged on at the crash will be cancelled "
                         "once the exchange link is back", cancels=held)
 
+    def _kafka_lost(self, text: str) -> None:
+        """The outbox found the broker without records it had acknowledged (it publishes them
+        again): the risk desk hears of it, since consumers saw a gap meanwhile."""
+        self.router.alert(AlertLevel.CRITICAL, Reason.KAFKA_LOSS, "firm", text)
+
     def checkpoint_now(self, day: int, now: int) -> None:
         """Journal the carried-over state at the start of trading day ``day``."""
         if self.safe_mode:
@@ -190,6 +195,14 @@ class Gateway:
         ids = sorted(self.control.applied) if self.control is not None else \
             list(self.recovery.command_ids if self.recovery else [])
         cp = checkpoint.take(self, day, ids, last_session_id())
+        audit = self.router.audit
+        if audit is not None and self.journal is not None:
+            audit.flush()  # what came before goes first, in the older segment
+            if audit.pending == 0:
+                try:
+                    self.journal.start_segment()
+                except JournalError as err:  # the next append will say so, and be held
+                    log.error("could not start a segment for the checkpoint", error=str(err))
         self.router.record(checkpoint.record(cp, now))
         self.checkpoint_day = day
         log.info("trading-day checkpoint", trading_day=day, sessions=len(cp.sessions),
@@ -214,7 +227,8 @@ class Gateway:
             self.outbox = OutboxPublisher(self.journal.directory, k.bootstrap, topics,
                                           self.cfg.gateway.id,
                                           Path(self.journal.directory) / "outbox.state",
-                                          idempotent=k.idempotent)
+                                          idempotent=k.idempotent,
+                                          on_broker_loss=self._kafka_lost)
             await self.outbox.start()
             applied = self.recovery.command_ids if self.recovery else []
             self.control = ControlConsumer(k.bootstrap, k.control_topic,
