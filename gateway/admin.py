@@ -231,7 +231,7 @@ class AdminApi:
             self.gw.engine.set_programmatic(account, ProgReg[name])
         except KeyError:
             raise AdminError(404, f"unknown account {account!r}") from None
-        self.gw.killswitch._audit(op, "set_programmatic", KillScope.ACCOUNT, account,
+        self.gw.killswitch.audit(op, "set_programmatic", KillScope.ACCOUNT, account,
                                   str(body.get("reason", "")), time.time_ns(), registration=name)
         return web.json_response({"ok": True})
 
@@ -266,7 +266,7 @@ class AdminApi:
                                       "(change control, security rules art. 15)")
         self.gw.engine.set_limits(account, new)
         self.gw.limits[account] = new
-        self.gw.killswitch._audit(op, "set_limits", KillScope.ACCOUNT, account, reason,
+        self.gw.killswitch.audit(op, "set_limits", KillScope.ACCOUNT, account, reason,
                                   time.time_ns(), changes=changes, looser=looser,
                                   emergency=emergency)
         return web.json_response({"ok": True, "looser": looser})
@@ -280,7 +280,7 @@ class AdminApi:
         if link.taken_over is None:
             raise AdminError(409, f"the exchange link is {link.state}, not held down by a seat "
                                   "takeover: nothing to reconnect")
-        self.gw.killswitch._audit(op, "link_reconnect", KillScope.FIRM, "",
+        self.gw.killswitch.audit(op, "link_reconnect", KillScope.FIRM, "",
                                   str(body.get("reason", "")), time.time_ns(),
                                   seat=link.cfg.user, taken_over=link.taken_over)
         link.resume()

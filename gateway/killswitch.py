@@ -70,8 +70,10 @@ class KillSwitch:
                 raise KillError(f"session ids are numbers, got {key!r}") from None
         return key
 
-    def _audit(self, operator: str, action: str, scope: KillScope, key: str, reason: str,
-               now: int, command_id: str = "", **args: object) -> None:
+    def audit(self, operator: str, action: str, scope: KillScope, key: str, reason: str,
+              now: int, command_id: str = "", **args: object) -> None:
+        """Journal (write-ahead) and log an operator's action: the one path every admin change
+        takes, so the admin plane calls it rather than writing records itself."""
         self.router.record(jr.AdminAction(now, operator, action, scope.name.lower(), str(key),
                                            dict(args), reason, False, command_id))
         entry = {"ts_ns": now, "operator": operator, "action": action,
@@ -90,7 +92,7 @@ class KillSwitch:
             refs = self.engine.kill(scope, k, close_only)
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
-        self._audit(operator, "kill", scope, key, reason, now, command_id, close_only=close_only)
+        self.audit(operator, "kill", scope, key, reason, now, command_id, close_only=close_only)
         if scope == KillScope.SESSION:
             refs = self.router.session_refs(int(k))
         sent, held = self.router.cancel_refs(refs, f"kill {scope.name.lower()} {key}", now)
@@ -112,7 +114,7 @@ class KillSwitch:
             self.engine.reset(scope, k)
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
-        self._audit(operator, "reset", scope, key, reason, now, command_id)
+        self.audit(operator, "reset", scope, key, reason, now, command_id)
         self.router.alert(AlertLevel.WARNING, Reason.KILL_SWITCH, _scope_text(scope, key),
                           f"kill switch reset by {operator}: {reason or 'no reason given'}", now)
 
@@ -130,7 +132,7 @@ class KillSwitch:
             self.engine.set_status(account, status)
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
-        self._audit(operator, "set_status", KillScope.ACCOUNT, account, reason, now,
+        self.audit(operator, "set_status", KillScope.ACCOUNT, account, reason, now,
                     status=status.name)
         sent = 0
         if status != AccountStatus.ACTIVE:
