@@ -62,6 +62,7 @@ from gateway.protocol import (
     OrderStatusEnd,
     OrderStatusRequest,
 )
+from gateway.router import LIVE_ONLY_REFUSALS
 from gateway.session import effective_cancel_on_disconnect
 
 if TYPE_CHECKING:
@@ -138,8 +139,17 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
     report.from_seq = start_seq
     router.replaying = True
     reader = journal.read(start_seq)
+    records = iter(reader)
+    held: tuple[int, jr.JournalRecord] | None = None  # read ahead, not yet handled
     try:
-        for seq, rec in reader:
+        while True:
+            if held is not None:
+                (seq, rec), held = held, None
+            else:
+                item = next(records, None)
+                if item is None:
+                    break
+                seq, rec = item
             report.records += 1
             report.last_seq = seq
             t = type(rec)
@@ -186,9 +196,22 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
                             f"record {seq}: order {msg.cl_ord_id} from session {rec.session}, "
                             "which has no logon in the journal")
                         continue
-                    before = router.stats["accepted"]
-                    router.new_order(s, msg, rec.ts_ns)
                     report.orders += 1
+                    # The engine decided the order live only if its decision follows at once.
+                    # One refused before the engine saw it (link down, journal failing, safe
+                    # mode: journaled with such a reason, or by older versions with none) is
+                    # refused again, never decided on a book that cannot know the link was down.
+                    held = next(records, None)
+                    decided = held is not None and type(held[1]) is jr.Decision \
+                        and held[1].cl_ord_id == msg.cl_ord_id
+                    live_only = decided and held[1].reason in LIVE_ONLY_REFUSALS  # type: ignore[index]
+                    before = router.stats["accepted"]
+                    router.new_order(s, msg, rec.ts_ns, engine_saw=decided and not live_only)
+                    if live_only:  # that decision is handled: not compared, it was not the engine's
+                        report.records += 1
+                        report.last_seq = held[0]  # type: ignore[index]
+                        held = None
+                        continue
                     pending_decision = (msg.cl_ord_id, 0 if router.stats["accepted"] > before else -1)
                 elif mt is MarketData:
                     router.market_data(msg, rec.ts_ns)

@@ -72,6 +72,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fengkong.router")
 NS = 1_000_000_000
+# Refusals that depend on the gateway's surroundings at that moment, not on its book: replay
+# takes them from the journaled decision instead of deciding the order again.
+LIVE_ONLY_REFUSALS = frozenset({int(Reason.EXCHANGE_UNAVAILABLE), int(Reason.JOURNAL_UNAVAILABLE),
+                                int(Reason.SAFE_MODE)})
 FINISHED_MEMORY = 100_000  # finished orders remembered (per day) to recognise late reports
 UNKNOWN_MEMORY = 10_000  # unknown exchange ids already alerted (one alert each)
 
@@ -244,7 +248,11 @@ class Router:
         return sum(1 for o in self.orders.values() if o.session_id == session_id)
 
     # ------------------------------------------------------------------ new orders
-    def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None) -> None:
+    def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None,
+                  engine_saw: bool = True) -> None:
+        """A client's order. On replay ``engine_saw`` says whether the journal has the engine's
+        decision for it: an order refused live before the engine saw it (link down, journal
+        failing, safe mode) is refused again, never decided on a book that cannot know why."""
         now = self.clock() if now is None else now
         self._at(now)
         self.record(jr.Inbound(now, session.session_id, msg))
@@ -257,11 +265,18 @@ class Router:
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
                                 f"cl_ord_id {msg.cl_ord_id!r}", now)
         used.add(msg.cl_ord_id)
+        if self.replaying and not engine_saw:
+            self.stats["rejected"] += 1
+            return None
         if not self.replaying:
-            if self.halted is not None:
-                return self._reject(session, msg, self.halted[0], self.halted[1], now)
-            if not self.link_up():
-                return self._reject(session, msg, Reason.EXCHANGE_UNAVAILABLE, "", now)
+            refusal = self.halted if self.halted is not None else \
+                None if self.link_up() else (int(Reason.EXCHANGE_UNAVAILABLE), "")
+            if refusal is not None:
+                # Journaled as a decision: replay cannot see the link or the disk as they were,
+                # and must not decide (and accept) this order again.
+                self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account,
+                                        msg.symbol, refusal[0], refusal[1], 0))
+                return self._reject(session, msg, refusal[0], refusal[1], now)
         decision = self.engine.decide(msg, now, session.session_id)
         self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
                                 int(decision.reason), decision.text,

@@ -447,3 +447,18 @@ def test_a_report_with_no_client_to_hear_it_is_still_journaled_for_the_drop_copy
         out = [r for _, r in j.read() if type(r) is jr.Outbound and type(r.msg) is ExecReport]
     assert [(r.session, r.msg.cl_ord_id, r.msg.status) for r in out] == \
         [(jr.NO_SESSION, "o1", OrdStatus.NEW)]
+
+
+def test_an_order_refused_for_a_down_link_is_refused_again_on_replay(tmp_path):
+    live = Live(tmp_path)
+    s = live.logon(1, MON_10)
+    live.link.up = False
+    assert live.order(s, "r1", MON_10 + MS) == ""
+    assert s.reports()[-1].reason == Reason.EXCHANGE_UNAVAILABLE
+    live.link.up = True
+    x = live.order(s, "t1", MON_10 + 2 * MS)  # the boot's first exchange id
+    gw, report = live.replay(MON_10 + 10 * MS)
+    assert report.disagreements == []
+    assert [(o.cl_ord_id, o.exch_id) for o in gw.router.orders.values()] == [("t1", x)]
+    _same_book(live, gw)
+    assert "r1" in gw.router.used_clids["algo1"]  # its id stays used for the day
