@@ -300,6 +300,9 @@ class Gateway:
                       for scope, key, mode in self.engine.killed()],
             "accounts": [self.engine.account_view(a.id) for a in self.cfg.risk.accounts],
             "working_orders": len(r.orders),
+            # Working orders with a cancel requested and not yet answered (held while the
+            # exchange link is down; sent first when it is back).
+            "cancels_pending": r.pending_cancels(),
             "stats": dict(r.stats),
             "alerts": [msgspec.structs.asdict(a) for a in list(r.alerts)[-20:]],
             "history": self.killswitch.history[-20:],

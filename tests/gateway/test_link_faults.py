@@ -147,6 +147,7 @@ async def test_a_kill_during_an_outage_cancels_at_the_exchange_once_the_link_is_
         result = _admin(rig.admin_port, "POST", "/v1/kill",
                         {"scope": "account", "key": "A001", "reason": "runaway"}, RISK_TOKEN)
         assert (result["cancels_sent"], result["cancels_pending"]) == (0, 1)
+        assert _admin(rig.admin_port, "GET", "/v1/status")["cancels_pending"] == 1
         # Killed -9 before the link is back: the held cancel must survive the restart.
         rig.gw.kill9()
         algo.abort()
