@@ -85,7 +85,7 @@ class AdminApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.operators = gw.cfg.operators
-        self.app = web.Application(middlewares=[self._errors])
+        self.app = web.Application(middlewares=[self._write_ahead, self._errors])
         r = self.app.router
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/accounts", self.accounts)
@@ -114,6 +114,16 @@ class AdminApi:
             await self.runner.cleanup()
 
     # ------------------------------------------------------------------ auth and errors
+    @web.middleware
+    async def _write_ahead(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """An action is journaled before anyone hears it was done: the batch its records joined
+        is written before the response leaves (client sockets do the same in their writes)."""
+        response = await handler(request)
+        audit = self.gw.router.audit
+        if audit is not None:
+            audit.flush()
+        return response
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
