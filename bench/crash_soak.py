@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.points < 1:
         p.error("--points must be at least 1")
     os.environ["FENGKONG_TEST_ENGINE"] = args.engine
+    # SIGTERM (timeout, CI) stops it like Ctrl-C: the run's clean-up kills its gateways.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The offline reference replays log through structlog: keep only warnings and errors.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="crash-soak-"))

@@ -66,7 +66,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import shutil
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -89,9 +91,11 @@ from gateway.protocol import CancelOrder, FrameDecoder
 from gateway.recovery import RecoveryReport, replay_journal
 from simulator.client import Client, ClientError, OrderHandle
 from simulator.exchange import ExchangeServer, serve_exchange
-from tests.conftest import EXAMPLES, Proc, start_gateway
+from tests.conftest import EXAMPLES, Proc
 
 T = 15.0  # generous timeout for one wait on a loaded 2-core machine (never asserted on)
+# Restart and reconciliation grow with the day's journal (a soak's reach minutes): wait longer.
+T_START = 120.0
 SEAT = "GW1"  # examples/gateway.toml [exchange].user
 CP, CP_ACCOUNT = "CP", "CP01"  # the counterparty seat, straight on the exchange
 ALGO_ACCOUNTS = ("A001", "A004", "A005", "H001")
@@ -176,13 +180,11 @@ class _Pipe:
             del buf[:4 + n]
             if not self.proxy.passes(direction, frame):
                 continue
-            if side == "ex":
-                assert self.gw is not None
-                self.gw.write(frame)
-            elif self.ex is not None:
-                self.ex.write(frame)
-            else:
-                self.pending += frame
+            out = self.gw if side == "ex" else self.ex
+            if out is None:
+                self.pending += frame  # the exchange side is still connecting
+            elif not out.is_closing():
+                out.write(frame)
 
     def kill(self) -> None:
         if self.dead:
@@ -345,7 +347,8 @@ class CrashRun:
         self.cp: Client | None = None
         self.gw: Proc | None = None
         self.gw_count = 0
-        self.procs: list[Proc] = []
+        self.procs: list[Proc] = []  # every gateway process ever spawned (killed at the end)
+        self._starting: asyncio.Future[Proc] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.sessions = 0
         self.killed: set[str] = set()  # accounts a risk officer stopped (until the next cycle)
@@ -383,6 +386,11 @@ class CrashRun:
                              "new day, the simulated exchange did not")
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._starting is not None and not self._starting.done():
+            try:  # a start interrupted by a cancel: let it spawn, then stop it
+                await asyncio.wait_for(asyncio.shield(self._starting), T_START)
+            except BaseException:  # noqa: BLE001 - cleaning up whatever happened
+                pass
         for p in self.procs:
             p.kill9()
         self._save_logs()
@@ -402,17 +410,34 @@ class CrashRun:
             except OSError:
                 pass
 
-    async def _start_gateway(self) -> None:
+    def _spawn_gateway(self) -> Proc:
+        """``tests.conftest.start_gateway`` with our journal, registered for clean-up the
+        moment it is spawned — before it is ready — so no failure or interruption leaves it
+        running."""
         assert self.proxy is not None
-        gw = await asyncio.to_thread(start_gateway, self.proxy.port, "--journal",
-                                     str(self.journal_dir))
-        self.procs.append(gw)
-        self.gw = gw
+        procs = self.procs
+
+        class Registered(Proc):
+            def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+                if self not in procs:
+                    procs.append(self)
+                return super().wait_for(pattern, timeout)
+
+        engine = os.environ.get("FENGKONG_TEST_ENGINE", "cython")
+        return Registered(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(EXAMPLES / "gateway.toml"),
+             "--port", "0", "--admin-port", "0", "--exchange", f"127.0.0.1:{self.proxy.port}",
+             "--engine", engine, "--journal", str(self.journal_dir)],
+            r"clients on [\d.]+:(\d+), admin on [\d.]+:(\d+)", timeout=T_START)
+
+    async def _start_gateway(self) -> None:
+        self._starting = asyncio.ensure_future(asyncio.to_thread(self._spawn_gateway))
+        self.gw = await asyncio.shield(self._starting)
         self.gw_count += 1
 
     async def _wait_line(self, pattern: str) -> None:
         assert self.gw is not None
-        await asyncio.to_thread(self.gw.wait_for, pattern, T)
+        await asyncio.to_thread(self.gw.wait_for, pattern, T_START)
 
     def _kill(self, point: Point, why: str) -> None:
         assert self.gw is not None
