@@ -40,7 +40,6 @@ from gateway.protocol import (
     Logout,
     MarketData,
     OrderStatusEnd,
-    OrderStatusRequest,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ class ExchangeLink:
         # Reconcile before accepting new orders: learn what happened while we were away (each
         # order's state and its executions, booked once by execution id), then send the cancels
         # held while the link was down, and only then let new orders through.
-        req = OrderStatusRequest(f"recon-{time.time_ns()}", "", False, True)
+        req = self.router.recon_request(f"recon-{time.time_ns()}")
         self._status_req = req.req_id
         self._status_done = loop.create_future()
         self.router.recon_begin(req)

@@ -151,7 +151,8 @@ class OrderStatusRequest(_Msg):
 
     The answer is one ``ExecReport`` with ``exec_type=STATUS`` per matching order, then
     ``OrderStatusEnd`` with the same ``req_id``. An empty ``account`` means every account of
-    the connection. With ``trades`` the exchange first sends every execution of each listed
+    the connection; ``open_only=False`` adds every finished order the exchange remembers,
+    ``orders`` just the named ones. With ``trades`` the exchange first sends every execution of each listed
     order again as an ``exec_type=TRADE`` report with its ``exec_id`` (a trade query): a member
     that missed fills books each one exactly once, keyed by execution id.
     """
@@ -160,6 +161,10 @@ class OrderStatusRequest(_Msg):
     account: str = ""
     open_only: bool = True
     trades: bool = False
+    # And these orders (by the member's cl_ord_id) in whatever state, finished ones included:
+    # a member reconnecting asks for the orders it still thinks working, so it learns how each
+    # ended without the whole day's finished orders again.
+    orders: list[str] = []
 
 
 class OrderStatusEnd(_Msg):

@@ -78,6 +78,7 @@ LIVE_ONLY_REFUSALS = frozenset({int(Reason.EXCHANGE_UNAVAILABLE), int(Reason.JOU
                                 int(Reason.SAFE_MODE)})
 FINISHED_MEMORY = 100_000  # finished orders remembered (per day) to recognise late reports
 UNKNOWN_MEMORY = 10_000  # unknown exchange ids already alerted (one alert each)
+RECON_NAMED_MAX = 2_000  # working orders named in a status request (~25 bytes each, 64 KiB frames)
 
 
 class RoutedOrder:
@@ -577,6 +578,17 @@ class Router:
             self._trigger(account, trigger, now)
 
     # ------------------------------------------------------------------ reconciliation
+    def recon_request(self, req_id: str) -> OrderStatusRequest:
+        """What to ask the exchange after a connect: every order working there (orders we do
+        not know show up) and, by name, the orders working here (how each ended, if it did
+        while we were away), each with its executions. Naming them keeps the answer — and the
+        journal — to the working orders, not the day's; past ``RECON_NAMED_MAX`` names the
+        request would not fit a frame, and it asks for every order the exchange remembers."""
+        names = [o.exch_id for o in self.orders.values()]
+        if len(names) > RECON_NAMED_MAX:
+            return OrderStatusRequest(req_id, "", False, True)
+        return OrderStatusRequest(req_id, "", True, True, names)
+
     def recon_begin(self, req: OrderStatusRequest, now: int | None = None) -> None:
         """The link asked the exchange for the state (and executions) of every order."""
         now = self.clock() if now is None else now
@@ -591,6 +603,10 @@ class Router:
         if self.recon_seen is not None:
             self.recon_seen.add(o.exch_id)
         if o.status in FINAL:
+            if rep.status in (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED):
+                # Closed here (e.g. as lost at an earlier reconnect) yet working there: as
+                # dangerous as an order we never knew, and handled the same way.
+                self._unknown_order(rep, now, f"had closed as {OrdStatus(o.status).name}")
             return
         if rep.cum_qty > o.cum:  # the exchange did not send every execution again
             self._surprise(o, f"the exchange has {rep.cum_qty} lots filled, the gateway "
@@ -606,7 +622,7 @@ class Router:
                          ExecReport(o.exch_id, rep.order_id, o.account, o.symbol, rep.status, et,
                                     rep.reason, rep.text), now)
 
-    def _unknown_order(self, rep: ExecReport, now: int) -> None:
+    def _unknown_order(self, rep: ExecReport, now: int, here: str = "did not know") -> None:
         """A working order the exchange has and the gateway does not: never ignored."""
         if rep.status not in (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED):
             return  # finished before we knew of it: nothing rests at the exchange
@@ -622,7 +638,7 @@ class Router:
                      symbol=rep.symbol, leaves=rep.leaves_qty, action=what)
         self.alert(AlertLevel.CRITICAL, Reason.UNKNOWN_EXCHANGE_ORDER, f"account:{rep.account}",
                    f"the exchange has working order {rep.cl_ord_id!r} ({rep.symbol}, "
-                   f"{rep.leaves_qty} of {rep.qty} lots working) that the gateway did not know: "
+                   f"{rep.leaves_qty} of {rep.qty} lots working) that the gateway {here}: "
                    f"{what}", now)
 
     def _adopt(self, rep: ExecReport, now: int) -> bool:

@@ -372,6 +372,8 @@ class ExchangeServer:
         orders = self.engine.working(user, msg.account)
         if not msg.open_only:  # how the orders that already ended, ended (fills included)
             orders = self.engine.finished(user, msg.account) + orders
+        elif msg.orders:  # how these ended, if they did
+            orders = self.engine.finished_named(user, msg.orders, msg.account) + orders
         engine = self.engine
         reports: list[Report] = []
         for o in orders:

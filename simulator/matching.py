@@ -185,6 +185,16 @@ class _EngineBase:
         return [o for (own, _), o in self._finished.items()
                 if own == owner and (not account or o.account == account)]
 
+    def finished_named(self, owner: str, cl_ord_ids: Iterable[str], account: str = "") -> list[Order]:
+        """The seat's remembered finished orders among ``cl_ord_ids`` (unknown ids skipped)."""
+        finished = self._finished
+        out = []
+        for cl in cl_ord_ids:
+            o = finished.get((owner, cl))
+            if o is not None and (not account or o.account == account):
+                out.append(o)
+        return out
+
     def working_count(self) -> int:
         return sum(len(d) for d in self._working.values())
 

@@ -462,3 +462,31 @@ def test_an_order_refused_for_a_down_link_is_refused_again_on_replay(tmp_path):
     assert [(o.cl_ord_id, o.exch_id) for o in gw.router.orders.values()] == [("t1", x)]
     _same_book(live, gw)
     assert "r1" in gw.router.used_clids["algo1"]  # its id stays used for the day
+
+
+def test_reconciliation_names_the_working_orders_and_no_more(tmp_path, monkeypatch):
+    live = Live(tmp_path)
+    s = live.logon(1, MON_10)
+    xs = [live.order(s, f"o{i}", MON_10 + (1 + i) * MS, qty=1) for i in range(3)]
+    live.report(xs[0], ExecType.CANCELED, MON_10 + 9 * MS, status=OrdStatus.CANCELED)
+    req = live.router.recon_request("r")
+    assert (req.open_only, req.trades, sorted(req.orders)) == (True, True, sorted(xs[1:]))
+    import gateway.router
+    monkeypatch.setattr(gateway.router, "RECON_NAMED_MAX", 1)  # too many to name: ask for all
+    req = live.router.recon_request("r")
+    assert (req.open_only, req.trades, req.orders) == (False, True, [])
+
+
+def test_an_order_closed_here_but_working_at_the_exchange_is_cancelled_and_alerted(tmp_path):
+    live = Live(tmp_path)
+    s = live.logon(1, MON_10)
+    x = live.order(s, "o1", MON_10 + MS)
+    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    live.router.recon_begin(OrderStatusRequest("r1", "", True, True, []), MON_10 + 3 * MS)
+    live.router.reconciled(OrderStatusEnd("r1", 0), MON_10 + 4 * MS)  # lost, it seemed
+    assert live.router.orders == {}
+    live.router.recon_begin(OrderStatusRequest("r2", "", True, True, []), MON_10 + 5 * MS)
+    live.report(x, ExecType.STATUS, MON_10 + 6 * MS, status=OrdStatus.NEW, leaves_qty=5, qty=5,
+                price=3200.0, side=Side.BUY)  # ...but it is working there after all
+    assert type(live.link.sent[-1]) is CancelOrder and live.link.sent[-1].orig_cl_ord_id == x
+    assert "had closed as CANCELED" in live.alerts(Reason.UNKNOWN_EXCHANGE_ORDER)[-1].text

@@ -205,3 +205,30 @@ async def test_a_plain_status_request_sends_no_trades(exchange: ExchangeServer) 
     assert [r.exec_type for r in await a.request_status(open_only=False)] == [ExecType.STATUS]
     await a.close()
     await b.close()
+
+
+async def test_a_status_request_naming_orders_adds_only_those_finished(
+        exchange: ExchangeServer) -> None:
+    seat, other = await connect(exchange, "seat"), await connect(exchange, "other")
+    ended = []
+    for i in range(3):  # three orders that end, only one of which the seat will name
+        h = await seat.send_order(account="A001", symbol="m2605", side=SELL, price=2905,
+                                  qty=1, cl_ord_id=f"f{i}")
+        await h.acked(T)
+        await (await other.send_order(account="H001", symbol="m2605", side=BUY, price=2905,
+                                      qty=1)).wait_done(T)
+        ended.append(await h.wait_done(T))
+    working = await seat.send_order(account="A001", symbol="m2605", side=SELL, price=2950,
+                                    qty=1, cl_ord_id="w")
+    await working.acked(T)
+    raw = await RawConnection.open(exchange.port, "seat")  # takes the seat over
+    raw.send(OrderStatusRequest("q", "", True, True, ["f1", "nobody"]))
+    got = [await raw.recv()]
+    while not isinstance(got[-1], OrderStatusEnd):
+        got.append(await raw.recv())
+    assert got[-1] == OrderStatusEnd("q", 2)  # f1 (how it ended) and w (working)
+    assert [(m.cl_ord_id, m.exec_type) for m in got[:-1]] == [
+        ("f1", ExecType.TRADE), ("f1", ExecType.STATUS), ("w", ExecType.STATUS)]
+    assert got[0].exec_id == ended[1].exec_id
+    raw.close()
+    await other.close()
