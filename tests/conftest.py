@@ -30,7 +30,11 @@ class Proc:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        self.match = self.wait_for(ready, timeout)
+        try:
+            self.match = self.wait_for(ready, timeout)
+        except BaseException:
+            self.kill9()  # never ready: do not leave it running behind the failed test
+            raise
 
     def _pump(self) -> None:
         assert self.p.stdout is not None
