@@ -31,10 +31,11 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "gateway")]
+sys.path[:0] = [str(ROOT)]
 
 import structlog  # noqa: E402
-from crash_harness import CrashRun, DayChanged, PointResult  # noqa: E402
+
+from tests.gateway.crash_harness import CrashRun, DayChanged, PointResult  # noqa: E402
 
 
 def _summary(results: list[PointResult], seconds: float) -> str:

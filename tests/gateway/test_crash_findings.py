@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from crash_harness import SEAT, CrashRun, Point, T
-
 from checks.engine import Engine as ReferenceEngine
 from checks.enums import ExecType, OrdStatus, Side
 from checks.reasons import Reason
@@ -33,6 +31,7 @@ from gateway.protocol import ExecReport, Logon, NewOrder
 from gateway.recovery import replay_journal
 from gateway.server import Gateway
 from tests.conftest import EXAMPLES
+from tests.gateway.crash_harness import SEAT, CrashRun, Point, T
 
 
 def test_replay_does_not_revive_an_order_refused_for_a_down_link(tmp_path):

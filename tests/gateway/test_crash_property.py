@@ -33,7 +33,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from crash_harness import CrashRun, DayChanged, env_int
+
+from tests.gateway.crash_harness import CrashRun, DayChanged, env_int
 
 POINTS = env_int("FENGKONG_CRASH_POINTS", 12)
 SEEDS = [int(s) for s in os.environ.get("FENGKONG_CRASH_SEEDS", "20261,20262").split(",") if s]
