@@ -111,6 +111,13 @@ class Live:
         sent = self.link.sent[before:]
         return sent[0].cl_ord_id if sent else ""
 
+    def working_order(self) -> tuple[FakeSession, str]:
+        """Session 1 logs on at 10:00 and has 5 lots of rb2605 working as o1 (acknowledged)."""
+        s = self.logon(1, MON_10)
+        x = self.order(s, "o1", MON_10 + MS)
+        self.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+        return s, x
+
     def report(self, exch_id: str, et: int, now: int, qty: int = 0, px: float = 3200.0,
                exec_id: str = "", status: int = 0, **kw: Any) -> None:
         self.router.exchange_report(ExecReport(exch_id, "X1", "A001", "rb2605", status, et,
@@ -153,9 +160,7 @@ def test_the_lifecycle_table_has_a_row_for_every_report_at_every_state():
 # ------------------------------------------------------------------ item 1: executions once
 def test_a_repeated_execution_is_applied_once_live_and_on_replay(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     for i in range(3):  # the same execution three times
         live.report(x, ExecType.TRADE, MON_10 + (3 + i) * MS, qty=2, exec_id="E1",
                     status=OrdStatus.PARTIALLY_FILLED)
@@ -171,9 +176,7 @@ def test_a_repeated_execution_is_applied_once_live_and_on_replay(tmp_path):
 def test_fills_learnt_at_reconciliation_count_once_after_a_restart(tmp_path):
     """Order 5 lots, link drops, 2 fill at the exchange, link returns, restart: 2, not 4."""
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.link.up = False  # the link drops; at the exchange 2 lots fill
     for attempt in range(2):  # two reconnects: the exchange says the same execution twice
         t = MON_10 + (10 + 10 * attempt) * MS
@@ -192,9 +195,7 @@ def test_fills_learnt_at_reconciliation_count_once_after_a_restart(tmp_path):
 
 def test_reconciliation_closes_orders_the_exchange_lost_once_even_on_replay(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.router.recon_begin(OrderStatusRequest("r", "", False, True), MON_10 + 3 * MS)
     assert live.router.reconciled(OrderStatusEnd("r", 0), MON_10 + 4 * MS) == 1
     assert live.router.orders == {}
@@ -207,9 +208,7 @@ def test_reconciliation_closes_orders_the_exchange_lost_once_even_on_replay(tmp_
 # ------------------------------------------------------------------ item 6: surprises
 def test_a_reject_after_an_ack_closes_the_order_tells_the_client_and_alerts(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.report(x, ExecType.REJECTED, MON_10 + 3 * MS, status=OrdStatus.REJECTED,
                 text="exchange: session risk")
     last = s.reports()[-1]
@@ -229,9 +228,7 @@ def test_a_reject_after_an_ack_closes_the_order_tells_the_client_and_alerts(tmp_
 
 def test_a_fill_after_the_order_ended_is_a_critical_alert_not_a_silent_drop(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.report(x, ExecType.CANCELED, MON_10 + 3 * MS, status=OrdStatus.CANCELED)
     before = _position(live.gw.engine)
     live.report(x, ExecType.TRADE, MON_10 + 4 * MS, qty=1, exec_id="E9",
@@ -243,9 +240,7 @@ def test_a_fill_after_the_order_ended_is_a_critical_alert_not_a_silent_drop(tmp_
 
 def test_fills_after_a_cancel_request_and_after_a_cancel_reject_are_booked(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.router.cancel(s, CancelOrder("c1", "o1", "A001"), MON_10 + 3 * MS)
     live.report(x, ExecType.TRADE, MON_10 + 4 * MS, qty=2, exec_id="E1")
     cancel_id = live.link.sent[-1].cl_ord_id
@@ -295,9 +290,7 @@ def test_cancels_requested_while_the_link_is_down_go_first_when_it_is_back(tmp_p
 
 def test_a_cancel_held_at_a_crash_is_sent_after_the_restart(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.link.up = False
     live.router.cancel(s, CancelOrder("c1", "o1", "A001"), MON_10 + 3 * MS)  # not refused
     assert not any(type(m) is CancelReject for m in s.sent)
@@ -479,9 +472,7 @@ def test_reconciliation_names_the_working_orders_and_no_more(tmp_path, monkeypat
 
 def test_an_order_closed_here_but_working_at_the_exchange_is_cancelled_and_alerted(tmp_path):
     live = Live(tmp_path)
-    s = live.logon(1, MON_10)
-    x = live.order(s, "o1", MON_10 + MS)
-    live.report(x, ExecType.NEW, MON_10 + 2 * MS, status=OrdStatus.NEW)
+    s, x = live.working_order()
     live.router.recon_begin(OrderStatusRequest("r1", "", True, True, []), MON_10 + 3 * MS)
     live.router.reconciled(OrderStatusEnd("r1", 0), MON_10 + 4 * MS)  # lost, it seemed
     assert live.router.orders == {}
