@@ -431,6 +431,7 @@ class Router:
             event = Event.ACK
         elif et == ExecType.TRADE:
             if rep.last_qty <= 0 or (o.status not in FINAL and rep.last_qty > o.leaves):
+                self._seen_execution(rep)
                 self._surprise(o, f"a fill of {rep.last_qty} lots against {o.leaves} working "
                                f"(execution {rep.exec_id or 'without id'}) was not booked",
                                now, AlertLevel.CRITICAL)
@@ -454,6 +455,7 @@ class Router:
                      lifecycle_event=event.name)
             return
         if action == Action.LATE:
+            self._seen_execution(rep)
             self._surprise(o, f"a fill of {rep.last_qty} lots at {rep.last_px} (execution "
                            f"{rep.exec_id or 'without id'}) came after the order ended as "
                            f"{OrdStatus(o.status).name}; the book could not take it",
@@ -468,8 +470,7 @@ class Router:
             if not outcome.known:  # the table and the book disagree: a bug, say it loudly
                 log.error("fill refused by the book", exch_id=o.exch_id, qty=rep.last_qty)
                 return
-            if rep.exec_id:
-                self.exec_ids.add(rep.exec_id)
+            self._seen_execution(rep)
             self.stats["fills"] += 1
             o.cum += rep.last_qty
             o.leaves -= rep.last_qty
@@ -521,6 +522,12 @@ class Router:
         self.finished[o.exch_id] = o
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.popitem(last=False)
+
+    def _seen_execution(self, rep: ExecReport) -> None:
+        """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
+        when the exchange says it again (a trade query after a reconnect) nothing repeats."""
+        if rep.exec_id:
+            self.exec_ids.add(rep.exec_id)
 
     def _surprise(self, o: RoutedOrder, text: str, now: int, level: AlertLevel) -> None:
         self.stats["surprises"] += 1

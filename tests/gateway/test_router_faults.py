@@ -233,7 +233,8 @@ def test_a_fill_after_the_order_ended_is_a_critical_alert_not_a_silent_drop(tmp_
     before = _position(live.gw.engine)
     live.report(x, ExecType.TRADE, MON_10 + 4 * MS, qty=1, exec_id="E9",
                 status=OrdStatus.PARTIALLY_FILLED)
-    [alert] = live.alerts(Reason.EXCHANGE_SURPRISE)
+    live.report(x, ExecType.TRADE, MON_10 + 5 * MS, qty=1, exec_id="E9")  # said again
+    [alert] = live.alerts(Reason.EXCHANGE_SURPRISE)  # once
     assert alert.level == 3 and "E9" in alert.text  # CRITICAL
     assert _position(live.gw.engine) == before  # the book could not take it, and says so
 
