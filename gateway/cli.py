@@ -8,6 +8,7 @@
     fengkong status [--account A]               live status as tables
     fengkong journal verify|dump|prune DIR      inspect the audit journal
     fengkong hash-secret / hash-token           make config entries for users and operators
+    fengkong --version                          the installed version
 
 The admin commands (kill, reset, status) talk to a running gateway's admin plane over HTTP;
 the operator token comes from ``--token`` or ``$FENGKONG_TOKEN``.
@@ -27,6 +28,28 @@ from checks.config import ConfigError
 from gateway.admin_client import AdminCallError, admin_call
 
 SCOPES = ("firm", "account", "group", "session", "instrument", "product")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Top-level modules of the bench extra (and the bench package itself, which a wheel install
+# of the runtime does not carry): missing one means "install the bench extra", not a bug.
+_BENCH_MODULES = {"bench", "hdrh", "matplotlib", "pytest_benchmark"}
+
+
+def version() -> str:
+    """The installed distribution's version, else the one pyproject.toml declares."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("fengkong")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
 
 
 # Commands with parsers of their own: everything after the command name goes to them as is
@@ -46,7 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest = argv[1:]
         if rest[:1] == ["--"]:
             rest = rest[1:]
-        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        try:
+            return int(getattr(importlib.import_module(module), func)(rest) or 0)
+        except ModuleNotFoundError as err:
+            if argv[0] != "bench" or (err.name or "").split(".")[0] not in _BENCH_MODULES:
+                raise
+            print(f"fengkong bench: {(err.name or '').split('.')[0]} is not installed: the benchmark needs the bench "
+                  "extra (`make bench`, or `pip install -r requirements/test.lock` in a "
+                  "source checkout)", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            return _broken_pipe()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -56,11 +89,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _broken_pipe() -> int:
+    """The reader went away (``fengkong journal dump DIR | head``): stop quietly, as cat does.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fengkong", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fengkong {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the gateway")
@@ -76,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seat", help="exchange seat user (overrides [exchange].user)")
     p.add_argument("--engine", choices=("cython", "reference"), default="cython",
                    help="risk engine: the Cython hot path, or the Python reference (same decisions)")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower,
+                   help="least severe log level written (default: info)")
     p.add_argument("--log-json", action="store_true", default=None,
                    help="JSON log lines even on a TTY")
     p.set_defaults(func=_serve)

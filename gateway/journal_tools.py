@@ -509,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"journal damaged, stopped: {reader.damage}", file=sys.stderr)
             return 1
         return 0
+    except BrokenPipeError:
+        raise  # the reader left (``| head``): the CLI exits quietly, not with an error line
     except (JournalError, OSError) as err:
         print(f"fengkong journal: {err}", file=sys.stderr)
         return 2
