@@ -855,14 +855,15 @@ cdef class Engine:
             return rejected(R.ORDER_RATE, f"limit {acct.max_orders_per_sec}/s")
         if ring_recent(&acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
             return rejected(R.CANCEL_RATE, f"limit {acct.max_cancels_per_sec}/s")
-        if pos.cancels >= inst.cancel_limit:
+        # 703-705, 707, 708 restrict opening only (限制开仓): closes always pass
+        if opening and pos.cancels >= inst.cancel_limit:
             return rejected(R.CONTRACT_CANCEL_LIMIT,
                             f"{pos.cancels} cancels on {self.inst_symbols[i]}")
         large = qty >= inst.large_qty
-        if large and pos.large_cancels >= inst.large_cancel_limit:
+        if opening and large and pos.large_cancels >= inst.large_cancel_limit:
             return rejected(R.LARGE_CANCEL_LIMIT,
                             f"{pos.large_cancels} large cancels on {self.inst_symbols[i]}")
-        if pos.self_trades >= inst.self_trade_limit:
+        if opening and pos.self_trades >= inst.self_trade_limit:
             return rejected(R.SELF_TRADE_LIMIT,
                             f"{pos.self_trades} self-trades on {self.inst_symbols[i]}")
         counts_open = opening and hedge != HEDGE_HEDGE  # hedging is exempt from 交易限额
@@ -870,10 +871,10 @@ cdef class Engine:
             return rejected(R.OPEN_VOLUME_LIMIT,
                             f"{gi.open_volume} + {qty} > {acct.max_open_volume}")
         messages = pc.messages + 1
-        if messages > acct.max_messages:
+        if opening and messages > acct.max_messages:
             return rejected(R.MESSAGE_LIMIT,
                             f"{messages} > {acct.max_messages} on {self.inst_products[i]}")
-        if messages >= acct.otr_min_messages:
+        if opening and messages >= acct.otr_min_messages:
             otr = <double>messages / <double>(pc.filled_orders if pc.filled_orders > 1 else 1) - 1.0
             if otr > acct.max_otr:
                 return rejected(R.OTR_LIMIT,
@@ -1290,7 +1291,7 @@ cdef class Engine:
             self._alert(warn(code, scope, what, count, limit))
         if count == limit:
             self._alert(alert(_CRITICAL, code, scope,
-                              f"{what}: limit {limit} reached; new orders refused"))
+                              f"{what}: limit {limit} reached; new opening orders refused"))
         return 0
 
     # ---------------------------------------------------------------- exchange events

@@ -307,20 +307,22 @@ class Engine:
             return rejected(R.ORDER_RATE, f"limit {acct.max_orders_per_sec}/s")
         if recent(acct.cancels, acct.max_cancels_per_sec, now, NS_PER_S):
             return rejected(R.CANCEL_RATE, f"limit {acct.max_cancels_per_sec}/s")
-        if pos.cancels >= inst.cancel_limit:
+        # The daily counts (703-705, 707, 708) restrict opening only (限制开仓), as the exchanges
+        # do: a closing order always passes them, so a client can still get out of a position.
+        if opening and pos.cancels >= inst.cancel_limit:
             return rejected(R.CONTRACT_CANCEL_LIMIT, f"{pos.cancels} cancels on {inst.symbol}")
         large = qty >= inst.large_qty
-        if large and pos.large_cancels >= inst.large_cancel_limit:
+        if opening and large and pos.large_cancels >= inst.large_cancel_limit:
             return rejected(R.LARGE_CANCEL_LIMIT, f"{pos.large_cancels} large cancels on {inst.symbol}")
-        if pos.self_trades >= inst.self_trade_limit:
+        if opening and pos.self_trades >= inst.self_trade_limit:
             return rejected(R.SELF_TRADE_LIMIT, f"{pos.self_trades} self-trades on {inst.symbol}")
         counts_open = opening and hedge != Hedge.HEDGE  # hedging is exempt from 交易限额
         if counts_open and gi.open_volume + qty > acct.max_open_volume:
             return rejected(R.OPEN_VOLUME_LIMIT, f"{gi.open_volume} + {qty} > {acct.max_open_volume}")
         messages = pc.messages + 1
-        if messages > acct.max_messages:
+        if opening and messages > acct.max_messages:
             return rejected(R.MESSAGE_LIMIT, f"{messages} > {acct.max_messages} on {inst.product}")
-        if messages >= acct.otr_min_messages:
+        if opening and messages >= acct.otr_min_messages:
             otr = messages / max(pc.filled_orders, 1) - 1.0
             if otr > acct.max_otr:
                 return rejected(R.OTR_LIMIT, f"{otr:.2f} > {acct.max_otr:.2f} on {inst.product}")
@@ -962,14 +964,14 @@ def close_fee(inst: InstrumentState, px: float, from_yd: int, from_td: int) -> i
 
 def _count_alerts(alerts: list[AlertEvent], count: int, limit: int, frac: float, code: int,
                   scope: str, what: str) -> None:
-    """Warning at the fraction, critical alert when the limit is reached (new orders refused)."""
+    """Warning at the fraction, critical alert when the limit is reached (openings refused)."""
     if limit >= UNLIMITED:
         return
     if count == warn_level(limit, frac) and count < limit:
         alerts.append(warn(code, scope, what, count, limit))
     if count == limit:
         alerts.append(alert(AlertLevel.CRITICAL, code, scope,
-                            f"{what}: limit {limit} reached; new orders refused"))
+                            f"{what}: limit {limit} reached; new opening orders refused"))
 
 
 def account_tuple(a: AccountState) -> tuple:

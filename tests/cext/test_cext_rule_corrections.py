@@ -1,0 +1,77 @@
+"""Rule corrections of issue 10, held in both engines at their edges (the random histories reach
+them only by chance): the daily count limits restrict opening only (703-705, 707, 708).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from diffbook import MS, T0, Pair, config
+
+from checks.reasons import Reason as R
+from gateway.protocol import NewOrder
+
+
+def _order(symbol: str, price: float, qty: int = 1, side: int = 1, account: str = "A1",
+           offset: int = 1) -> NewOrder:
+    return NewOrder("f", account, symbol, side, offset, 1, 1, 1, price, qty)
+
+
+def _limits(p: Pair, account: str, **changes: object) -> None:
+    a = p.ref.acct_ids[account]
+    p.call("set_limits", account, msgspec.structs.replace(p.ref.cfg.accounts[a].limits, **changes))
+
+
+def _cancel(p: Pair, d, now: int) -> None:  # noqa: ANN001
+    assert d.accepted, d.text
+    p.call("cancel_request", d.ref, now)
+    p.call("apply_canceled", d.ref, now)
+
+
+# ---------------------------------------------------------------- 703-705, 707, 708: openings only
+@pytest.mark.parametrize("limit", ["cancels", "large", "messages", "otr", "self_trades"])
+def test_count_limits_refuse_openings_and_pass_closes_in_both_engines(limit: str) -> None:
+    """A1 holds 8 long rb2605 from yesterday. Each daily count is driven to its limit; then an
+    opening is refused with the count's reason and a closing SELL passes, in both engines."""
+    p = Pair(config("ignore"))
+    _limits(p, "A1", max_orders_per_sec=None, max_cancels_per_sec=None, max_repeats=None,
+            max_open_orders=None, max_messages_per_product=None, max_otr=None)
+    now = T0
+    if limit == "cancels":  # rb2605: 8 cancels a day
+        for k in range(8):
+            now += 200 * MS
+            _cancel(p, p.call("decide", _order("rb2605", 3200.0 - k), now), now)
+        want, open_qty, close_qty = R.CONTRACT_CANCEL_LIMIT, 1, 3
+    elif limit == "large":  # large = 6 lots, 2 large cancels a day on SHFE
+        for k in range(2):
+            now += 200 * MS
+            _cancel(p, p.call("decide", _order("rb2605", 3200.0 - k, qty=6), now), now)
+        want, open_qty, close_qty = R.LARGE_CANCEL_LIMIT, 6, 6
+    elif limit == "messages":
+        _limits(p, "A1", max_messages_per_product=4)
+        for k in range(2):
+            now += 200 * MS
+            d = p.call("decide", _order("rb2605", 3200.0 - k), now)
+            p.call("cancel_request", d.ref, now)
+        want, open_qty, close_qty = R.MESSAGE_LIMIT, 1, 2
+    elif limit == "otr":
+        _limits(p, "A1", max_otr=1.0, otr_min_messages=1)
+        now += 10 * MS
+        d = p.call("decide", _order("rb2605", 3200.0), now)
+        p.call("cancel_request", d.ref, now)
+        want, open_qty, close_qty = R.OTR_LIMIT, 1, 2
+    else:  # SHFE: 2 self-trades a day
+        for k in range(2):
+            now += 200 * MS
+            d = p.call("decide", _order("rb2605", 3200.0 - k), now)
+            p.fill(d.ref, 1, 3200.0 - k, now, True)
+        want, open_qty, close_qty = R.SELF_TRADE_LIMIT, 1, 3
+    p.check()
+    now += 10 * MS
+    for side in (1, 2):
+        d = p.call("decide", _order("rb2605", 3195.0 if side == 1 else 3205.0, open_qty, side),
+                   now)
+        assert d.reason == want, d.text
+    d = p.call("decide", _order("rb2605", 3205.0, close_qty, side=2, offset=2), now)
+    assert d.accepted, d.text
+    p.check()
