@@ -9,7 +9,16 @@ risk       + kill / reset any scope, set account status, confirm a programmatic 
 admin      + loosen a limit (while a session is open: only with ``emergency`` and a reason)
 =========  ==================================================================================
 
-A missing or unknown token gets 401, a role too low 403; both are logged. Every change is
+A missing or unknown token gets 401, a role too low 403; both are logged. The scheme name is
+case-insensitive (RFC 7235): ``bearer`` works as well as ``Bearer``.
+
+Answers are JSON, errors too: ``{"error": "..."}`` with 400 for a malformed request (a bad
+scope names the allowed ones), 404 for an unknown account or key, and for an unknown route
+(with its ``"path"``), 409 for a change that does not apply (``reset`` of a scope that is not
+killed: ``"changed": false``, nothing journaled).
+
+Money is in yuan everywhere, as numbers rounded to the fen (2 decimals): account funds,
+position cost, margin and unrealised P&L, and limits (``max_notional``, ``loss_limit``). Every change is
 journaled and logged with the operator's identity (``KillSwitch._audit``).
 
 Change control (security rules art. 15): tightening, killing and close-only are always
@@ -46,7 +55,7 @@ from checks.calendar import session_open
 from checks.enums import KillScope, ProgReg
 from checks.model import Limits
 from gateway.auth import verify_token
-from gateway.killswitch import KillError
+from gateway.killswitch import KillError, parse_scope
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -76,9 +85,10 @@ def is_looser(name: str, old: Any, new: Any) -> bool:
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, **extra: Any) -> None:
         super().__init__(text)
         self.status = status
+        self.extra = extra
 
 
 class AdminApi:
@@ -129,15 +139,19 @@ class AdminApi:
         try:
             return await handler(request)
         except AdminError as err:
-            return web.json_response({"error": str(err)}, status=err.status)
+            return web.json_response({"error": str(err), **err.extra}, status=err.status)
         except KillError as err:
             return web.json_response({"error": str(err)}, status=404)
+        except web.HTTPException as err:  # no such route, or a method it does not take
+            return web.json_response({"error": err.reason, "path": request.path},
+                                     status=err.status)
         except (ValueError, msgspec.ValidationError) as err:
             return web.json_response({"error": str(err)}, status=400)
 
     def _operator(self, request: web.Request, need: str) -> str:
         header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""  # RFC 7235: any case
         op = next((o for o in self.operators if token and verify_token(o.token_hash, token)), None)
         if op is None:
             log.warning("admin request refused: no valid token", path=request.path,
@@ -176,7 +190,7 @@ class AdminApi:
         except KeyError:
             raise AdminError(404, f"unknown account {account!r}") from None
         snap = self.gw.engine.snapshot()
-        view["positions"] = {sym: dict(zip(_POSITION_FIELDS, t, strict=True))
+        view["positions"] = {sym: _position_view(t)
                              for (acc, sym), t in snap["positions"].items() if acc == account}
         view["orders"] = self.gw.router.open_order_views(account)
         view["limits"] = msgspec.structs.asdict(self.gw.limits[account])
@@ -208,10 +222,36 @@ class AdminApi:
                                                                "torn_tail")}})
 
     # ------------------------------------------------------------------ changes
+    def _scope(self, body: dict[str, Any]) -> tuple[KillScope, str]:
+        """The body's scope, or 400: a scope name outside the set is a malformed request."""
+        try:
+            scope = parse_scope(str(body.get("scope", "")))
+        except KillError as err:
+            raise AdminError(400, str(err)) from None
+        key = str(body.get("key", ""))
+        if scope == KillScope.SESSION and not key.isdigit():
+            raise AdminError(400, f"session ids are numbers, got {key!r}")
+        return scope, ("" if scope == KillScope.FIRM else key)
+
+    def _is_killed(self, scope: KillScope, key: str) -> bool:
+        return any(s == scope and self.gw.scope_name(s, k) == key
+                   for s, k, _mode in self.gw.engine.killed())
+
+    def _known(self, scope: KillScope, key: str) -> None:
+        """404 for a key the scope does not have (an account, group, instrument or product)."""
+        risk = self.gw.cfg.risk
+        known = {KillScope.ACCOUNT: {a.id for a in risk.accounts},
+                 KillScope.GROUP: {a.group for a in risk.accounts},
+                 KillScope.INSTRUMENT: {i.symbol for i in risk.instruments},
+                 KillScope.PRODUCT: {i.product for i in risk.instruments}}.get(scope)
+        if known is not None and key not in known:
+            raise AdminError(404, f"unknown {scope.name.lower()} {key!r}")
+
     async def kill(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
         body = await self._body(request)
-        result = self.gw.killswitch.kill(str(body.get("scope", "")), str(body.get("key", "")),
+        scope, _ = self._scope(body)
+        result = self.gw.killswitch.kill(scope, str(body.get("key", "")),
                                          operator=op, reason=str(body.get("reason", "")),
                                          close_only=bool(body.get("close_only", False)))
         return web.json_response(msgspec.structs.asdict(result))
@@ -219,9 +259,13 @@ class AdminApi:
     async def reset(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
         body = await self._body(request)
-        self.gw.killswitch.reset(str(body.get("scope", "")), str(body.get("key", "")),
-                                 operator=op, reason=str(body.get("reason", "")))
-        return web.json_response({"ok": True})
+        scope, key = self._scope(body)
+        if not self._is_killed(scope, key):
+            target = "the firm" if scope == KillScope.FIRM else f"{scope.name.lower()} {key}"
+            self._known(scope, key)
+            raise AdminError(409, f"{target} was not killed; nothing changed", changed=False)
+        self.gw.killswitch.reset(scope, key, operator=op, reason=str(body.get("reason", "")))
+        return web.json_response({"ok": True, "changed": True})
 
     async def set_status(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
@@ -297,6 +341,15 @@ class AdminApi:
         return web.json_response({"ok": True, "exchange_link": "reconnecting"})
 
 
+def _position_view(t: tuple) -> dict[str, Any]:
+    """A position as named fields, its money in yuan (the engine keeps whole fen)."""
+    view = dict(zip(_POSITION_FIELDS, t, strict=True))
+    for name in _POSITION_MONEY:
+        view[name] = round(view[name] / 100, 2)
+    return view
+
+
+_POSITION_MONEY = ("long_cost", "short_cost", "long_margin", "short_margin", "unrealised")
 _POSITION_FIELDS = (
     "long_td", "long_yd", "short_td", "short_yd", "long_td_frozen", "long_yd_frozen",
     "short_td_frozen", "short_yd_frozen", "long_pending", "short_pending", "long_cost",

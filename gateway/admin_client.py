@@ -26,10 +26,16 @@ def admin_call(base: str, token: str, method: str, path: str,
             detail = json.loads(err.read()).get("error", "")
         except ValueError:
             detail = ""
-        raise AdminCallError(f"{err.code} {err.reason}: {detail}") from None
+        raise AdminCallError(f"{err.code} {err.reason}: {detail}", err.code, detail) from None
     except urllib.error.URLError as err:
         raise AdminCallError(f"cannot reach the admin plane at {base}: {err.reason}") from None
 
 
 class AdminCallError(Exception):
-    pass
+    """The call failed: ``status`` is the HTTP status (0 when the plane was not reached) and
+    ``detail`` the answer's ``error`` text."""
+
+    def __init__(self, text: str, status: int = 0, detail: str = "") -> None:
+        super().__init__(text)
+        self.status = status
+        self.detail = detail

@@ -277,6 +277,11 @@ def _kill_reset(args: argparse.Namespace) -> int:
     try:
         result = admin_call(args.admin, args.token, "POST", f"/v1/{args.action}", body)
     except AdminCallError as err:
+        if args.action == "reset" and err.status == 409:
+            # Nothing was killed there: not an error of the call, but not the success the
+            # operator expected either (a typo in the key?), so say so and exit 1.
+            print(f"fengkong reset: {err.detail}", file=sys.stderr)
+            return 1
         print(f"fengkong {args.action}: {err}", file=sys.stderr)
         return 1
     target = "the firm" if scope == "firm" else f"{scope} {key}"
@@ -324,7 +329,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    console = Console()
+    # Piped or redirected there is no terminal width to fit: rich would assume 80 columns and
+    # cut numbers short ("4,692,9…"). Give it room, and fold rather than cut in any case.
+    console = Console() if sys.stdout.isatty() else Console(width=400, no_color=True)
     if args.account:
         console.print(_kv_table(f"account {args.account}",
                                 {k: v for k, v in data.items() if k not in ("positions", "orders", "limits")}))
@@ -339,13 +346,17 @@ def _status(args: argparse.Namespace) -> int:
         console.print(f"{len(data['orders'])} working order(s)")
         return 0
     console.print(f"gateway [bold]{data['gateway']}[/], exchange link [bold]{data['exchange_link']}[/], "
-                  f"uptime {data['uptime_s']} s, {data['working_orders']} working orders, "
-                  f"stats {data['stats']}")
-    t = Table(title="accounts")
+                  f"uptime {data['uptime_s']} s, {data['working_orders']} working orders",
+                  highlight=False)
+    if data.get("stats"):
+        console.print("counters: " + ", ".join(f"{k} {v:,}" for k, v in data["stats"].items()),
+                      highlight=False)
+    t = Table(title="accounts (money in yuan)")
     for col in ("account", "status", "available", "used margin", "frozen", "P&L", "working", "msgs"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", overflow="fold")
     for a in data["accounts"]:
-        t.add_row(a["account"], a["status"], f"{a['available']:,.2f}", f"{a['used_margin']:,.2f}",
+        t.add_row(a["account"], account_state(a, data["kills"]), f"{a['available']:,.2f}",
+                  f"{a['used_margin']:,.2f}",
                   f"{a['frozen_margin'] + a['frozen_fee']:,.2f}",
                   f"{a['realised_pnl'] + a['unrealised_pnl'] - a['paid_fee']:,.2f}",
                   str(a["open_orders"]), str(a["messages_today"]))
@@ -353,7 +364,7 @@ def _status(args: argparse.Namespace) -> int:
     if data["kills"]:
         kt = Table(title="kill switch")
         for col in ("scope", "key", "mode"):
-            kt.add_column(col)
+            kt.add_column(col, overflow="fold")
         for k in data["kills"]:
             kt.add_row(k["scope"], k["key"], k["mode"])
         console.print(kt)
@@ -370,12 +381,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def account_state(account: dict[str, Any], kills: list[dict[str, Any]]) -> str:
+    """What an account may do now: a kill of the firm or of the account itself outranks the
+    account's own status (a killed account is KILLED, not ACTIVE); close-only says so."""
+    modes = {k["mode"] for k in kills
+             if k["scope"] == "firm" or (k["scope"] == "account" and k["key"] == account["account"])}
+    if "block" in modes:
+        return "KILLED"
+    if "close_only" in modes and account["status"] == "ACTIVE":
+        return "CLOSE_ONLY"
+    return account["status"]
+
+
 def _kv_table(title: str, data: dict[str, Any]):  # noqa: ANN202
     from rich.table import Table
 
     t = Table(title=title, show_header=False)
     t.add_column("field")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", overflow="fold")
     for k, v in data.items():
         t.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
     return t

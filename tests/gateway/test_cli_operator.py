@@ -27,7 +27,8 @@ def fengkong(*args: str, timeout: float = 60.0, **kw) -> subprocess.CompletedPro
 
 def one_clear_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    # Structured log lines (JSON when stderr is not a terminal) may come before it.
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
     assert len(lines) == 1, stderr
     return lines[0]
 
