@@ -826,10 +826,10 @@ cdef class Engine:
             if not isfinite(steps) or fabs(steps * inst.tick - price) > inst.tick * 1e-6:
                 return rejected(R.PRICE_NOT_ON_TICK, f"{price} with tick {inst.tick}")
 
-            # 5. price
-            if price > inst.upper:
+            # 5. price: on whole ticks (checks.engine.band_upper_ticks / band_lower_ticks)
+            if steps > ffloor(inst.upper / inst.tick + 1e-6):
                 return rejected(R.PRICE_ABOVE_UPPER_LIMIT, f"{price} > {inst.upper}")
-            if price < inst.lower:
+            if steps < -ffloor(1e-6 - inst.lower / inst.tick):  # (the ceiling)
                 return rejected(R.PRICE_BELOW_LOWER_LIMIT, f"{price} < {inst.lower}")
             width = _collar_width(inst)
             if fabs(price - inst.ref_price) > width + inst.tick * 1e-6:  # (the edge is inside)

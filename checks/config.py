@@ -90,7 +90,16 @@ def load_risk_config(path: str | Path) -> RiskConfig:
     return resolve(decode_toml(data, RiskConfigFile, str(path)), str(path))
 
 
-def _merge_limits(base: Limits, overrides: dict, source: str, where: str) -> Limits:
+# Upper bounds that keep the engines' int64 arithmetic exact: counts and windows (a window in ms
+# becomes ns), and amounts of money in yuan (they become fen). ``null`` means "no limit".
+MAX_LIMIT_COUNT = 10**12
+MAX_LIMIT_AMOUNT = 1e15
+
+
+def merge_limits(base: Limits, overrides: dict, source: str, where: str) -> Limits:
+    """``base`` with ``overrides`` (limit name -> value) applied, checked as a whole: the one
+    validation of limits, for the config file and for runtime changes (the admin plane, the
+    journal's replay of them). A mistake raises ``ConfigError`` naming ``where.<limit>``."""
     merged = msgspec.structs.asdict(base)
     for key, value in overrides.items():
         if key not in merged:
@@ -114,6 +123,12 @@ def _check_limits(limits: Limits, source: str, where: str) -> None:
             raise ConfigError(source, f"{where}.{name}", f"expected a finite number, got {value}")
         if value < 0:
             raise ConfigError(source, f"{where}.{name}", f"expected a number >= 0, got {value}")
+        if isinstance(value, int) and value > MAX_LIMIT_COUNT:
+            raise ConfigError(source, f"{where}.{name}", f"expected a whole number <= "
+                                                         f"{MAX_LIMIT_COUNT:.0e} (null: no limit), got {value}")
+        if isinstance(value, float) and value > MAX_LIMIT_AMOUNT:
+            raise ConfigError(source, f"{where}.{name}", f"expected a number <= "
+                                                         f"{MAX_LIMIT_AMOUNT:.0e} (null: no limit), got {value}")
     if not 0 < limits.warn_fraction <= 1:
         raise ConfigError(source, f"{where}.warn_fraction", "expected a fraction in (0, 1]")
 
@@ -140,10 +155,13 @@ def _check_instrument(inst: Instrument, exchanges: dict, source: str, where: str
         raise bad("min_limit_qty", "above max_limit_qty")
     if inst.min_market_qty > inst.max_market_qty:
         raise bad("min_market_qty", "above max_market_qty")
-    if inst.collar_pct is not None and not 0 < inst.collar_pct < 1:
-        raise bad("collar_pct", "expected a fraction in (0, 1)")
-    if inst.collar_ticks is not None and inst.collar_ticks < 1:
-        raise bad("collar_ticks", "expected a whole number >= 1")
+    # 0 switches a collar off explicitly (e.g. so that an order at the limit price can pass on
+    # a limit-up day, when the limit is further from the reference price than the collar).
+    if inst.collar_pct is not None and not (math.isfinite(inst.collar_pct)
+                                            and 0 <= inst.collar_pct < 1):
+        raise bad("collar_pct", "expected a fraction in [0, 1); 0 switches the collar off")
+    if inst.collar_ticks is not None and inst.collar_ticks < 0:
+        raise bad("collar_ticks", "expected a whole number >= 0; 0 switches the tick collar off")
     for name, value in msgspec.structs.asdict(inst.fees).items():
         if not (math.isfinite(value) and value >= 0):
             raise bad(f"fees.{name}", f"expected a finite number >= 0, got {value}")
@@ -182,7 +200,7 @@ def resolve(file: RiskConfigFile, source: str = "<config>") -> RiskConfig:
     for i, group in enumerate(file.groups):
         if group.name in group_limits:
             raise ConfigError(source, f"groups[{i}].name", f"duplicate group {group.name!r}")
-        group_limits[group.name] = _merge_limits(file.limits, group.limits, source, f"groups[{i}].limits")
+        group_limits[group.name] = merge_limits(file.limits, group.limits, source, f"groups[{i}].limits")
 
     accounts: list[ResolvedAccount] = []
     seen: set[str] = set()
@@ -196,7 +214,7 @@ def resolve(file: RiskConfigFile, source: str = "<config>") -> RiskConfig:
         if acc.group and acc.group not in group_limits:
             group_limits[acc.group] = file.limits  # a group needs no section unless it has limits
         base = group_limits[acc.group] if acc.group else file.limits
-        limits = _merge_limits(base, acc.limits, source, f"{where}.limits")
+        limits = merge_limits(base, acc.limits, source, f"{where}.limits")
         for j, product in enumerate(acc.products):
             if product not in products:
                 raise ConfigError(source, f"{where}.products[{j}]", f"unknown product {product!r}")

@@ -275,10 +275,12 @@ class Engine:
             if steps is None or abs(steps * inst.tick - price) > inst.tick * 1e-6:
                 return rejected(R.PRICE_NOT_ON_TICK, f"{price} with tick {inst.tick}")
 
-            # 5. price
-            if price > inst.upper:
+            # 5. price: the band on whole ticks, as the tick check, so a limit price that
+            # float arithmetic put a hair above the limit (3500 * 1.1 = 3850.0000000000005)
+            # is at the limit, not above it.
+            if steps > band_upper_ticks(inst):
                 return rejected(R.PRICE_ABOVE_UPPER_LIMIT, f"{price} > {inst.upper}")
-            if price < inst.lower:
+            if steps < band_lower_ticks(inst):
                 return rejected(R.PRICE_BELOW_LOWER_LIMIT, f"{price} < {inst.lower}")
             width = collar_width(inst)
             # A millionth of a tick of slack, as for the tick itself: 659.2 - 640.0 comes out
@@ -923,6 +925,17 @@ def msg_ring_size(cfg: RiskConfig) -> int:
     for acc in cfg.accounts:
         need = max(need, acc.hft_max_per_sec, acc.limits.programmatic_per_sec)
     return need + 1
+
+
+def band_upper_ticks(inst: InstrumentState) -> float:
+    """The highest whole tick inside the daily band: the upper limit in ticks, a millionth of a
+    tick of float error forgiven (a limit off the tick grid rounds inward)."""
+    return math.floor(inst.upper / inst.tick + 1e-6)
+
+
+def band_lower_ticks(inst: InstrumentState) -> float:
+    """The lowest whole tick inside the daily band (see ``band_upper_ticks``)."""
+    return math.ceil(inst.lower / inst.tick - 1e-6)
 
 
 def collar_width(inst: InstrumentState) -> float:

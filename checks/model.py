@@ -54,8 +54,11 @@ class Instrument(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     # start crosses midnight. Night sessions belong to the next trading day.
     sessions: list[tuple[str, str]] = msgspec.field(default_factory=lambda: list(DAY_SESSIONS))
     position_limit: int | None = None  # per account per contract (持仓限额)
-    collar_pct: float | None = 0.05  # fat-finger collar around the reference price, fraction
-    collar_ticks: int | None = None  # ... or as a number of ticks (the tighter one applies)
+    # Fat-finger collar around the reference price, as a fraction: 5 % unless the instrument
+    # says otherwise; 0 switches it off (an order at a daily limit further than the collar from
+    # the reference price, e.g. on a limit-up day, then passes on the band alone).
+    collar_pct: float | None = 0.05
+    collar_ticks: int | None = None  # ... or as a number of ticks (the tighter applies; 0 = off)
     cancel_limit: int | None = None  # overrides the exchange's daily cancel limit per contract
     large_order_qty: int | None = None  # overrides the exchange's large-order size
 

@@ -76,7 +76,7 @@ INSTRUMENTS: list[dict[str, Any]] = [
      "sessions": NIGHT_AND_DAY},
     {"symbol": "m2609", "exchange": "DCE", "product": "m", "multiplier": 10.0, "tick": 1.0,
      "reference_price": 3000.0, "upper_limit": 3100.0, "lower_limit": 2900.0,
-     "collar_pct": 0.02, "margin_long": 0.08, "margin_short": 0.08,
+     "collar_pct": 0.0, "margin_long": 0.08, "margin_short": 0.08,  # (collar switched off)
      "min_limit_qty": 2, "max_limit_qty": 12, "max_market_qty": 4, "position_limit": 40,
      "sessions": NIGHT_AND_DAY},
     {"symbol": "IF2612", "exchange": "CFFEX", "product": "IF", "multiplier": 300.0, "tick": 0.2,
@@ -345,6 +345,9 @@ class Driver:
             price = round(ref_px / tick + steps) * tick
             if kind == 15:
                 price = price + tick / 3  # off tick
+            elif kind == 14:  # right at the band, as market data gave it (in floats, maybe off grid)
+                inst = self.pair.ref.instruments[self.pair.ref.inst_ids[symbol]]
+                price = ch.choice([inst.upper, inst.lower])
         elif kind < 18:
             price = ch.choice(BAD_PRICES)
         else:
@@ -489,6 +492,9 @@ class Driver:
         elif kind == 2:
             upper, lower = ch.choice([(math.nan, lower), (upper, math.inf), (lower, upper),
                                       (2e9, 1.0), (0.0, 0.0)])
+        elif kind == 3:  # the band as last x (1 +/- pct) in floats: a hair off the tick grid
+            pct = ch.choice([0.03, 0.05, 0.07, 0.1])
+            upper, lower = last * (1 + pct), last * (1 - pct)
         answer = self.pair.call("market_data", symbol, last, upper, lower, self.now)
         note(answer)
         for account, trigger in getattr(answer, "triggers", None) or ():  # as the gateway does

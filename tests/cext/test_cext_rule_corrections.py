@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from diffbook import MS, T0, Pair, config
+from diffbook import INSTRUMENTS, MS, T0, Pair, config
 
 from checks.reasons import Reason as R
 from gateway.protocol import NewOrder
@@ -74,4 +74,42 @@ def test_count_limits_refuse_openings_and_pass_closes_in_both_engines(limit: str
         assert d.reason == want, d.text
     d = p.call("decide", _order("rb2605", 3205.0, close_qty, side=2, offset=2), now)
     assert d.accepted, d.text
+    p.check()
+
+
+# ---------------------------------------------------------------- 501/502 on ticks, collar off
+@pytest.mark.parametrize("pct", [0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.15])
+def test_the_band_is_compared_on_ticks_in_both_engines(pct: float) -> None:
+    """Band limits computed as reference x (1 +/- pct), a hair off the tick grid; orders at the
+    float-computed limit, on the grid at it, and a tick either side: same answers, and the limit
+    price itself is never refused 501/502."""
+    p = Pair(config("ignore"))
+    now = T0
+    for spec in INSTRUMENTS:
+        symbol, tick, ref_px = spec["symbol"], spec["tick"], spec["reference_price"]
+        for last in (ref_px, ref_px + 7 * tick, ref_px - 3 * tick):
+            upper, lower = last * (1 + pct), last * (1 - pct)
+            p.call("market_data", symbol, last, upper, lower, now)
+            qty = 2 if symbol == "m2609" else 1
+            for side, edge in ((1, upper), (2, lower)):
+                grid = round(edge / tick) * tick
+                for price in (edge, grid, grid - tick, grid + tick, round(grid + tick, 6)):
+                    now += 300 * MS
+                    d = p.call("decide", _order(symbol, price, qty, side, "R1"), now)
+                    if abs(price - edge) <= tick * 1e-6:
+                        assert d.reason not in (R.PRICE_ABOVE_UPPER_LIMIT,
+                                                R.PRICE_BELOW_LOWER_LIMIT), (symbol, price)
+                    if d.accepted:
+                        p.call("apply_reject", d.ref, now)
+    p.check()
+
+
+def test_an_order_at_the_limit_on_a_limit_up_day_passes_with_the_collar_off() -> None:
+    """m2609 has its collar switched off (collar_pct = 0), m2605 a 2 % collar: at the upper
+    limit 3.3 % above the reference, the first passes and the second is refused 503."""
+    p = Pair(config("ignore"))
+    d = p.call("decide", _order("m2609", 3100.0, 2, account="R1"), T0)
+    assert d.accepted, d.text
+    d = p.call("decide", _order("m2605", 3000.0, 2, account="R1"), T0 + MS)
+    assert d.reason == R.PRICE_OUTSIDE_COLLAR, d.text
     p.check()

@@ -183,8 +183,10 @@ def test_impossible_limits_are_named(limits, path, expect):
      "instruments[0].min_limit_qty", "above max_limit_qty"),
     (("tick = 1.0", "tick = 1.0\nmin_market_qty = 5\nmax_market_qty = 4"),
      "instruments[0].min_market_qty", "above max_market_qty"),
-    (("tick = 1.0", "tick = 1.0\ncollar_pct = 1.0"), "instruments[0].collar_pct", "(0, 1)"),
-    (("tick = 1.0", "tick = 1.0\ncollar_ticks = 0"), "instruments[0].collar_ticks", ">= 1"),
+    (("tick = 1.0", "tick = 1.0\ncollar_pct = 1.0"), "instruments[0].collar_pct", "[0, 1)"),
+    (("tick = 1.0", "tick = 1.0\ncollar_pct = -0.01"), "instruments[0].collar_pct", "[0, 1)"),
+    (("tick = 1.0", "tick = 1.0\ncollar_pct = nan"), "instruments[0].collar_pct", "[0, 1)"),
+    (("tick = 1.0", "tick = 1.0\ncollar_ticks = -1"), "instruments[0].collar_ticks", ">= 0"),
     (("tick = 1.0", "tick = 1.0\nmargin_long = -0.1"), "instruments[0].margin_long", ">= 0"),
     (("tick = 1.0", "tick = 1.0\nfees = { open_per_lot = -1.0 }"),
      "instruments[0].fees.open_per_lot", ">= 0"),
@@ -304,3 +306,16 @@ def test_the_sample_config_loads_and_builds_an_engine():
     eng = Engine(cfg)
     acct = eng.accounts[eng.acct_ids["A001"]]
     assert acct.used_margin > 0 and math.isfinite(acct.available())
+
+
+def test_the_collar_is_5_percent_unless_the_instrument_says_otherwise():
+    eng = Engine(load(INSTRUMENT + ACCOUNT))
+    inst = eng.instruments[0]
+    assert (inst.collar_pct, inst.collar_ticks) == (0.05, 0)
+
+
+@pytest.mark.parametrize("off", ["collar_pct = 0", "collar_pct = 0.0\ncollar_ticks = 0"])
+def test_a_collar_of_0_switches_it_off_for_that_instrument(off):
+    eng = Engine(load(INSTRUMENT.replace("tick = 1.0", "tick = 1.0\n" + off) + ACCOUNT))
+    inst = eng.instruments[0]
+    assert (inst.collar_pct, inst.collar_ticks) == (0.0, 0)

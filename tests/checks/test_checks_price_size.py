@@ -198,3 +198,48 @@ def test_notional_one_fen_past_max_with_a_fractional_price_is_refused(make_book)
     d = book.reject(R.NOTIONAL_ABOVE_MAX, symbol="au2606", price=691.2, qty=3)
     assert "2073600.00 > 2073599.99" in d.text
     book.passes(symbol="au2606", price=691.18, qty=3)  # 2073540
+
+
+# ---------------------------------------------------------------- 501 / 502 on whole ticks
+def test_a_limit_price_computed_in_floats_is_at_the_upper_limit_not_above(book):
+    # 3500 x 1.1 = 3850.0000000000005: on the tick (the tick check says so), at the limit 3850.
+    price = 3500.0 * (1 + 0.1)
+    assert price > 3850.0
+    book.passes(symbol="IF2612", price=price)
+    book.reject(R.PRICE_ABOVE_UPPER_LIMIT, symbol="IF2612", price=price + 0.2)
+
+
+def test_an_upper_limit_computed_in_floats_admits_the_limit_price(book):
+    book.eng.market_data("IF2612", 3500.0, 3500.0 * 1.1 - 1e-9, 3150.0, book.t0)  # a hair below
+    book.passes(symbol="IF2612", price=3850.0)
+    book.reject(R.PRICE_ABOVE_UPPER_LIMIT, symbol="IF2612", price=3850.2)
+
+
+def test_a_limit_price_computed_in_floats_is_at_the_lower_limit_not_below(book):
+    # 640 x 0.93 = 595.1999999999999: at the lower limit 595.2.
+    book.eng.market_data("au2606", 640.0, 684.8, 595.2, book.t0)
+    price = 640.0 * (1 - 0.07)
+    assert price < 595.2
+    book.passes(symbol="au2606", price=price, side=Side.SELL)
+    book.reject(R.PRICE_BELOW_LOWER_LIMIT, symbol="au2606", price=price - 0.02, side=Side.SELL)
+
+
+def test_a_band_off_the_tick_grid_rounds_inward(book):
+    book.eng.market_data("rb2605", 3200.0, 3424.5, 2975.5, book.t0)
+    book.passes(price=3424.0)
+    book.reject(R.PRICE_ABOVE_UPPER_LIMIT, price=3425.0)
+    book.passes(price=2976.0, side=Side.SELL)
+    book.reject(R.PRICE_BELOW_LOWER_LIMIT, price=2975.0, side=Side.SELL)
+
+
+# ---------------------------------------------------------------- 503: the default and "off"
+@pytest.mark.parametrize("off", [{"collar_pct": 0.0}, {"collar_pct": 0.0, "collar_ticks": 0}])
+def test_a_limit_up_day_order_at_the_limit_passes_when_the_collar_is_off(make_book, off):
+    """Limit-up: reference 3200, upper limit 3424 (7 %). The 5 % collar refuses the limit price;
+    with the collar switched off per instrument, the order at the limit passes."""
+    on = make_book(inst={"rb2605": {"collar_pct": 0.05}})
+    on.reject(R.PRICE_OUTSIDE_COLLAR, price=3424.0)
+    book = make_book(inst={"rb2605": off})
+    book.passes(price=3424.0)
+    book.passes(price=2976.0, side=Side.SELL)
+    book.reject(R.PRICE_ABOVE_UPPER_LIMIT, price=3425.0)
