@@ -4,10 +4,12 @@ It starts the exchange simulator and the gateway as real processes on free ports
 config in ``examples/``), then:
 
 1. replays a recorded sample flow (``examples/flows/sample.csv``) through the gateway;
-2. lets a runaway algo loose on account A001 — an order storm as fast as the socket takes it —
-   which the per-second order limit starts refusing at once;
+2. lets a runaway algo loose on account A001: one of its sessions leaves bids resting at the
+   exchange, another storms orders as fast as the socket takes them, which the per-second
+   order limit refuses at once and the reject-storm guard stops (that session only);
 3. has the risk officer hit the kill switch for A001 (the admin plane, as ``fengkong kill``
-   does), which cancels everything A001 has resting at the exchange and refuses what follows;
+   does), which cancels the bids A001 still has resting at the exchange and refuses what
+   follows;
 4. prints what happened, and the gateway's live status.
 """
 
@@ -28,12 +30,14 @@ from rich.table import Table
 from checks.enums import OrdStatus, Side
 from checks.reasons import Reason
 from gateway.admin_client import admin_call
+from gateway.cli import account_state
 from simulator.client import Client
 from simulator.replay import FlowAction, Login, load_flow, print_summary, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 RISK_TOKEN = "demo-risk-token"  # the sample config's risk officer (see examples/gateway.toml)
+RESTING = 20  # bids the runaway algo leaves resting for the kill switch to cancel
 
 
 class _Child:
@@ -106,7 +110,17 @@ async def _script(console: Console, port: int, admin: str) -> bool:
     print_summary(summary)
 
     # 2. a runaway algo
-    console.rule("2. runaway algo: 300 orders on A001 as fast as the socket takes them")
+    console.rule(f"2. runaway algo: {RESTING} bids left resting on A001, then 300 orders as fast "
+                 "as the socket takes them")
+    # Its quiet session leaves bids below the market: they rest at the exchange until someone
+    # cancels them (the reject-storm guard below stops the other session only).
+    quiet = await Client.connect("127.0.0.1", port, "algo1", "algo-secret", ["A001"])
+    bids = [await quiet.send_order(account="A001", symbol="rb2605", side=Side.BUY,
+                                   price=3100.0 + n, qty=1, cl_ord_id=f"rest-{n}")
+            for n in range(RESTING)]
+    rested = sum([OrdStatus((await h.acked(timeout=10)).status) == OrdStatus.NEW for h in bids])
+    console.print(f"[bold]{rested}[/] bids resting on A001 at the exchange")
+    ok &= rested == RESTING
     storm = [FlowAction(t_ms=0, session="runaway", action="new", cl_ord_id=f"storm-{n}",
                         account="A001", symbol="rb2605", side=int(Side.BUY),
                         price=3150.0 + (n % 40), qty=1) for n in range(300)]
@@ -128,7 +142,13 @@ async def _script(console: Console, port: int, admin: str) -> bool:
     result = admin_call(admin, RISK_TOKEN, "POST", "/v1/kill",
                         {"scope": "account", "key": "A001", "reason": "runaway algo (demo)"})
     console.print(f"kill switch: [bold]{result['cancels_sent']}[/] cancels sent to the exchange in "
-                  f"{result['elapsed_us'] / 1000:.2f} ms")
+                  f"{result['elapsed_us'] / 1000:.2f} ms (the bids the algo left resting)")
+    ok &= result["cancels_sent"] == rested
+    canceled = sum([OrdStatus((await h.wait_done(timeout=10)).status) == OrdStatus.CANCELED
+                    for h in bids])
+    console.print(f"the exchange confirmed [bold]{canceled}[/] of them CANCELED")
+    ok &= canceled == rested
+    await quiet.close()
     client = await Client.connect("127.0.0.1", port, "algo1", "algo-secret", ["A001", "A004"])
     after = Counter()
     for n in range(5):
@@ -154,10 +174,11 @@ async def _script(console: Console, port: int, admin: str) -> bool:
     for col in ("account", "status", "available", "used margin", "working", "messages"):
         t.add_column(col, justify="right")
     for a in status["accounts"]:
-        t.add_row(a["account"], a["status"], f"{a['available']:,.2f}", f"{a['used_margin']:,.2f}",
-                  str(a["open_orders"]), str(a["messages_today"]))
+        t.add_row(a["account"], account_state(a, status["kills"]), f"{a['available']:,.2f}",
+                  f"{a['used_margin']:,.2f}", str(a["open_orders"]), str(a["messages_today"]))
     console.print(t)
-    console.print(f"kill switch: {status['kills']}")
+    console.print("kill switch: " + ("; ".join(f"{k['scope']} {k['key']} ({k['mode']})".strip()
+                                               for k in status["kills"]) or "nothing killed"))
     console.print(f"A001 working orders after the kill: {working_a001}")
     ok &= working_a001 == 0
     for alert in status["alerts"][-4:]:
