@@ -5,7 +5,7 @@ It is the gateway with everything that makes it a risk gateway taken out: uvloop
 decoded into its message and re-encoded, as the gateway must to look inside it — and nothing
 else: no checks, no sessions, no journal, no id mapping, no logging on the hot path. Whatever
 throughput and added latency it shows is what any Python proxy on this machine costs before it
-does any work of its own (DESIGN.md §9).
+does any work of its own (docs/ARCHITECTURE.md §9).
 
 Two topologies:
 

@@ -5,7 +5,7 @@ Run (from the repo root, after ``make build``)::
     .venv/bin/python -m pytest bench/test_bench_decide.py --benchmark-only \\
         --benchmark-columns=min,median,mean,rounds
 
-Figures go in ``bench/RESULTS-decide.md``. DESIGN.md §9's target: ``decide`` with every check on,
+Figures go in ``bench/RESULTS-decide.md``. docs/ARCHITECTURE.md §9's target: ``decide`` with every check on,
 on a realistic book, ≤ 0.5 µs per order (median) and ≥ 10× faster than the reference measured
 in the same run.
 

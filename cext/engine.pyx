@@ -362,7 +362,7 @@ cdef inline int64_t _close_fee(Instrument* inst, double px, int64_t from_yd,
 
 
 cdef inline int64_t _available(Account* acct) noexcept nogil:
-    """``AccountState.available``: the funds identity of DESIGN.md §4, in fen."""
+    """``AccountState.available``: the funds identity of docs/ARCHITECTURE.md §4, in fen."""
     return (acct.balance - acct.used_margin - acct.frozen_margin - acct.frozen_fee
             - acct.paid_fee + acct.realised)
 

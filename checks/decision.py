@@ -4,7 +4,7 @@ Both engines (``checks.engine`` and ``cext.engine``) build their answers with th
 here, so a rejection's text and an alert's wording are produced by one piece of code and the
 differential tests can compare answers field for field.
 
-A *trigger* asks the caller to stop an account through the kill-switch path (DESIGN.md §5):
+A *trigger* asks the caller to stop an account through the kill-switch path (docs/ARCHITECTURE.md §5):
 the engine itself never changes state on a rejection, so when a rejection means "and stop the
 account" (repeated orders, programmatic behaviour, loss limit) it says so and the gateway acts
 — journaled and audited like an operator's kill. A decision's or an order event's ``trigger``

@@ -1,11 +1,11 @@
-"""The reference risk engine: every pre-trade check of DESIGN.md §4, plainly written.
+"""The reference risk engine: every pre-trade check of docs/ARCHITECTURE.md §4, plainly written.
 
 This is the specification in code. ``cext.engine.Engine`` makes exactly the same decisions
 over C arrays; the differential property tests in ``tests/cext`` hold the two together.
 
 Theory of operation
 -------------------
-``decide(order, now_ns, session)`` runs the checks in DESIGN.md's order; the first failure
+``decide(order, now_ns, session)`` runs the checks in docs/ARCHITECTURE.md §4's order; the first failure
 wins and returns a ``Decision`` with its reason code — *having touched no state*. When every
 check passes, ``_reserve`` commits all of the order's effects at once (rate windows, daily
 counters, frozen margin and fees, frozen closing position, pending opening volume, the

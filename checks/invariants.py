@@ -1,4 +1,4 @@
-"""The book's invariants (DESIGN.md §4), checked on an engine's ``snapshot()``.
+"""The book's invariants (docs/ARCHITECTURE.md §4), checked on an engine's ``snapshot()``.
 
 A pure function over plain data, so it holds either engine to the same promise — the
 reference and the Cython one produce equal snapshots — and any test can call it after any

@@ -5,7 +5,7 @@ codes: a stable number (clients switch on it; it never changes meaning), a name,
 a person can read. The README's reason-code table is generated from this module
 (``python -m checks.reasons``), so the two cannot drift.
 
-Numbering follows DESIGN.md §4's evaluation order: 1xx session/auth, 2xx kill switch,
+Numbering follows docs/ARCHITECTURE.md §4's evaluation order: 1xx session/auth, 2xx kill switch,
 3xx permissions, 4xx static validation, 5xx price, 6xx size, 7xx rates and counts,
 8xx programmatic/HFT, 9xx positions, 10xx funds, 11xx self-trade, 12xx gateway/exchange,
 13xx alert-only events.

@@ -171,7 +171,7 @@ class AccountState:
         return self.realised + self.unrealised - self.paid_fee - self.pnl_base
 
     def available(self) -> int:
-        """The funds identity of DESIGN.md §4, in fen."""
+        """The funds identity of docs/ARCHITECTURE.md §4, in fen."""
         return (self.balance - self.used_margin - self.frozen_margin - self.frozen_fee
                 - self.paid_fee + self.realised)
 

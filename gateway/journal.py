@@ -1,4 +1,4 @@
-"""The audit journal: an append-only, checksummed, write-ahead log (DESIGN.md §6).
+"""The audit journal: an append-only, checksummed, write-ahead log (docs/ARCHITECTURE.md §6).
 
 Theory of operation
 -------------------

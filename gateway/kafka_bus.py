@@ -1,4 +1,4 @@
-"""Kafka for the gateway: the journal outbox and the fleet-wide control channel (DESIGN.md §6).
+"""Kafka for the gateway: the journal outbox and the fleet-wide control channel (docs/ARCHITECTURE.md §6).
 
 Theory of operation
 -------------------

@@ -1,4 +1,4 @@
-"""The exchange simulator and the client library (DESIGN.md §7).
+"""The exchange simulator and the client library (docs/ARCHITECTURE.md §7).
 
 - ``simulator.book`` / ``simulator.matching``: sans-IO order books and matching engine;
 - ``simulator.config``: the simulator's config (members, latency model, fault plan);

@@ -6,7 +6,7 @@ with carried positions, two accounts of one group — one HFT-registered, one CL
 unregistered manual trader who is stopped when he looks programmatic, a direct-access member
 with little money, and a REPORTED-only one), five contracts on SHFE (close-today distinct),
 DCE (two contracts of one product, market orders) and CFFEX (day session only), and limits so
-tight that every check of DESIGN.md §4 fires within a few dozen steps.
+tight that every check of docs/ARCHITECTURE.md §4 fires within a few dozen steps.
 
 ``Pair`` holds a ``checks.engine.Engine`` and a ``cext.engine.Engine`` built from the same
 config. ``Pair.call`` runs one method on both and insists on the same answer — or the same
@@ -323,7 +323,7 @@ class Driver:
         return decision
 
     def _act_on(self, answer: Any, account: Any) -> None:
-        """Do what the gateway does with a trigger: stop the account (DESIGN.md §5)."""
+        """Do what the gateway does with a trigger: stop the account (docs/ARCHITECTURE.md §5)."""
         if answer is not None and answer.trigger and account in ACCOUNT_IDS:
             self.pair.call("set_status", account, TRIGGER_STATUS[answer.trigger])
 

@@ -8,7 +8,7 @@ reported as self-trades), cancels, market data, kill switch and resets, status /
 limit changes, automated sessions, and time moving in milliseconds, across seconds, session
 breaks and the 17:00 trading-day boundary. After every step the two answers must be equal
 field for field (reason, ref, text, alerts, trigger) — or raise the same exception — the two
-``snapshot()``s equal, every ``account_view`` equal, and the book invariants of DESIGN.md §4
+``snapshot()``s equal, every ``account_view`` equal, and the book invariants of docs/ARCHITECTURE.md §4
 hold (``checks.invariants``), including positions == start of day + the fills applied.
 
 Two drivers of the same steps:

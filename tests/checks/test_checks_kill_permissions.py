@@ -1,4 +1,4 @@
-"""Reference engine: the kill switch (2xx) and permission control (3xx), DESIGN.md §4.2-4.3.
+"""Reference engine: the kill switch (2xx) and permission control (3xx), docs/ARCHITECTURE.md §4.2-4.3.
 
 A killed scope rejects new orders with the scope's own code; a close-only kill refuses openings
 and lets closes through; reset lifts it. Cancels are never blocked. Permissions: SUSPENDED

@@ -1,6 +1,6 @@
 """Reference engine: reserve on accept, settle on exchange events, roll the trading day.
 
-DESIGN.md §4 (end): accepted orders change state, exchange events change it back, and after
+docs/ARCHITECTURE.md §4 (end): accepted orders change state, exchange events change it back, and after
 any sequence of events nothing is frozen for a finished order, positions equal the fills and
 the funds identity holds. A rejection touches no state. References are never reused for a
 stale event. The daily roll resets the daily counters and turns today's positions into

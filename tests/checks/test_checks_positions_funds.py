@@ -1,6 +1,6 @@
 """Reference engine: positions (9xx), funds and loss (10xx, 1305), self-trade (1101).
 
-DESIGN.md §4.9-4.11: a close needs closable position net of pending closes (SHFE/INE draw on
+docs/ARCHITECTURE.md §4.9-4.11: a close needs closable position net of pending closes (SHFE/INE draw on
 today's and yesterday's separately, CLOSE meaning close-yesterday; elsewhere oldest first);
 openings stay within the position limit counting pending opens; an opening needs available
 funds >= margin + fees (+ the per-order fee), to the fen; the intraday loss limit stops

@@ -1,4 +1,4 @@
-"""Reference engine: price checks (5xx) and size checks (6xx), DESIGN.md §4.5-4.6.
+"""Reference engine: price checks (5xx) and size checks (6xx), docs/ARCHITECTURE.md §4.5-4.6.
 
 The daily band and the fat-finger collar accept a price exactly at their edge and refuse one
 tick past it; market data moves the band and the collar's reference price. The account's

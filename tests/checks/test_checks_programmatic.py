@@ -1,4 +1,4 @@
-"""Reference engine: programmatic and high-frequency trading (8xx, 1302, 1303), DESIGN.md §4.8.
+"""Reference engine: programmatic and high-frequency trading (8xx, 1302, 1303), docs/ARCHITECTURE.md §4.8.
 
 An unregistered account that shows programmatic behaviour (N occasions in a day with >= k
 orders+cancels inside one second) is flagged with alert 1302 and, when configured, stopped

@@ -1,4 +1,4 @@
-"""Reference engine: rates and counts (7xx), DESIGN.md §4.7.
+"""Reference engine: rates and counts (7xx), docs/ARCHITECTURE.md §4.7.
 
 For each threshold: the Nth event inside the limit is accepted, the one past it refused, and a
 warning alert (1301, naming the limit) fires when the count reaches the configured fraction.

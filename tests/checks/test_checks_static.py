@@ -2,7 +2,7 @@
 
 Pins 107 (unknown account), 401 (unknown instrument), 408 (enumerated field out of range),
 402 (market closed; the night session belongs to the next trading day) and the static
-validation of DESIGN.md §4.4: 403 quantity, 404/405 volume range per order type, 406 price,
+validation of docs/ARCHITECTURE.md §4.4: 403 quantity, 404/405 volume range per order type, 406 price,
 407 tick — including prices whose float arithmetic drifts, which must still be accepted.
 """
 

@@ -1,4 +1,4 @@
-"""The outbox only counts what the broker still holds (DESIGN.md §6).
+"""The outbox only counts what the broker still holds (docs/ARCHITECTURE.md §6).
 
 Against a broker that keeps its data (tansu on S3, ``durable_broker``): a stop/start or a kill -9
 in the middle of publishing loses nothing and is not mistaken for a loss; a broker rolled back to
