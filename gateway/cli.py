@@ -333,11 +333,16 @@ def _status(args: argparse.Namespace) -> int:
     # cut numbers short ("4,692,9…"). Give it room, and fold rather than cut in any case.
     console = Console() if sys.stdout.isatty() else Console(width=400, no_color=True)
     if args.account:
-        console.print(_kv_table(f"account {args.account}",
-                                {k: v for k, v in data.items() if k not in ("positions", "orders", "limits")}))
+        try:  # the kills decide what the account may do now, whatever its own status says
+            kills = admin_call(args.admin, args.token, "GET", "/v1/status")["kills"]
+        except AdminCallError:
+            kills = []
+        fields = {k: v for k, v in data.items() if k not in ("positions", "orders", "limits")}
+        fields["status"] = account_state(data, kills)
+        console.print(_kv_table(f"account {args.account} (money in yuan)", fields))
         t = Table(title="positions")
         for col in ("symbol", "long td/yd", "short td/yd", "frozen L/S", "pending L/S", "cancels"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         for sym, p in data["positions"].items():
             t.add_row(sym, f"{p['long_td']}/{p['long_yd']}", f"{p['short_td']}/{p['short_yd']}",
                       f"{p['long_td_frozen'] + p['long_yd_frozen']}/{p['short_td_frozen'] + p['short_yd_frozen']}",

@@ -112,3 +112,12 @@ def test_position_money_is_in_yuan_like_the_account_funds() -> None:
     assert view["long_margin"] == 563_150.58
     assert view["unrealised"] == -123.45
     assert view["long_td"] == 3  # quantities stay lots
+
+
+def test_account_detail_shows_the_kill_not_the_configured_status(admin_port: int) -> None:
+    assert fengkong(admin_port, "kill", "--account", "A001").returncode == 0
+    out = fengkong(admin_port, "status", "--account", "A001")
+    assert out.returncode == 0, out.stderr
+    status_row = next(line for line in out.stdout.splitlines() if "│ status" in line)
+    assert "KILLED" in status_row and "ACTIVE" not in status_row
+    assert "…" not in out.stdout
