@@ -60,6 +60,8 @@ cdef class Engine:
     cdef unsigned char* kill_inst
     cdef unsigned char* kill_prod
     cdef int64_t* acct_group          # accts[a].group, compact: the group line without acct's
+    cdef int64_t* group_members       # account indices by group (checks.engine.group_members)
+    cdef int64_t* group_start         # [n_group + 1]: group g's members are [start[g], start[g+1])
     cdef void** ring_hints            # [n_acct * 4]: where each account's windows will be read
     cdef dict session_kills          # kills[SESSION]: decide reads it directly
     # names, for texts and snapshots
@@ -72,6 +74,7 @@ cdef class Engine:
     # alerts raised by the call in progress (None until the first one)
     cdef list alerts
 
+    cdef int64_t _group_held(self, int64_t g, int64_t i, int64_t side) noexcept nogil
     cdef int _alert(self, object event) except -1
     cdef int _roll_day(self, int64_t now) except -1
     cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,

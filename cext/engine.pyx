@@ -404,6 +404,15 @@ cdef class Engine:
         self.kill_inst = <unsigned char*>_zeros(self.n_inst, 1)
         self.kill_prod = <unsigned char*>_zeros(self.n_prod, 1)
         self.acct_group = <int64_t*>_zeros(self.n_acct, sizeof(int64_t))
+        self.group_members = <int64_t*>_zeros(self.n_acct, sizeof(int64_t))
+        self.group_start = <int64_t*>_zeros(self.n_group + 1, sizeof(int64_t))
+        j = 0
+        for g, members in enumerate(ref.group_members):
+            self.group_start[g] = j
+            for a in members:
+                self.group_members[j] = a
+                j += 1
+        self.group_start[self.n_group] = j
         self.ring_hints = <void**>_zeros(N_HINTS * self.n_acct, sizeof(void*))
         for j in range(self.n_group * self.n_inst):
             self.gis[j].best_buy = NO_BUY
@@ -557,6 +566,8 @@ cdef class Engine:
         free(self.kill_inst)
         free(self.kill_prod)
         free(self.acct_group)
+        free(self.group_members)
+        free(self.group_start)
         free(self.ring_hints)
 
     cdef int _load_limits(self, int64_t a, object st) except -1:
@@ -902,10 +913,7 @@ cdef class Engine:
 
         # 9. positions
         if opening:
-            if side == SIDE_BUY:
-                held = pos.long_td + pos.long_yd + pos.long_pending
-            else:
-                held = pos.short_td + pos.short_yd + pos.short_pending
+            held = self._group_held(acct.group, i, side)  # the group's, pending opens included
             if held + qty > inst.position_limit:
                 return rejected(R.POSITION_LIMIT, f"{held} + {qty} > {inst.position_limit}")
         else:
@@ -976,6 +984,19 @@ cdef class Engine:
         return self._reserve(a, i, now, side, offset, hedge, ord_type, tif, price, ticks, qty,
                              large, counts_open, margin, fee, close_yd, close_td)
 
+    cdef int64_t _group_held(self, int64_t g, int64_t i, int64_t side) noexcept nogil:
+        """``checks.engine.Engine._group_held``: the group's position on one side, pending
+        opens included."""
+        cdef int64_t k, held = 0
+        cdef Position* p
+        for k in range(self.group_start[g], self.group_start[g + 1]):
+            p = &self.pos[self.group_members[k] * self.n_inst + i]
+            if side == SIDE_BUY:
+                held += p.long_td + p.long_yd + p.long_pending
+            else:
+                held += p.short_td + p.short_yd + p.short_pending
+        return held
+
     # ---------------------------------------------------------------- reserve (accept)
     cdef int _alert(self, object event) except -1:
         if self.alerts is None:
@@ -1043,11 +1064,10 @@ cdef class Engine:
         if offset == OFF_OPEN:
             if side == SIDE_BUY:
                 pos.long_pending += qty
-                held = pos.long_td + pos.long_yd + pos.long_pending
             else:
                 pos.short_pending += qty
-                held = pos.short_td + pos.short_yd + pos.short_pending
             if inst.position_limit < UNLIMITED:
+                held = self._group_held(acct.group, i, side)
                 lvl = warn_level(inst.position_limit, frac)
                 if held - qty < lvl <= held:
                     self._alert(warn(R.POSITION_LIMIT,

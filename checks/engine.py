@@ -117,6 +117,11 @@ class Engine:
         self.accounts = [AccountState(n, acc, self.group_ids[acc.group], self.product_ids,
                                       self.msg_ring) for n, acc in enumerate(cfg.accounts)]
         self.acct_ids = {a.id: a.idx for a in self.accounts}
+        # Accounts under common control (实际控制关系) by group: the position limit counts the
+        # group's combined position, as the exchanges do.
+        self.group_members: list[list[int]] = [[] for _ in groups]
+        for acct in self.accounts:
+            self.group_members[acct.group].append(acct.idx)
         self.positions: dict[tuple[int, int], PositionState] = {}
         self.products: dict[tuple[int, int], ProductCounters] = {}
         self.group_inst: dict[tuple[int, int], GroupInstrument] = {}
@@ -165,6 +170,17 @@ class Engine:
         if gi is None:
             gi = self.group_inst[(g, i)] = GroupInstrument()
         return gi
+
+    def _group_held(self, g: int, i: int, side: int) -> int:
+        """The account group's combined position on one side of an instrument, pending opens
+        included (the position limit's measure)."""
+        held = 0
+        for a in self.group_members[g]:
+            pos = self.positions.get((a, i))
+            if pos is not None:
+                held += (pos.long_td + pos.long_yd + pos.long_pending if side == Side.BUY
+                         else pos.short_td + pos.short_yd + pos.short_pending)
+        return held
 
     def register_session(self, session: int, automated: bool) -> None:
         """Declare whether a session is automated (needs a confirmed registration to trade)."""
@@ -351,8 +367,7 @@ class Engine:
         # 9. positions
         close_yd = close_td = 0
         if opening:
-            held = (pos.long_td + pos.long_yd + pos.long_pending if side == Side.BUY
-                    else pos.short_td + pos.short_yd + pos.short_pending)
+            held = self._group_held(acct.group, i, side)  # the group's, pending opens included
             if held + qty > inst.position_limit:
                 return rejected(R.POSITION_LIMIT, f"{held} + {qty} > {inst.position_limit}")
         else:
@@ -447,11 +462,10 @@ class Engine:
         if offset == Off.OPEN:
             if side == Side.BUY:
                 pos.long_pending += qty
-                held = pos.long_td + pos.long_yd + pos.long_pending
             else:
                 pos.short_pending += qty
-                held = pos.short_td + pos.short_yd + pos.short_pending
             if inst.position_limit < UNLIMITED:
+                held = self._group_held(acct.group, i, side)
                 lvl = warn_level(inst.position_limit, frac)
                 if held - qty < lvl <= held:
                     alerts.append(warn(R.POSITION_LIMIT, f"account:{acct.id}/{inst.symbol}",

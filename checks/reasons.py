@@ -94,7 +94,7 @@ class Reason(IntEnum):
 
     # 9xx positions (验仓)
     INSUFFICIENT_POSITION = 901, "Not enough closable position for this closing order."
-    POSITION_LIMIT = 902, "The order would take the position over the position limit (持仓限额)."
+    POSITION_LIMIT = 902, "The order would take the position over the position limit (持仓限额), counted over the account group (实际控制关系) with pending opens."
 
     # 10xx funds (验资)
     INSUFFICIENT_FUNDS = 1001, "Available funds do not cover margin and fees."

@@ -1,13 +1,17 @@
 """Rule corrections of issue 10, held in both engines at their edges (the random histories reach
-them only by chance): the daily count limits restrict opening only (703-705, 707, 708).
+them only by chance): the daily count limits restrict opening only (703-705, 707, 708), the price
+band is compared on whole ticks and the collar can be off (501-503), and the position limit
+counts an account group's combined position (902).
 """
 
 from __future__ import annotations
 
 import msgspec
 import pytest
-from diffbook import INSTRUMENTS, MS, T0, Pair, config
+from diffbook import INSTRUMENTS, MS, T0, Pair, config, raw_config
 
+from checks.config import resolve
+from checks.model import RiskConfigFile
 from checks.reasons import Reason as R
 from gateway.protocol import NewOrder
 
@@ -112,4 +116,51 @@ def test_an_order_at_the_limit_on_a_limit_up_day_passes_with_the_collar_off() ->
     assert d.accepted, d.text
     d = p.call("decide", _order("m2605", 3000.0, 2, account="R1"), T0 + MS)
     assert d.reason == R.PRICE_OUTSIDE_COLLAR, d.text
+    p.check()
+
+
+# ---------------------------------------------------------------- 902 across an account group
+def _group_pair() -> Pair:
+    """The diffbook config with G1 (A2, A3) free to open: A3 active, no group opening volume."""
+    raw = raw_config("ignore")
+    raw["groups"] = [{"name": "G1"}]
+    for acc in raw["accounts"]:
+        if acc["id"] == "A3":
+            acc["status"] = "ACTIVE"
+    p = Pair(resolve(msgspec.convert(raw, RiskConfigFile), "<group>"))
+    for account in ("A2", "A3"):
+        _limits(p, account, max_orders_per_sec=None, max_repeats=None, max_order_qty=None,
+                max_notional=None)
+    return p
+
+
+def test_position_limit_counts_the_groups_combined_position_in_both_engines() -> None:
+    """rb2605: limit 30. A3 holds 3 long from yesterday; A2 (same group) opens 27 long in
+    orders of up to 20 lots (filled and pending); then neither may open one more long, while
+    the short side and A1 (another group) are unaffected; a close by A3 makes room."""
+    p = _group_pair()
+    now = T0
+    d = p.call("decide", _order("rb2605", 3200.0, 20, account="A2"), now)
+    assert d.accepted, d.text
+    p.fill(d.ref, 20, 3200.0, now, False)
+    now += 300 * MS
+    d = p.call("decide", _order("rb2605", 3199.0, 7, account="A2"), now)  # pending: 3 + 20 + 7
+    assert d.accepted, d.text
+    for account in ("A2", "A3"):
+        now += 300 * MS
+        d = p.call("decide", _order("rb2605", 3198.0, 1, account=account), now)
+        assert d.reason == R.POSITION_LIMIT, d.text
+    now += 300 * MS
+    d = p.call("decide", _order("rb2605", 3198.0, 1, account="A1"), now)
+    assert d.accepted, d.text
+    now += 300 * MS
+    d = p.call("decide", _order("rb2605", 3201.0, 2, side=2, account="A3", offset=2), now)
+    assert d.accepted, d.text
+    p.fill(d.ref, 2, 3201.0, now, False)
+    now += 300 * MS
+    d = p.call("decide", _order("rb2605", 3198.0, 2, account="A2"), now)
+    assert d.accepted, d.text
+    now += 300 * MS
+    d = p.call("decide", _order("rb2605", 3197.0, 1, account="A3"), now)
+    assert d.reason == R.POSITION_LIMIT, d.text
     p.check()

@@ -123,6 +123,35 @@ def test_position_limit_counts_pending_opens(make_book):
     book.reject(R.POSITION_LIMIT, side=Side.SELL, qty=1, price=3301.0)
 
 
+def test_position_limit_counts_the_account_groups_combined_position(make_book):
+    """实际控制关系: accounts under common control share the per-contract position limit. With a
+    limit of 30, two accounts of one group were each accepted for 30."""
+    book = make_book(inst={"rb2605": {"position_limit": 30}},
+                     account={"group": "G"}, accounts=[{"id": "A2", "group": "G"}, {"id": "A3"}])
+    book.open_position(30)  # A1: 30 long, filled
+    d = book.reject(R.POSITION_LIMIT, account="A2", qty=30, price=3199.0)
+    assert "30 + 30 > 30" in d.text
+    book.reject(R.POSITION_LIMIT, account="A2", qty=1, price=3199.0)
+    book.accept(account="A2", side=Side.SELL, qty=30, price=3300.0)  # the short side: its own
+    book.accept(account="A3", qty=30, price=3199.0)  # another group
+
+
+def test_group_position_limit_counts_pending_opens_and_frees_on_close(make_book):
+    book = make_book(inst={"rb2605": {"position_limit": 10}},
+                     account={"group": "G", **long_yd("rb2605", 4, 3200.0)},
+                     accounts=[{"id": "A2", "group": "G"}])
+    ref = book.accept(account="A2", qty=5, price=3199.0)  # pending: 4 + 5
+    book.accept(account="A2", qty=1, price=3198.0)  # 10: exactly at the limit
+    book.reject(R.POSITION_LIMIT, qty=1, price=3197.0)
+    book.cancel(ref)  # frees A2's 5 pending
+    book.accept(qty=5, price=3197.0)
+    book.reject(R.POSITION_LIMIT, account="A2", qty=1, price=3196.0)
+    close = book.accept(side=Side.SELL, offset=Offset.CLOSE, qty=4, price=3300.0)
+    book.fill(close, 4, 3300.0)  # A1 closes yesterday's 4: room for 4 in the group
+    book.accept(account="A2", qty=4, price=3196.0)
+    book.reject(R.POSITION_LIMIT, account="A2", qty=1, price=3195.0)
+
+
 def test_position_limit_counts_filled_opens_and_frees_on_cancel(make_book):
     book = make_book(inst={"rb2605": {"position_limit": 3}})
     ref = book.accept(qty=3)
