@@ -17,6 +17,7 @@ the operator token comes from ``--token`` or ``$FENGKONG_TOKEN``.
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import json
 import os
@@ -202,9 +203,20 @@ def _serve(args: argparse.Namespace) -> int:
     except (JournalError, OSError) as err:
         # A second gateway on the same journal directory ("already open by another writer"),
         # a port already in use, a directory it may not write: one line naming it, no traceback.
-        print(f"fengkong serve: {err}", file=sys.stderr)
+        print(f"fengkong serve: {_listen_error(cfg, err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listen_error(cfg: Any, err: Exception) -> str:
+    """Name the listener whose port is taken (client or admin), else the error as it is."""
+    if isinstance(err, OSError) and err.errno == errno.EADDRINUSE:
+        for name, host, port in (("client", cfg.gateway.host, cfg.gateway.port),
+                                 ("admin", cfg.admin.host, cfg.admin.port)):
+            if port and f", {port})" in str(err):
+                return (f"the {name} port {host}:{port} is already in use (another gateway "
+                        f"running? choose another with --{'port' if name == 'client' else 'admin-port'})")
+    return str(err)
 
 
 def _demo(args: argparse.Namespace) -> int:
