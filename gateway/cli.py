@@ -5,6 +5,7 @@
     fengkong demo                               simulator + gateway + replay on loopback
     fengkong kill --account A [--close-only]    stop a scope and cancel what rests in it
     fengkong reset --account A                  put it back
+    fengkong unlock USER --reason TEXT          lift a user's failed-logon lockout
     fengkong status [--account A]               live status as tables
     fengkong journal verify|dump|prune DIR      inspect the audit journal
     fengkong hash-secret / hash-token           make config entries for users and operators
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="refuse openings only; closing orders still pass")
         p.set_defaults(func=_kill_reset, action=name)
 
+    p = sub.add_parser("unlock", help="lift a client user's failed-logon lockout")
+    _admin_args(p)
+    p.add_argument("user", help="the client user (users[].name)")
+    p.add_argument("--reason", required=True, help="why (audited)")
+    p.set_defaults(func=_unlock)
+
     p = sub.add_parser("status", help="live status of a running gateway")
     _admin_args(p)
     p.add_argument("--account", help="one account in detail")
@@ -304,6 +311,18 @@ def _kill_reset(args: argparse.Namespace) -> int:
                  "first when it is)" if result.get("cancels_pending") else ""))
     else:
         print(f"reset {target}: trading allowed again")
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    try:
+        result = admin_call(args.admin, args.token, "POST", f"/v1/users/{args.user}/unlock",
+                            {"reason": args.reason})
+    except AdminCallError as err:
+        print(f"fengkong unlock: {err}", file=sys.stderr)
+        return 1
+    where = ", ".join(result["unlocked"]) or "no address (it was not locked out)"
+    print(f"unlocked {args.user}: lockout lifted from {where}")
     return 0
 
 

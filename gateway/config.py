@@ -28,6 +28,12 @@ class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     max_client_buffer: int = 8 * 1024 * 1024  # bytes queued to a slow client before it is dropped
     reject_storm: int = 200  # rejects in one second from one session that trip its kill switch
     cancel_all_on_shutdown: bool = False
+    # A connection must log on within this time (whatever it sends meanwhile), or is closed.
+    logon_timeout_s: float = 10.0
+    # Connections not logged on yet: at most this many from one address (more are refused) and
+    # in all (the oldest idle one of the busiest address is closed to make room).
+    max_unauthenticated_per_source: int = 16
+    max_unauthenticated: int = 256
 
 
 class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -54,6 +60,13 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     max_failures: int = 5
     failure_window_s: float = 60.0
     lockout_s: float = 300.0
+    # max_failures counts per (user, source address). Firm-wide guard: past this many failures
+    # in failure_window_s (all users, all addresses), only addresses that have logged on
+    # successfully before may try.
+    firm_max_failures: int = 100
+    max_failure_entries: int = 10_000  # the failure and lockout tables hold at most this many
+    # Secret hashes computed at once (each scrypt hash at N = 2**17 takes 128 MiB).
+    max_concurrent_hashes: int = 2
 
 
 class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -168,6 +181,22 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
                           "business records must be kept at least 5 years (1826 days)")
     if g.heartbeat_s <= 0:
         raise ConfigError(source, "gateway.heartbeat_s", "expected a number of seconds > 0")
+    if not 0 < g.logon_timeout_s <= 300:
+        raise ConfigError(source, "gateway.logon_timeout_s", "expected 0 < seconds <= 300")
+    if not 1 <= g.max_unauthenticated_per_source <= g.max_unauthenticated <= 100_000:
+        raise ConfigError(source, "gateway.max_unauthenticated_per_source",
+                          "expected 1 <= max_unauthenticated_per_source <= max_unauthenticated "
+                          "<= 100000")
+    a = file.auth
+    for name, value, low, high in (("max_failures", a.max_failures, 1, 1000),
+                                   ("firm_max_failures", a.firm_max_failures, 1, 1_000_000),
+                                   ("max_failure_entries", a.max_failure_entries, 100, 10_000_000),
+                                   ("max_concurrent_hashes", a.max_concurrent_hashes, 1, 64)):
+        if not low <= value <= high:
+            raise ConfigError(source, f"auth.{name}", f"expected {low} .. {high}")
+    for name, value in (("failure_window_s", a.failure_window_s), ("lockout_s", a.lockout_s)):
+        if not 0 < value < float("inf"):
+            raise ConfigError(source, f"auth.{name}", "expected a number of seconds > 0")
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=file.exchange,
                          admin=file.admin, auth=file.auth, users=users,
                          operators=list(file.operators), journal=file.journal, kafka=file.kafka)

@@ -24,7 +24,6 @@ from gateway import checkpoint
 from gateway import journal as jr
 from gateway.admin import AdminApi, any_session_open
 from gateway.audit import AuditLog
-from gateway.auth import Lockout
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
 from gateway.journal import FsyncPolicy, Journal, JournalError
@@ -33,7 +32,7 @@ from gateway.killswitch import KillSwitch
 from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
 from gateway.router import Router
-from gateway.session import ClientSession, last_session_id, next_session_ids
+from gateway.session import ClientSession, LogonGuard, last_session_id, next_session_ids
 
 log = structlog.get_logger("fengkong.server")
 
@@ -61,8 +60,8 @@ class Gateway:
         self.router = Router(cfg, self.engine, audit)
         self.killswitch = KillSwitch(self.router)
         self.link = ExchangeLink(self.router, cfg.exchange)
-        a = cfg.auth
-        self.lockout = Lockout(a.max_failures, int(a.failure_window_s * 1e9), int(a.lockout_s * 1e9))
+        self.logons = LogonGuard(cfg)  # logon timeout, connection caps, lockout, hash pool
+        self.lockout = self.logons.lockout
         self.admin = AdminApi(self)
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -211,7 +210,7 @@ class Gateway:
     async def start(self, wait_link: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         g = self.cfg.gateway
-        self.server = await loop.create_server(lambda: ClientSession(self.router, self.lockout),
+        self.server = await loop.create_server(lambda: ClientSession(self.router, self.logons),
                                                g.host, g.port)
         self.port = self.server.sockets[0].getsockname()[1]
         await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
@@ -237,6 +236,7 @@ class Gateway:
             await self.control.start()
         log.info("gateway started", client_port=self.port, admin_port=self.admin.port,
                  exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}")
+        self.logons.warn_rehash()
         if wait_link:
             await self.link.wait_up(wait_link)
 
@@ -258,6 +258,9 @@ class Gateway:
         for s in list(self.router.sessions.values()):
             s.send(Logout("gateway shutting down"))
             s.close()  # type: ignore[attr-defined]
+        for s in list(self.logons.pending):
+            s.abort()
+        self.logons.close()
         for task in (self._ticker, self._flusher, self._pruner):
             if task is not None:
                 task.cancel()
@@ -295,6 +298,8 @@ class Gateway:
             "journal": self.journal_state(),
             "sessions": [{"session": s.session_id, "user": s.user, "accounts": sorted(s.accounts),
                           "working_orders": r.owned(s.session_id)} for s in r.sessions.values()],
+            # Connections not logged on, lockouts, users whose secret hash should be renewed.
+            "logons": self.logons.status(time.time_ns()),
             "kills": [{"scope": KillScope(scope).name.lower(), "key": self.scope_name(scope, key),
                        "mode": "close_only" if mode == 2 else "block"}
                       for scope, key, mode in self.engine.killed()],

@@ -13,6 +13,16 @@ idle timer (any inbound message does). A message the table has no entry for is a
 precise reject and the session carries on; a *broken stream* (``ProtocolError``) is answered with
 ``Logout`` naming the problem and that session alone is closed.
 
+Logon defences (``LogonGuard``, one per gateway): a connection must log on within
+``[gateway].logon_timeout_s`` of connecting (a timer per connection, whatever it sends meanwhile);
+connections not yet logged on are capped per source address (the newest is refused) and in
+total (the oldest idle one of the busiest address makes room), so a flood of idle or half-open
+connections holds neither file descriptors nor a real client's way in. A logon checks the
+address allow-list first (a disallowed address gets 104 and no hash is computed), then takes the
+user's lock — one attempt per user at a time — checks the lockout, hashes the secret on a small
+pool (``[auth].max_concurrent_hashes``: each scrypt hash takes 128 MiB) and checks the lockout
+again before deciding.
+
 Backpressure: reports to a client queue in its transport; past ``max_client_buffer`` bytes the
 client is a slow consumer — it is told so and disconnected (its orders then follow its
 cancel-on-disconnect setting), so one stuck client never holds memory or the event loop hostage.
@@ -22,6 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +45,7 @@ from checks.calendar import day_as_yyyymmdd, trading_day_number
 from checks.enums import ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
-from gateway.auth import hash_secret, ip_allowed, verify_secret
+from gateway.auth import DUMMY_HASH, Lockout, ip_allowed, needs_rehash, verify_secret
 from gateway.framed import FramedProtocol
 from gateway.protocol import (
     CancelOrder,
@@ -48,8 +62,7 @@ from gateway.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gateway.auth import Lockout
-    from gateway.config import UserConfig
+    from gateway.config import GatewayConfig, UserConfig
     from gateway.router import Router
 
 log = structlog.get_logger("fengkong.session")
@@ -85,15 +98,127 @@ class State(IntEnum):
     CLOSED = 3
 
 
-# Verified against when the user is unknown, so an unknown user costs as much as a wrong secret.
-_DUMMY_HASH = hash_secret("unknown-user", salt=b"fengkong-dummy!!")
+class LogonGuard:
+    """What stands between a new connection and a logged-on session (see the module docstring):
+    the lockout, one lock per user name, the hashing pool, and the table of connections that
+    have not logged on yet."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        a, g = cfg.auth, cfg.gateway
+        self.lockout = Lockout(a.max_failures, int(a.failure_window_s * 1e9),
+                               int(a.lockout_s * 1e9), a.firm_max_failures, a.max_failure_entries)
+        self.logon_timeout_s = g.logon_timeout_s
+        self.max_pending = g.max_unauthenticated
+        self.max_per_source = g.max_unauthenticated_per_source
+        self.pending: dict[ClientSession, None] = {}  # not logged on yet, oldest first
+        self.per_source: Counter[str] = Counter()
+        self.refused_connections = 0
+        self.timed_out = 0
+        self._pool = ThreadPoolExecutor(max_workers=a.max_concurrent_hashes,
+                                        thread_name_prefix="logon-hash")
+        self._user_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # An unknown user costs what a configured user's wrong secret costs (same parameters).
+        first = next(iter(cfg.users.values()), None)
+        if first is not None:
+            n, r, p = first.secret_hash.split("$")[1:4]
+            self.dummy_hash = f"scrypt${n}${r}${p}${'00' * 16}${'00' * 32}"
+        else:
+            self.dummy_hash = DUMMY_HASH
+        self.any_address = any(not u.ip_allow for u in cfg.users.values())
+        self.allow_lists = [u.ip_allow for u in cfg.users.values()]
+        self.to_rehash = sorted(u.name for u in cfg.users.values() if needs_rehash(u.secret_hash))
+
+    def warn_rehash(self) -> None:
+        """Name the users whose secret hash is below today's cost (at start; /v1/status too)."""
+        if self.to_rehash:
+            log.warning("secret hashes below today's KDF cost: accepted, give these users new "
+                        "ones (`fengkong hash-secret`)", users=self.to_rehash)
+
+    # -- connections not logged on
+    def admit(self, s: ClientSession) -> bool:
+        """Count a new connection; False when it must be refused (its address has too many)."""
+        if self.per_source[s.peer] >= self.max_per_source:
+            self.refused_connections += 1
+            return False
+        if len(self.pending) >= self.max_pending:
+            self._evict()
+        self.pending[s] = None
+        self.per_source[s.peer] += 1
+        return True
+
+    def _evict(self) -> None:
+        """Make room: close the oldest connection, not yet logging on, of the busiest address."""
+        busiest = None
+        for s in self.pending:
+            if s.state == State.AWAIT_LOGON and (
+                    busiest is None or self.per_source[s.peer] > self.per_source[busiest.peer]):
+                busiest = s
+        if busiest is not None:
+            self.refused_connections += 1
+            log.warning("too many connections not logged on; closing the oldest of the busiest "
+                        "address", session=busiest.session_id, peer=busiest.peer,
+                        pending=len(self.pending))
+            busiest.logon_expired("too many connections waiting to log on", timed_out=False)
+
+    def leave(self, s: ClientSession) -> None:
+        if self.pending.pop(s, 0) is None:
+            self.per_source[s.peer] -= 1
+            if self.per_source[s.peer] <= 0:
+                del self.per_source[s.peer]
+
+    # -- logon attempts
+    def address_refused(self, user: UserConfig | None, peer: str) -> bool:
+        """Whether ``peer`` may not log on as ``user``; for an unknown name, whether it may not
+        log on as anyone (so a disallowed address learns nothing about names either)."""
+        if user is not None:
+            return not ip_allowed(user.ip_allow, peer)
+        return bool(self.allow_lists) and not self.any_address and             not any(ip_allowed(a, peer) for a in self.allow_lists)
+
+    @asynccontextmanager
+    async def user_lock(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._user_locks.get(key) or (asyncio.Lock(), 0)
+        self._user_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._user_locks[key]
+            if users <= 1:
+                del self._user_locks[key]
+            else:
+                self._user_locks[key] = (lock, users - 1)
+
+    def refused_before_hash(self, key: str, peer: str, now: int) -> bool:
+        return self.lockout.locked(key, now, peer) or self.lockout.guard_tripped(peer, now)
+
+    async def verify(self, stored: str, secret: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_secret,
+                                                                stored, secret)
+
+    def unlock(self, user: str) -> int:
+        return self.lockout.unlock(user)
+
+    def status(self, now: int) -> dict[str, Any]:
+        failures, locks = self.lockout.sizes()
+        return {"connections_not_logged_on": len(self.pending),
+                "connections_refused": self.refused_connections,
+                "logon_timeouts": self.timed_out,
+                "failure_entries": failures, "lockouts": locks,
+                "locked_out": {u: self.lockout.locked_sources(u, now)
+                               for u in sorted({k[0] for k in self.lockout._locked_until})
+                               if self.lockout.locked_sources(u, now)},
+                "users_to_rehash": self.to_rehash}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ClientSession(FramedProtocol):
-    def __init__(self, router: Router, lockout: Lockout) -> None:
+    def __init__(self, router: Router, guard: LogonGuard) -> None:
         super().__init__(router.cfg.gateway.max_frame, router.before_write)
         self.router = router
-        self.lockout = lockout
+        self.guard = guard
+        self.lockout = guard.lockout
         self.session_id = _new_session_id()
         self.state = State.AWAIT_LOGON
         self.user = ""
@@ -105,10 +230,31 @@ class ClientSession(FramedProtocol):
         self.last_out = self.last_in
         self.dropped_reason = ""
         self._logon_task: asyncio.Future[None] | None = None
+        self._logon_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ transport events
     def on_connected(self) -> None:
+        if not self.guard.admit(self):
+            log.warning("connection refused: too many from this address not logged on",
+                        session=self.session_id, peer=self.peer)
+            self.abort()
+            return
         log.info("client connected", session=self.session_id, peer=self.peer)
+        self._logon_timer = asyncio.get_running_loop().call_later(
+            self.guard.logon_timeout_s, self.logon_expired,
+            f"no logon within {self.guard.logon_timeout_s:g} s")
+
+    def logon_expired(self, text: str, timed_out: bool = True) -> None:
+        """Close a connection that has not logged on; a peer that does not read (half-open)
+        cannot hold it open: what cannot be written at once is dropped with the connection."""
+        if self.closed or self.state == State.ACTIVE:
+            return
+        self.guard.timed_out += timed_out
+        self.send(Logout(text, int(Reason.NOT_LOGGED_ON)))
+        self.close()
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.transport.abort()
+        self.guard.leave(self)
 
     def on_message(self, msg: Any) -> None:
         self.last_in = time.monotonic_ns()
@@ -141,6 +287,9 @@ class ClientSession(FramedProtocol):
     def on_disconnected(self, exc: Exception | None, closed_by_us: bool) -> None:
         was_active = self.state == State.ACTIVE
         self.state = State.CLOSED
+        self.guard.leave(self)
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
         if was_active:
             cancelled = self.router.remove_session(self, self.cancel_on_disconnect)
             log.info("session closed", session=self.session_id, user=self.user,
@@ -163,48 +312,56 @@ class ClientSession(FramedProtocol):
     # ------------------------------------------------------------------ handlers
     def _logon(self, msg: Logon) -> None:
         now = time.time_ns()
-        cfg = self.router.cfg
         self.router.record(jr.Inbound(now, self.session_id,
                                        Logon(msg.user, "***", msg.accounts, msg.heartbeat_s,
                                              msg.cancel_on_disconnect)))
-        user = cfg.users.get(msg.user)
-        if self.lockout.locked(msg.user, now):
-            self._refuse(msg.user, Reason.LOCKED_OUT)
-            return
-        # scrypt is deliberately slow: verify off the event loop so other sessions keep trading.
         self.state = State.LOGGING_ON
-        stored = user.secret_hash if user is not None else _DUMMY_HASH
-        task = asyncio.get_running_loop().run_in_executor(None, verify_secret, stored, msg.secret)
-        self._logon_task = asyncio.ensure_future(self._logon_verified(msg, task))
+        self._logon_task = asyncio.ensure_future(self._logon_checked(msg))
 
-    async def _logon_verified(self, msg: Logon, verified: asyncio.Future[bool]) -> None:
-        ok = await verified
+    async def _logon_checked(self, msg: Logon) -> None:
+        guard = self.guard
+        user = self.router.cfg.users.get(msg.user)
+        key = msg.user if user is not None else ""  # unknown names share one lockout key
+        if guard.address_refused(user, self.peer):  # before the secret: it learns nothing
+            self._refuse(msg.user, Reason.IP_NOT_ALLOWED)
+            return
+        async with guard.user_lock(key):  # one attempt per user at a time
+            if self.closed:
+                return
+            if guard.refused_before_hash(key, self.peer, time.time_ns()):
+                self._refuse(msg.user, Reason.LOCKED_OUT)
+                return
+            # scrypt is deliberately slow: verify off the event loop, on the bounded pool.
+            ok = await guard.verify(user.secret_hash if user is not None else guard.dummy_hash,
+                                    msg.secret)
+            now = time.time_ns()
+            if user is None or not ok:  # counted even if the client has gone meanwhile
+                locked = self.lockout.failed(key, now, self.peer)
+                self._refuse(msg.user, Reason.LOCKED_OUT if locked else Reason.AUTH_FAILED)
+                return
+            if guard.refused_before_hash(key, self.peer, now):  # locked while hashing
+                self._refuse(msg.user, Reason.LOCKED_OUT)
+                return
         if self.closed:
             return
-        now = time.time_ns()
+        self._logon_verified(msg, user, now)
+
+    def _logon_verified(self, msg: Logon, user: UserConfig, now: int) -> None:
         cfg = self.router.cfg
-        user = cfg.users.get(msg.user)
-        reason = None
-        if user is None or not ok:
-            reason = Reason.LOCKED_OUT if self.lockout.failed(msg.user, now) else Reason.AUTH_FAILED
-        elif not ip_allowed(user.ip_allow, self.peer):
-            reason = Reason.IP_NOT_ALLOWED
-        else:
-            asked = set(msg.accounts) if msg.accounts else set(user.accounts)
-            refused = sorted(asked - set(user.accounts))
-            if refused:
-                self.send(LogonReject(int(Reason.ACCOUNT_NOT_PERMITTED),
-                                      f"{Reason.ACCOUNT_NOT_PERMITTED.description} "
-                                      f"({', '.join(refused)})"))
-                log.warning("logon refused", session=self.session_id, user=msg.user,
-                            reason="ACCOUNT_NOT_PERMITTED", accounts=refused)
-                self.close()
-                return
-        if reason is not None:
-            self._refuse(msg.user, reason)
+        asked = set(msg.accounts) if msg.accounts else set(user.accounts)
+        refused = sorted(asked - set(user.accounts))
+        if refused:
+            self.send(LogonReject(int(Reason.ACCOUNT_NOT_PERMITTED),
+                                  f"{Reason.ACCOUNT_NOT_PERMITTED.description} "
+                                  f"({', '.join(refused)})"))
+            log.warning("logon refused", session=self.session_id, user=msg.user,
+                        reason="ACCOUNT_NOT_PERMITTED", accounts=refused)
+            self.close()
             return
-        assert user is not None
-        self.lockout.succeeded(msg.user)
+        self.lockout.succeeded(msg.user, now, self.peer)
+        if needs_rehash(user.secret_hash):
+            log.warning("logon with a secret hash below today's KDF cost: give the user a new "
+                        "one (`fengkong hash-secret`)", user=msg.user)
         self.user = msg.user
         self.accounts = frozenset(asked)
         self.automated = user.automated
@@ -212,6 +369,9 @@ class ClientSession(FramedProtocol):
         hb = msg.heartbeat_s if 0 < msg.heartbeat_s <= cfg.gateway.heartbeat_s else cfg.gateway.heartbeat_s
         self.heartbeat_ns = int(hb * 1e9)
         self.state = State.ACTIVE
+        self.guard.leave(self)
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
         self.router.engine.register_session(self.session_id, self.automated)
         self.router.add_session(self)
         day = trading_day_number(now, self.router.cfg.risk.day_boundary_s)
@@ -278,10 +438,7 @@ class ClientSession(FramedProtocol):
         if self.closed:
             return
         if self.state in (State.AWAIT_LOGON, State.LOGGING_ON):
-            if now_mono - self.last_in > 10 * 1_000_000_000:
-                self.send(Logout("no logon within 10 s", int(Reason.NOT_LOGGED_ON)))
-                self.close()
-            return
+            return  # the logon timer (on_connected) closes it
         idle_limit = self.heartbeat_ns * self.router.cfg.gateway.idle_timeout_factor
         if now_mono - self.last_in > idle_limit:
             self.dropped_reason = "idle timeout"
