@@ -142,6 +142,10 @@ cdef struct Ring:
 
 
 cdef enum:
+    REPEAT_KEYS = 8  # checks.state.REPEAT_KEYS: distinct order keys tracked for repeats
+
+
+cdef enum:
     LEVELS_INLINE = 2  # price levels kept in the struct itself: a group rests at a price or two
 
 
@@ -218,14 +222,15 @@ cdef struct Account:
     Ring cancels
     Ring msgs
     Ring execs
-    Ring repeat_run
-    # the last order's (instrument, side, offset, ticks, qty), for repeated-order detection
-    bint has_repeat_key
-    int64_t rk_inst
-    int64_t rk_side
-    int64_t rk_offset
-    int64_t rk_ticks
-    int64_t rk_qty
+    # repeated-order detection (checks.state.repeat_slot): REPEAT_KEYS order keys
+    # (instrument, side, offset, ticks, qty), each with the times of its recent orders
+    Ring repeat_runs[REPEAT_KEYS]
+    bint rk_used[REPEAT_KEYS]
+    int64_t rk_inst[REPEAT_KEYS]
+    int64_t rk_side[REPEAT_KEYS]
+    int64_t rk_offset[REPEAT_KEYS]
+    int64_t rk_ticks[REPEAT_KEYS]
+    int64_t rk_qty[REPEAT_KEYS]
 
 
 cdef struct Instrument:

@@ -54,7 +54,7 @@ from cext.book cimport (
     NS_PER_S, OFF_CLOSE_TODAY, OFF_OPEN, ORD_MARKET, PROG_CONFIRMED, PROG_NONE, SIDE_BUY,
     SIDE_SELL, ST_CANCELED, ST_FILLED, ST_NEW, ST_PARTIALLY_FILLED, ST_PENDING_NEW,
     ST_REJECTED, TIF_GFD, UNLIMITED, Account, GroupInstrument, Instrument, Order,
-    Position, ProductCounters, Ring, fen, ffloor, floordiv, floormod, levels_add, levels_high,
+    Position, ProductCounters, REPEAT_KEYS, Ring, fen, ffloor, floordiv, floormod, levels_add, levels_high,
     levels_low, levels_remove, levels_tuple, muldiv, ring_append, ring_clear, ring_init, ring_recent, ring_set_maxlen,
     ring_tuple, warn_level,
 )
@@ -361,6 +361,41 @@ cdef inline int64_t _close_fee(Instrument* inst, double px, int64_t from_yd,
     return fee
 
 
+cdef inline int64_t _repeat_slot(Account* acct, int64_t i, int64_t side, int64_t offset,
+                                 int64_t ticks, int64_t qty) noexcept nogil:
+    """``checks.state.repeat_slot``: the slot holding the order key, or -1."""
+    cdef int64_t k
+    for k in range(REPEAT_KEYS):
+        if (acct.rk_used[k] and acct.rk_ticks[k] == ticks and acct.rk_inst[k] == i
+                and acct.rk_qty[k] == qty and acct.rk_side[k] == side
+                and acct.rk_offset[k] == offset):
+            return k
+    return -1
+
+
+cdef inline int64_t _newest(Ring* r) noexcept nogil:
+    cdef int64_t idx = r.head + r.count - 1
+    if idx >= r.size:
+        idx -= r.size
+    return r.buf[idx]
+
+
+cdef inline int64_t _repeat_victim(Account* acct, int64_t now) noexcept nogil:
+    """``checks.state.repeat_victim``: a free slot, else one out of the window, else the least
+    recently used (the first of equals)."""
+    cdef int64_t k, best = 0, best_t = 0, t
+    for k in range(REPEAT_KEYS):
+        if not acct.rk_used[k] or acct.repeat_runs[k].count == 0:
+            return k
+        t = _newest(&acct.repeat_runs[k])
+        if t <= now - acct.repeat_window:
+            return k
+        if k == 0 or t < best_t:
+            best = k
+            best_t = t
+    return best
+
+
 cdef inline int64_t _available(Account* acct) noexcept nogil:
     """``AccountState.available``: the funds identity of docs/ARCHITECTURE.md §4, in fen."""
     return (acct.balance - acct.used_margin - acct.frozen_margin - acct.frozen_fee
@@ -371,7 +406,7 @@ cdef class Engine:
     """``checks.engine.Engine`` over a C book (see the module docstring)."""
 
     def __init__(self, cfg):
-        cdef int64_t a, i, j, n_sess
+        cdef int64_t a, i, j, k, n_sess
         cdef Instrument* inst
         cdef Account* acct
         cdef Position* pos
@@ -511,8 +546,11 @@ cdef class Engine:
             ring_init(&acct.cancels, st.cancels.maxlen)
             ring_init(&acct.msgs, st.msgs.maxlen)
             ring_init(&acct.execs, st.execs.maxlen)
-            ring_init(&acct.repeat_run, st.repeat_run.maxlen)
-            acct.has_repeat_key = False
+            if REPEAT_KEYS != _reference.REPEAT_KEYS:
+                raise RuntimeError("cext/book.pxd REPEAT_KEYS differs from checks.state's")
+            for k in range(REPEAT_KEYS):
+                ring_init(&acct.repeat_runs[k], st.repeat_runs[k].maxlen)
+                acct.rk_used[k] = False
 
         for (a, i), ps in ref.positions.items():
             pos = &self.pos[a * self.n_inst + i]
@@ -536,14 +574,15 @@ cdef class Engine:
         self.alerts = None
 
     def __dealloc__(self):
-        cdef int64_t j
+        cdef int64_t j, k
         if self.accts != NULL:
             for j in range(self.n_acct):
                 free(self.accts[j].orders.buf)
                 free(self.accts[j].cancels.buf)
                 free(self.accts[j].msgs.buf)
                 free(self.accts[j].execs.buf)
-                free(self.accts[j].repeat_run.buf)
+                for k in range(REPEAT_KEYS):
+                    free(self.accts[j].repeat_runs[k].buf)
         if self.gis != NULL:
             for j in range(self.n_group * self.n_inst):
                 free(self.gis[j].buys.heap)
@@ -717,7 +756,6 @@ cdef class Engine:
         _prefetch_ring(&acct.msgs, acct.programmatic_per_sec)
         _prefetch_ring(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
                        and not acct.direct_access else inst.hft_per_sec)
-        _prefetch_ring(&acct.repeat_run, acct.max_repeats)
         v_side = _field(order, slots, F_SIDE)
         v_offset = _field(order, slots, F_OFFSET)
         v_hedge = _field(order, slots, F_HEDGE)
@@ -892,9 +930,9 @@ cdef class Engine:
                                 f"{otr:.2f} > {acct.max_otr:.2f} on {self.inst_products[i]}")
         if acct.open_orders >= acct.max_open_orders:
             return rejected(R.OPEN_ORDERS_LIMIT, f"{acct.open_orders} working")
-        if (acct.has_repeat_key and acct.rk_inst == i and acct.rk_side == side
-                and acct.rk_offset == offset and acct.rk_ticks == ticks and acct.rk_qty == qty
-                and ring_recent(&acct.repeat_run, acct.max_repeats, now, acct.repeat_window)):
+        k = _repeat_slot(acct, i, side, offset, ticks, qty)  # N identical within the window
+        if k >= 0 and ring_recent(&acct.repeat_runs[k], acct.max_repeats, now,
+                                  acct.repeat_window):
             return rejected(R.REPEATED_ORDERS, f"{acct.max_repeats} identical orders",
                             trigger=R.REPEATED_ORDERS)
 
@@ -1014,9 +1052,10 @@ cdef class Engine:
         cdef Position* pos = &self.pos[a * self.n_inst + i]
         cdef GroupInstrument* gi = &self.gis[acct.group * self.n_inst + i]
         cdef double frac = acct.warn_fraction
-        cdef int64_t lvl, held, slot
+        cdef int64_t lvl, held, slot, k
         cdef bint before
         cdef Order* o
+        cdef Ring* run
         self.alerts = None
 
         # rate windows and daily counts
@@ -1043,19 +1082,21 @@ cdef class Engine:
             if acct.open_orders == lvl:
                 self._alert(warn(R.OPEN_ORDERS_LIMIT, self.acct_scopes[a], "working orders", lvl,
                                  acct.max_open_orders))
-        if not (acct.has_repeat_key and acct.rk_inst == i and acct.rk_side == side
-                and acct.rk_offset == offset and acct.rk_ticks == ticks and acct.rk_qty == qty):
-            ring_clear(&acct.repeat_run)
-            acct.has_repeat_key = True
-            acct.rk_inst = i
-            acct.rk_side = side
-            acct.rk_offset = offset
-            acct.rk_ticks = ticks
-            acct.rk_qty = qty
-        before = ring_recent(&acct.repeat_run, acct.lvl_repeats, now, acct.repeat_window)
-        ring_append(&acct.repeat_run, now)
+        k = _repeat_slot(acct, i, side, offset, ticks, qty)
+        if k < 0:
+            k = _repeat_victim(acct, now)
+            ring_clear(&acct.repeat_runs[k])
+            acct.rk_used[k] = True
+            acct.rk_inst[k] = i
+            acct.rk_side[k] = side
+            acct.rk_offset[k] = offset
+            acct.rk_ticks[k] = ticks
+            acct.rk_qty[k] = qty
+        run = &acct.repeat_runs[k]
+        before = ring_recent(run, acct.lvl_repeats, now, acct.repeat_window)
+        ring_append(run, now)
         if (acct.lvl_repeats <= acct.max_repeats < UNLIMITED and not before
-                and ring_recent(&acct.repeat_run, acct.lvl_repeats, now, acct.repeat_window)):
+                and ring_recent(run, acct.lvl_repeats, now, acct.repeat_window)):
             self._alert(warn(R.REPEATED_ORDERS, self.acct_scopes[a],
                              f"identical orders in {<object>acct.repeat_window // 1_000_000} ms",
                              acct.lvl_repeats, acct.max_repeats))
@@ -1669,7 +1710,7 @@ cdef class Engine:
 
     def set_limits(self, account, limits):
         """Replace an account's limits (already validated and merged by the caller)."""
-        cdef int64_t a = self._scope_key(_ACCOUNT, account)
+        cdef int64_t a = self._scope_key(_ACCOUNT, account), k
         cdef Account* acct = &self.accts[a]
         derived = types.SimpleNamespace(**self._limits_of(a))
         try:
@@ -1679,7 +1720,8 @@ cdef class Engine:
         ring_set_maxlen(&acct.orders, max(1, min(acct.max_orders_per_sec, 1 << 20)))
         ring_set_maxlen(&acct.cancels, max(1, min(acct.max_cancels_per_sec, 1 << 20)))
         ring_set_maxlen(&acct.execs, max(1, min(acct.max_executions + 1, 1 << 20)))
-        ring_set_maxlen(&acct.repeat_run, max(1, min(acct.max_repeats, 1 << 20)))
+        for k in range(REPEAT_KEYS):
+            ring_set_maxlen(&acct.repeat_runs[k], max(1, min(acct.max_repeats, 1 << 20)))
 
     cdef dict _limits_of(self, int64_t a):
         """The account's limits as ``AccountState.set_limits`` names them."""
@@ -1710,13 +1752,14 @@ cdef class Engine:
     cdef tuple _account_tuple(self, int64_t a):
         """``checks.engine.account_tuple``."""
         cdef Account* c = &self.accts[a]
-        key = ((c.rk_inst, c.rk_side, c.rk_offset, c.rk_ticks, c.rk_qty)
-               if c.has_repeat_key else None)
+        repeats = tuple((k, (c.rk_inst[k], c.rk_side[k], c.rk_offset[k], c.rk_ticks[k],
+                             c.rk_qty[k]), ring_tuple(&c.repeat_runs[k]))
+                        for k in range(REPEAT_KEYS) if c.rk_used[k])
         return (c.status, c.programmatic, c.balance, c.frozen_margin, c.frozen_fee,
                 c.used_margin, c.paid_fee, c.realised, c.unrealised, c.open_orders, c.day_msgs,
                 c.occasions, c.programmatic_flagged, c.hft_flagged, c.loss_warned,
                 ring_tuple(&c.orders), ring_tuple(&c.cancels), ring_tuple(&c.msgs),
-                ring_tuple(&c.execs), ring_tuple(&c.repeat_run), key, c.pnl_base,
+                ring_tuple(&c.execs), repeats, c.pnl_base,
                 c.loss_stopped)
 
     def order_view(self, ref):

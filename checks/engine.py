@@ -57,6 +57,7 @@ from checks.state import (
     NO_BUY,
     NO_SELL,
     NS_PER_S,
+    REPEAT_KEYS,
     AccountState,
     GroupInstrument,
     InstrumentState,
@@ -66,6 +67,8 @@ from checks.state import (
     fen,
     fen_float,
     recent,
+    repeat_slot,
+    repeat_victim,
 )
 
 KILL_BLOCK = 1
@@ -346,9 +349,9 @@ class Engine:
                 return rejected(R.OTR_LIMIT, f"{otr:.2f} > {acct.max_otr:.2f} on {inst.product}")
         if acct.open_orders >= acct.max_open_orders:
             return rejected(R.OPEN_ORDERS_LIMIT, f"{acct.open_orders} working")
-        key = (i, side, offset, ticks, qty)
-        if key == acct.repeat_key and recent(acct.repeat_run, acct.max_repeats, now,
-                                             acct.repeat_window):
+        key = (i, side, offset, ticks, qty)  # N identical orders within the window, however
+        j = repeat_slot(acct.repeat_keys, key)  # other orders interleave (A/B/A/B)
+        if j >= 0 and recent(acct.repeat_runs[j], acct.max_repeats, now, acct.repeat_window):
             return rejected(R.REPEATED_ORDERS, f"{acct.max_repeats} identical orders",
                             trigger=R.REPEATED_ORDERS)
 
@@ -446,14 +449,17 @@ class Engine:
             if acct.open_orders == lvl:
                 alerts.append(warn(R.OPEN_ORDERS_LIMIT, scope, "working orders", lvl,
                                    acct.max_open_orders))
-        if key != acct.repeat_key:
-            acct.repeat_run.clear()
-            acct.repeat_key = key
+        j = repeat_slot(acct.repeat_keys, key)
+        if j < 0:
+            j = repeat_victim(acct.repeat_keys, acct.repeat_runs, now, acct.repeat_window)
+            acct.repeat_keys[j] = key
+            acct.repeat_runs[j].clear()
+        run = acct.repeat_runs[j]
         lvl = warn_level(acct.max_repeats, frac)
-        before = recent(acct.repeat_run, lvl, now, acct.repeat_window)
-        acct.repeat_run.append(now)
+        before = recent(run, lvl, now, acct.repeat_window)
+        run.append(now)
         if (lvl <= acct.max_repeats < UNLIMITED and not before
-                and recent(acct.repeat_run, lvl, now, acct.repeat_window)):
+                and recent(run, lvl, now, acct.repeat_window)):
             alerts.append(warn(R.REPEATED_ORDERS, scope,
                                f"identical orders in {acct.repeat_window // 1_000_000} ms", lvl,
                                acct.max_repeats))
@@ -896,7 +902,8 @@ class Engine:
         acct.orders = type(acct.orders)(acct.orders, maxlen=max(1, min(acct.max_orders_per_sec, 1 << 20)))
         acct.cancels = type(acct.cancels)(acct.cancels, maxlen=max(1, min(acct.max_cancels_per_sec, 1 << 20)))
         acct.execs = type(acct.execs)(acct.execs, maxlen=max(1, min(acct.max_executions + 1, 1 << 20)))
-        acct.repeat_run = type(acct.repeat_run)(acct.repeat_run, maxlen=max(1, min(acct.max_repeats, 1 << 20)))
+        acct.repeat_runs = [type(r)(r, maxlen=max(1, min(acct.max_repeats, 1 << 20)))
+                            for r in acct.repeat_runs]
 
     # ---------------------------------------------------------------- views
     def order_view(self, ref: int) -> tuple | None:
@@ -1005,8 +1012,13 @@ def account_tuple(a: AccountState) -> tuple:
     return (a.status, a.programmatic, a.balance, a.frozen_margin, a.frozen_fee, a.used_margin,
             a.paid_fee, a.realised, a.unrealised, a.open_orders, a.day_msgs, a.occasions,
             a.programmatic_flagged, a.hft_flagged, a.loss_warned, tuple(a.orders),
-            tuple(a.cancels), tuple(a.msgs), tuple(a.execs), tuple(a.repeat_run), a.repeat_key,
+            tuple(a.cancels), tuple(a.msgs), tuple(a.execs), repeat_tuple(a.repeat_keys, a.repeat_runs),
             a.pnl_base, a.loss_stopped)
+
+
+def repeat_tuple(keys: list, runs: list) -> tuple:
+    """The repeated-order table as plain data: (slot, key, times) of each used slot."""
+    return tuple((j, keys[j], tuple(runs[j])) for j in range(REPEAT_KEYS) if keys[j] is not None)
 
 
 def account_summary(a: AccountState) -> dict:

@@ -83,7 +83,7 @@ class Reason(IntEnum):
     MESSAGE_LIMIT = 707, "The account reached its daily message cap on this product (信息量); opening orders are refused (closes pass)."
     OTR_LIMIT = 708, "The account's order-to-trade ratio on this product is above the cap; opening orders are refused (closes pass)."
     OPEN_ORDERS_LIMIT = 709, "Too many working orders for this account."
-    REPEATED_ORDERS = 710, "Repeated identical orders: the account is stopped until a person re-enables it."
+    REPEATED_ORDERS = 710, "Repeated identical orders (the same order N times within the window, whatever comes between): the account is stopped until a person re-enables it."
     REPEATED_EXECUTIONS = 711, "Repeated automated executions: the account is stopped until a person re-enables it."
 
     # 8xx programmatic and high-frequency trading (程序化交易 / 高频交易)

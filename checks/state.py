@@ -40,6 +40,34 @@ def lim(value: int | None) -> int:
     return UNLIMITED if value is None else int(value)
 
 
+# Repeated-order detection keeps this many distinct order keys per account (the least recently
+# used goes). N identical orders within the window are caught however other orders interleave,
+# as long as fewer than REPEAT_KEYS + 1 distinct keys are cycled: evading it would take
+# (REPEAT_KEYS + 1) x N orders within the window, beyond the order rate (100/s by default, against
+# 9 x 20 = 180 for the default 20 repeats a second).
+REPEAT_KEYS = 8
+
+
+def repeat_slot(keys: list, key: tuple) -> int:
+    """The slot holding ``key`` in an account's ``repeat_keys``, or -1."""
+    for j in range(REPEAT_KEYS):
+        if keys[j] == key:
+            return j
+    return -1
+
+
+def repeat_victim(keys: list, runs: list, now: int, window: int) -> int:
+    """The slot a new order key takes: the first free one, else the first whose orders are all
+    out of the window, else the least recently used (the first of equals)."""
+    best, best_t = 0, None
+    for j in range(REPEAT_KEYS):
+        if keys[j] is None or not runs[j] or runs[j][-1] <= now - window:
+            return j
+        if best_t is None or runs[j][-1] < best_t:
+            best, best_t = j, runs[j][-1]
+    return best
+
+
 def recent(ring: deque[int], k: int, now: int, window: int) -> bool:
     """At least ``k`` of the timestamps in ``ring`` lie in ``(now - window, now]``.
 
@@ -135,8 +163,11 @@ class AccountState:
         self.cancels: deque[int] = deque(maxlen=max(1, min(self.max_cancels_per_sec, 1 << 20)))
         self.msgs: deque[int] = deque(maxlen=msg_ring)
         self.execs: deque[int] = deque(maxlen=max(1, min(self.max_executions + 1, 1 << 20)))
-        self.repeat_run: deque[int] = deque(maxlen=max(1, min(self.max_repeats, 1 << 20)))
-        self.repeat_key: tuple[int, int, int, int, int] | None = None
+        # Repeated-order detection: up to REPEAT_KEYS distinct order keys (instrument, side,
+        # offset, ticks, qty), each with the times of its most recent accepted orders.
+        self.repeat_keys: list[tuple[int, int, int, int, int] | None] = [None] * REPEAT_KEYS
+        self.repeat_runs: list[deque[int]] = [
+            deque(maxlen=max(1, min(self.max_repeats, 1 << 20))) for _ in range(REPEAT_KEYS)]
         # Daily counters.
         self.day_msgs = 0
         self.occasions = 0

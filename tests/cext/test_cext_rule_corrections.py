@@ -1,7 +1,8 @@
 """Rule corrections of issue 10, held in both engines at their edges (the random histories reach
 them only by chance): the daily count limits restrict opening only (703-705, 707, 708), the price
 band is compared on whole ticks and the collar can be off (501-503), and the position limit
-counts an account group's combined position (902).
+counts an account group's combined position (902), repeated orders are counted within the
+window however other orders interleave (710).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from diffbook import INSTRUMENTS, MS, T0, Pair, config, raw_config
 from checks.config import resolve
 from checks.model import RiskConfigFile
 from checks.reasons import Reason as R
+from checks.state import REPEAT_KEYS
 from gateway.protocol import NewOrder
 
 
@@ -164,3 +166,28 @@ def test_position_limit_counts_the_groups_combined_position_in_both_engines() ->
     d = p.call("decide", _order("rb2605", 3197.0, 1, account="A3"), now)
     assert d.reason == R.POSITION_LIMIT, d.text
     p.check()
+
+
+# ---------------------------------------------------------------- 710 within the window
+@pytest.mark.parametrize("keys", [2, 3, REPEAT_KEYS, REPEAT_KEYS + 1, REPEAT_KEYS + 3])
+def test_repeats_interleaved_with_other_orders_in_both_engines(keys: int) -> None:
+    """Orders cycling through ``keys`` distinct keys (prices), 100 ms apart (under the HFT
+    standard), with a limit of 3 in 1 s then 3 in 5 s: same answers and the same repeat table in both engines, the
+    interleaved repeats caught while the keys fit the table, and slots given up as they expire
+    or are least recently used."""
+    p = Pair(config("ignore"))
+    now = T0
+    caught = 0
+    for window in (1000, 5000):
+        _limits(p, "R1", max_repeats=3, repeat_window_ms=window, max_messages_per_product=None)
+        for n in range(6 * keys):
+            now += 100 * MS
+            d = p.call("decide", _order("rb2605", 3200.0 - n % keys, account="R1"), now)
+            if d.reason == R.REPEATED_ORDERS:
+                caught += 1
+                p.call("set_status", "R1", 1)  # (the gateway suspends; put it back to go on)
+            elif d.accepted:
+                p.call("apply_reject", d.ref, now)
+            p.check()
+    if keys <= REPEAT_KEYS:
+        assert caught

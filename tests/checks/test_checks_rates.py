@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from checks import state as engine_state
 from checks.decision import TRIGGER_STATUS
 from checks.enums import AccountStatus, AlertLevel, Hedge, Offset, OrdType, Side, Tif
 from checks.reasons import Reason as R
@@ -437,15 +438,51 @@ def test_repeated_identical_orders_stop_the_account(make_book):
 @pytest.mark.parametrize("change", [{"price": 3199.0}, {"qty": 2}, {"side": Side.SELL, "price": 3300.0},
                                     {"symbol": "au2606"}, {"offset": Offset.CLOSE, "side": Side.SELL,
                                                            "price": 3300.0}])
-def test_a_different_order_breaks_the_run_of_repeats(make_book, change):
+def test_a_different_order_in_between_does_not_hide_the_repeats(make_book, change):
+    """N identical orders within the window, not N in a row: what differs in any field is
+    another order, counted apart, and it does not reset the count of the first."""
     book = make_book(account={"limits": {"max_repeats": 2},
                               "positions": [{"symbol": "rb2605", "long": 5, "long_price": 3200.0}]})
     book.accept()
-    book.accept()
     book.accept(**change)
     book.accept()
-    book.accept()
+    book.accept(**change)
     book.reject(R.REPEATED_ORDERS)
+    book.reject(R.REPEATED_ORDERS, **change)
+
+
+def test_alternating_orders_are_caught_as_repeats(make_book):
+    """40 alternating orders A/B/A/B in 0.8 s with a limit of 10 all passed (only the previous
+    order was compared): the 11th A is refused."""
+    book = make_book(account={"limits": {"max_repeats": 10, "repeat_window_ms": 1000}})
+    t = book.t0
+    for k in range(20):
+        book.accept(now=t + k * 20 * NS_PER_MS, price=3200.0 - k % 2)
+    d = book.reject(R.REPEATED_ORDERS, now=t + 20 * 20 * NS_PER_MS)
+    assert d.trigger == R.REPEATED_ORDERS
+
+
+def test_repeats_are_caught_among_as_many_distinct_orders_as_the_table_holds(make_book):
+    """Cycling through REPEAT_KEYS distinct orders: every one is tracked, the repeats caught."""
+    book = make_book(account={"limits": {"max_repeats": 3, "repeat_window_ms": 1000}})
+    n = engine_state.REPEAT_KEYS
+    for rnd in range(3):
+        for k in range(n):
+            book.accept(now=book.t0 + (rnd * n + k) * NS_PER_MS, price=3200.0 - k)
+    for k in range(n):
+        book.reject(R.REPEATED_ORDERS, now=book.t0 + 3 * n * NS_PER_MS, price=3200.0 - k)
+
+
+def test_an_order_key_out_of_the_window_gives_its_slot_first(make_book):
+    book = make_book(account={"limits": {"max_repeats": 1, "repeat_window_ms": 10}})
+    n = engine_state.REPEAT_KEYS
+    book.accept(price=3100.0)  # the oldest key, then out of the window
+    for k in range(n - 1):
+        book.accept(now=book.t0 + 20 * NS_PER_MS, price=3200.0 - k)
+    book.accept(now=book.t0 + 21 * NS_PER_MS, price=3150.0)  # takes 3100's slot
+    for k in range(n - 1):  # the live keys kept their slots
+        book.reject(R.REPEATED_ORDERS, now=book.t0 + 22 * NS_PER_MS, price=3200.0 - k)
+    book.reject(R.REPEATED_ORDERS, now=book.t0 + 22 * NS_PER_MS, price=3150.0)
 
 
 def test_repeat_window_is_configurable(make_book):
