@@ -702,7 +702,7 @@ cdef class Engine:
         """Check a ``NewOrder`` (or anything with its fields); reserve it when it passes."""
         cdef int64_t a, i, side, offset, hedge, ord_type, tif, qty, lo, hi, ticks
         cdef int64_t held, yd_free, td_free, close_yd = 0, close_td = 0, margin = 0, fee = 0
-        cdef int64_t need, available, messages, mode, local
+        cdef int64_t need, available, messages, mode, local, g
         cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
         cdef bint opening, market, large, counts_open, ok, slots
         cdef int overflow = 0, ok_int, k
@@ -750,6 +750,10 @@ cdef class Engine:
         prefetch(pc)
         gi = &self.gis[self.acct_group[a] * self.n_inst + i]  # (not waiting for acct's line)
         _prefetch_lines(gi, sizeof(GroupInstrument))
+        g = self.acct_group[a]  # the group's other positions, for an opening's position limit
+        for k in range(self.group_start[g], min(self.group_start[g + 1], self.group_start[g] + 4)):
+            if self.group_members[k] != a:
+                _prefetch_lines(&self.pos[self.group_members[k] * self.n_inst + i], sizeof(Position))
         # The windows' lines depend on the account's (head, count): the first wait for memory.
         _prefetch_ring(&acct.orders, acct.max_orders_per_sec)
         _prefetch_ring(&acct.cancels, acct.max_cancels_per_sec)
