@@ -210,6 +210,7 @@ class Gateway:
     async def start(self, wait_link: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         g = self.cfg.gateway
+        _ensure_fd_headroom(g.max_unauthenticated)
         self.server = await loop.create_server(lambda: ClientSession(self.router, self.logons),
                                                g.host, g.port)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -324,6 +325,29 @@ class Gateway:
         if scope == KillScope.PRODUCT:
             return sorted({i.product for i in risk.instruments})[key]
         return "" if scope == KillScope.FIRM else str(key)
+
+
+def _ensure_fd_headroom(pending: int) -> None:
+    """Connections not logged on are capped (``[gateway].max_unauthenticated``) so a flood
+    cannot take the file descriptors that real clients, the exchange link's reconnect and the
+    journal's next segment need; raise the open-file limit to the hard limit, and say so when
+    it leaves little room above the cap."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    inf = resource.RLIM_INFINITY
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != inf and (hard == inf or soft < hard):
+            soft = hard if hard != inf else max(soft, 65_536)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ValueError, OSError) as err:
+        log.warning("could not raise the open-file limit", error=str(err))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != inf and soft < 4 * pending:
+        log.warning("the open-file limit leaves little room above max_unauthenticated",
+                    open_file_limit=soft, max_unauthenticated=pending)
 
 
 async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None,

@@ -112,6 +112,7 @@ class LogonGuard:
         self.max_per_source = g.max_unauthenticated_per_source
         self.pending: dict[ClientSession, None] = {}  # not logged on yet, oldest first
         self.per_source: Counter[str] = Counter()
+        self.connections = 0  # accepted, ever
         self.refused_connections = 0
         self.timed_out = 0
         self._pool = ThreadPoolExecutor(max_workers=a.max_concurrent_hashes,
@@ -137,6 +138,7 @@ class LogonGuard:
     # -- connections not logged on
     def admit(self, s: ClientSession) -> bool:
         """Count a new connection; False when it must be refused (its address has too many)."""
+        self.connections += 1
         if self.per_source[s.peer] >= self.max_per_source:
             self.refused_connections += 1
             return False
@@ -200,7 +202,8 @@ class LogonGuard:
 
     def status(self, now: int) -> dict[str, Any]:
         failures, locks = self.lockout.sizes()
-        return {"connections_not_logged_on": len(self.pending),
+        return {"connections": self.connections,
+                "connections_not_logged_on": len(self.pending),
                 "connections_refused": self.refused_connections,
                 "logon_timeouts": self.timed_out,
                 "failure_entries": failures, "lockouts": locks,

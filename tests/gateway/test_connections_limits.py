@@ -6,10 +6,14 @@ file descriptors nor keeps a real client from logging on."""
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import sys
 
 import msgspec
 import pytest
 
+from checks.config import ConfigError
 from checks.reasons import Reason
 from gateway.config import load_gateway_config
 from gateway.protocol import FrameDecoder, Heartbeat, Logout, encode
@@ -111,3 +115,70 @@ async def test_a_logged_on_session_is_not_closed_by_the_logon_timer(make_gateway
     assert not c.closed
     assert len(gw.router.sessions) == 1
     await c.close()
+
+
+_FLOOD = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for n in range(count):
+    s = socket.socket()
+    s.bind((f"127.0.4.{n % 50 + 1}", 0))
+    s.connect(("127.0.0.1", port))
+    held.append(s)
+print("connected", flush=True)
+sys.stdin.read()  # hold them until told to go
+"""
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+async def test_a_flood_from_many_addresses_holds_at_most_the_cap_of_descriptors(make_gateway):
+    """400 idle connections from 50 addresses (another process): the gateway holds at most
+    max_unauthenticated of them, so descriptors stay for the exchange link's reconnect and the
+    journal's next segment; a real client still logs on. The process may open only 100 files
+    more than it has: without the cap the flood would take them all."""
+    gw = await make_gateway(max_unauthenticated=32, max_unauthenticated_per_source=8)
+    before = _open_fds()
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FLOOD, str(gw.port), "400",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before + 100, limits[1]))
+    try:
+        assert await asyncio.wait_for(flood.stdout.readline(), T) == b"connected\n"
+        async with asyncio.timeout(T):  # every one accepted, the excess closed
+            while gw.logons.connections < 400 or _open_fds() > before + 32 + 4:
+                await asyncio.sleep(0.01)  # (+ 4: the flood process's pipes, a spare)
+        assert len(gw.logons.pending) == 32
+        c = await Client.connect("127.0.0.1", gw.port, "algo1", "algo-secret", timeout=T)
+        await c.close()
+        with open(os.devnull, "rb"):  # a file can still be opened (the journal's next segment)
+            pass
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        flood.stdin.close()
+        await asyncio.wait_for(flood.wait(), T)
+
+
+@pytest.mark.parametrize(("where", "text", "field"), [
+    ("reject_storm = 200", "logon_timeout_s = 0", "gateway.logon_timeout_s"),
+    ("reject_storm = 200", "max_unauthenticated = 8\nmax_unauthenticated_per_source = 9",
+     "gateway.max_unauthenticated_per_source"),
+    ("lockout_s = 300", "max_concurrent_hashes = 0", "auth.max_concurrent_hashes"),
+    ("lockout_s = 300", "firm_max_failures = 0", "auth.firm_max_failures"),
+    ("lockout_s = 300", "lockout_s = nan", "auth.lockout_s"),
+])
+def test_connection_and_logon_limits_are_validated(where, text, field):
+    path = EXAMPLES / "gateway.toml"
+    data = path.read_text()
+    if text.startswith("lockout_s"):
+        data = data.replace(where, text, 1)
+    else:
+        data = data.replace(where, f"{where}\n{text}", 1)
+    with pytest.raises(ConfigError) as err:
+        load_gateway_config(path, data.encode())
+    assert err.value.path == field
