@@ -372,6 +372,29 @@ def encode(msg: _Msg) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def fit_frame(msg: _Msg, max_frame: int) -> _Msg:
+    """``msg``, or a copy with its longest text fields cut so that its frame body fits in
+    ``max_frame`` bytes: the peer's decoder closes the stream on an over-long frame, so no
+    sender may ever write one (echoed client texts are the usual culprit). Raises ValueError
+    if even empty text fields do not fit."""
+    body = len(_encoder.encode(msg))
+    if body <= max_frame:
+        return msg
+    msg = msgspec.structs.replace(msg)
+    while body > max_frame:
+        name = max(msg.__struct_fields__, key=lambda f: len(getattr(msg, f))
+                   if type(getattr(msg, f)) is str else -1)
+        text = getattr(msg, name)
+        if type(text) is not str or not text:
+            raise ValueError(f"{type(msg).__name__} is {body} bytes without its texts; the "
+                             f"frame limit is {max_frame}")
+        raw = text.encode()
+        keep = max(0, len(raw) - (body - max_frame) - 8)  # room for the marker and msgpack
+        setattr(msg, name, raw[:keep].decode(errors="ignore") + "\u2026")
+        body = len(_encoder.encode(msg))
+    return msg
+
+
 def encode_into(msg: _Msg, out: bytearray) -> None:
     """Append the frame for ``msg`` to ``out`` (lets a sender batch frames into one write)."""
     start = len(out)

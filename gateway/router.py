@@ -80,13 +80,71 @@ FINISHED_MEMORY = 100_000  # finished orders remembered (per day) to recognise l
 UNKNOWN_MEMORY = 10_000  # unknown exchange ids already alerted (one alert each)
 RECON_NAMED_MAX = 2_000  # working orders named in a status request (~25 bytes each, 64 KiB frames)
 
+# Memory caps (issue 10, item 5). Everything the router keeps grows with something a client
+# controls, so each structure has a bound, checked before anything is stored:
+# - identifiers are refused (408 INVALID_FIELD) past these sizes, before they are remembered;
+#   CTP's order references are 13 bytes and exchange account / contract codes ~12, so the caps
+#   leave room and still keep a day's id memory to ~100 bytes an order;
+MAX_ID_BYTES = 64  # cl_ord_id / orig_cl_ord_id: 1..64 bytes (UTF-8)
+MAX_ACCOUNT_BYTES = 32
+MAX_SYMBOL_BYTES = 32
+# - the cl_ord_ids a user used today (needed to refuse duplicates all day): past this many the
+#   user's new orders are refused (408) until the next trading day. At 20 orders a second for a
+#   whole trading day that is ~400 k; the cap is the day's order budget, ~100 MB at 64-byte ids;
+MAX_CLIDS_PER_USER_DAY = 1_000_000
+# - executions applied today (a repeated exec id is dropped, not booked twice): oldest forgotten
+#   past the cap, which is far above a day's fills (bounded by the orders above);
+EXEC_ID_MEMORY = 1_000_000
+# - cancel requests in flight for one order (a client may repeat a cancel): the oldest request's
+#   answer is no longer routed back past this many; all are forgotten with the order;
+MAX_CANCELS_PER_ORDER = 8
+# - working orders (``orders``, ``by_exch``, ``by_clid``) are bounded by the engine's per-account
+#   ``max_open_orders``; ``finished`` and ``unknown_alerted`` by the memories above; per-session
+#   reject times by ``gateway.reject_storm`` each, dropped with the session; alerts by
+#   ``ALERTS_KEPT``. Per-day structures are also emptied at each trading day's start.
+ALERTS_KEPT = 1_000  # the latest alerts, for the status view
+
+
+def _too_long(text: str, limit: int) -> bool:
+    # ASCII (every id a real client sends) costs one length check; otherwise count UTF-8 bytes.
+    return len(text) > limit or (not text.isascii() and len(text.encode()) > limit)
+
+
+def _field_problem(name: str, text: str, limit: int) -> str | None:
+    if not text:
+        return f"{name} is empty; 1 to {limit} bytes are expected"
+    if _too_long(text, limit):
+        return f"{name} is {len(text.encode())} bytes; at most {limit} are allowed"
+    return None
+
+
+def order_field_problem(msg: NewOrder) -> str | None:
+    """Why a new order's identifiers cannot be taken (None: they can). Checked before the id is
+    remembered or echoed in any text, so no client can grow the gateway's memory with them."""
+    return (_field_problem("cl_ord_id", msg.cl_ord_id, MAX_ID_BYTES)
+            or _field_problem("account", msg.account, MAX_ACCOUNT_BYTES)
+            or _field_problem("symbol", msg.symbol, MAX_SYMBOL_BYTES))
+
+
+def cancel_field_problem(msg: CancelOrder) -> str | None:
+    return (_field_problem("cl_ord_id", msg.cl_ord_id, MAX_ID_BYTES)
+            or _field_problem("orig_cl_ord_id", msg.orig_cl_ord_id, MAX_ID_BYTES)
+            or _field_problem("account", msg.account, MAX_ACCOUNT_BYTES))
+
+
+def echo(text: str, limit: int) -> str:
+    """``text`` as echoed back to a client: unchanged within ``limit`` bytes, else its first
+    ``limit`` characters and an ellipsis — longer than any valid id, so it can never be taken
+    for one of the client's real orders."""
+    return text if not _too_long(text, limit) else text[:limit] + "\u2026"
+
 
 class RoutedOrder:
     """What the gateway knows of one order (the engine holds its risk state)."""
 
     __slots__ = ("ref", "owner", "session_id", "user", "cl_ord_id", "exch_id", "order_id",
                  "account", "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns",
-                 "cancel_id", "adopted")
+                 "cancel_id", "adopted", "old_cancels")
 
     def __init__(self, ref: int, owner: SessionPort | None, user: str, cl_ord_id: str,
                  exch_id: str, account: str, symbol: str, side: int, price: float, qty: int,
@@ -109,9 +167,10 @@ class RoutedOrder:
         self.ts_ns = now
         self.cancel_id = ""  # the latest cancel requested for it ("" none)
         self.adopted = False  # taken over from the exchange at reconciliation
+        self.old_cancels: list[str] | None = None  # earlier cancel requests still in ``cancels``
 
     def view(self) -> dict[str, Any]:
-        return {s: getattr(self, s) for s in self.__slots__ if s != "owner"}
+        return {s: getattr(self, s) for s in self.__slots__ if s not in ("owner", "old_cancels")}
 
 
 class SessionPort:
@@ -152,7 +211,7 @@ class Router:
         self.by_exch: dict[str, int] = {}
         self.by_clid: dict[tuple[str, str], int] = {}  # (user, cl_ord_id) -> working order
         self.finished: OrderedDict[str, RoutedOrder] = OrderedDict()  # by exchange id, today
-        self.exec_ids: set[str] = set()  # executions applied today
+        self.exec_ids: OrderedDict[str, None] = OrderedDict()  # executions applied today
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
         self.used_clids: dict[str, set[str]] = {}  # user -> ids used this trading day
         self.day = -1
@@ -162,7 +221,7 @@ class Router:
         self.recon_trades: dict[str, list[ExecReport]] = {}  # executions of unknown orders
         self.unknown_alerted: OrderedDict[str, None] = OrderedDict()
         self.link: LinkPort | None = None
-        self.alerts: deque[Alert] = deque(maxlen=1000)
+        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self.trigger_handler: Callable[[str, int, int], None] | None = None
         self.reject_times: dict[int, deque[int]] = {}
         self.storm_handler: Callable[[int], None] | None = None
@@ -258,6 +317,9 @@ class Router:
         self._at(now)
         self.record(jr.Inbound(now, session.session_id, msg))
         self.stats["orders"] += 1
+        bad = order_field_problem(msg)
+        if bad is not None:
+            return self._reject(session, msg, Reason.INVALID_FIELD, bad, now)
         if msg.account not in session.accounts:
             return self._reject(session, msg, Reason.ACCOUNT_NOT_PERMITTED,
                                 f"session {session.session_id} may not trade {msg.account!r}", now)
@@ -265,6 +327,11 @@ class Router:
         if msg.cl_ord_id in used:
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
                                 f"cl_ord_id {msg.cl_ord_id!r}", now)
+        if len(used) >= MAX_CLIDS_PER_USER_DAY:
+            return self._reject(session, msg, Reason.INVALID_FIELD,
+                                f"user {session.user!r} used {MAX_CLIDS_PER_USER_DAY} cl_ord_ids "
+                                "today, the most the gateway remembers; new orders are refused "
+                                "until the next trading day", now)
         used.add(msg.cl_ord_id)
         if self.replaying and not engine_saw:
             self.stats["rejected"] += 1
@@ -312,8 +379,10 @@ class Router:
             text = Reason(reason).description + (f" ({detail})" if detail else "")
         qty = msg.qty if type(msg.qty) is int else 0
         price = msg.price if type(msg.price) is float else 0.0
+        # Echoed identifiers are bounded, so a reject always fits a frame (see ``echo``).
         self._to_session(session, ExecReport(
-            msg.cl_ord_id, "", msg.account, msg.symbol, OrdStatus.REJECTED, ExecType.REJECTED,
+            echo(msg.cl_ord_id, MAX_ID_BYTES), "", echo(msg.account, MAX_ACCOUNT_BYTES),
+            echo(msg.symbol, MAX_SYMBOL_BYTES), OrdStatus.REJECTED, ExecType.REJECTED,
             int(reason), text, 0, 0.0, 0, 0, now, msg.side, price, qty), now)
         if self.storm_handler is not None and not self.replaying:
             times = self.reject_times.setdefault(session.session_id,
@@ -330,6 +399,12 @@ class Router:
         now = self.clock() if now is None else now
         self._at(now)
         self.record(jr.Inbound(now, session.session_id, msg))
+        bad = cancel_field_problem(msg)
+        if bad is not None:
+            self._to_session(session, CancelReject(
+                echo(msg.cl_ord_id, MAX_ID_BYTES), echo(msg.orig_cl_ord_id, MAX_ID_BYTES),
+                int(Reason.INVALID_FIELD), f"{Reason.INVALID_FIELD.description} ({bad})"), now)
+            return
         ref = self.by_clid.get((session.user, msg.orig_cl_ord_id))
         o = self.orders.get(ref) if ref is not None else None
         if o is None or o.account != msg.account or o.account not in session.accounts:
@@ -349,8 +424,7 @@ class Router:
             self._alerts(outcome.alerts, now)
         self._cancel_seq += 1
         cancel_id = f"{self.prefix}c{self._cancel_seq:x}"
-        o.cancel_id = cancel_id
-        self.cancels[cancel_id] = (o.ref, client_id)
+        self._remember_cancel(o, cancel_id, client_id)
         msg = CancelOrder(cancel_id, o.exch_id, o.account)
         sent = False
         if not self.replaying:
@@ -369,8 +443,20 @@ class Router:
         o = self.orders.get(ref) if ref is not None else None
         if o is not None:
             self.engine.cancel_request(o.ref, now)
-            o.cancel_id = msg.cl_ord_id
-            self.cancels[msg.cl_ord_id] = (o.ref, "")
+            self._remember_cancel(o, msg.cl_ord_id, "")
+
+    def _remember_cancel(self, o: RoutedOrder, cancel_id: str, client_id: str) -> None:
+        """The order's latest cancel request; earlier ones stay routable (their answers go to
+        the client) up to ``MAX_CANCELS_PER_ORDER``, and all go when the order does."""
+        if o.cancel_id:
+            old = o.old_cancels
+            if old is None:
+                old = o.old_cancels = []
+            old.append(o.cancel_id)
+            if len(old) >= MAX_CANCELS_PER_ORDER:
+                self.cancels.pop(old.pop(0), None)
+        o.cancel_id = cancel_id
+        self.cancels[cancel_id] = (o.ref, client_id)
 
     def cancel_refs(self, refs: list[int], why: str, now: int | None = None) -> tuple[int, int]:
         """Cancel working orders (kill switch, disconnect): (sent now, held until the link is
@@ -519,6 +605,10 @@ class Router:
         if o.cancel_id:
             self.cancels.pop(o.cancel_id, None)
             o.cancel_id = ""
+        if o.old_cancels is not None:
+            for cancel_id in o.old_cancels:
+                self.cancels.pop(cancel_id, None)
+            o.old_cancels = None
         self.finished[o.exch_id] = o
         if len(self.finished) > FINISHED_MEMORY:
             self.finished.popitem(last=False)
@@ -527,7 +617,9 @@ class Router:
         """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
         when the exchange says it again (a trade query after a reconnect) nothing repeats."""
         if rep.exec_id:
-            self.exec_ids.add(rep.exec_id)
+            self.exec_ids[rep.exec_id] = None
+            if len(self.exec_ids) > EXEC_ID_MEMORY:
+                self.exec_ids.popitem(last=False)
 
     def _surprise(self, o: RoutedOrder, text: str, now: int, level: AlertLevel) -> None:
         self.stats["surprises"] += 1
@@ -703,25 +795,9 @@ class Router:
         for ev in events:
             self.alert(ev.level, ev.code, ev.scope, ev.text, now)
 
-    def alert(self, level: int, code: int, scope: str, text: str, now: int | None = None,
-              client_text: str | None = None) -> None:
-        """Raise an alert: journaled once with its full text (the risk desk's: the alerts topic,
-        /v1/alerts, the log), then told to the client sessions it concerns (delivery, not
-        journaled again).
-
-        A client hears only of what concerns the accounts it may trade, and never an operator's
-        name or a free-text reason: it is told ``client_text`` where the raiser gives one (the
-        kill switch does: a neutral sentence of what changed), else
-
-        - ``account:A[/...]``: the text itself, to the sessions that may trade A (the engine's
-          and the router's account alerts speak only of that account's orders and counts);
-        - ``firm``: the exchange link's and the journal's state in neutral words (new orders are
-          refused, or accepted again), to every session; other firm-wide alerts (Kafka) stay
-          with the desk;
-        - any other scope: nothing, unless a ``client_text`` is given; then to the sessions that
-          may trade an account of ``group:G``, to ``session:N`` itself, or to every session
-          (``instrument:``, ``product:``, ``firm``).
-        """
+    def alert(self, level: int, code: int, scope: str, text: str, now: int | None = None) -> None:
+        """Raise an alert: journaled once (for the alerts topic), then to the sessions trading
+        the account in scope (delivery, not journaled again), the log and the listeners."""
         now = self.clock() if now is None else now
         msg = Alert(int(level), int(code), scope, text, now)
         self.alerts.append(msg)
@@ -730,36 +806,10 @@ class Router:
         self.record(jr.Outbound(now, jr.NO_SESSION, msg))
         log.warning("alert", level=AlertLevel(level).name, code=Reason(code).name, scope=scope,
                     text=text)
-        kind, _, target = scope.partition(":")
-        target = target.split("/", 1)[0]
-        if client_text is None:
-            if kind == "account":
-                client_text = text
-            elif kind == "firm" and code == Reason.LINK_STATUS:
-                client_text = ("exchange link lost: new orders are refused until it is back"
-                               if level >= AlertLevel.CRITICAL else
-                               "exchange link is back: new orders are accepted again")
-            elif kind == "firm" and code == Reason.SEAT_TAKEN_OVER:
-                client_text = ("exchange seat taken over by another connection: new orders "
-                               "are refused until the link is back")
-            elif kind == "firm" and code == Reason.JOURNAL_FAILURE:  # not where, nor the repair
-                client_text = ("the gateway cannot write its journal: "
-                               if level >= AlertLevel.CRITICAL else
-                               "the gateway's journal is writable again: ") + \
-                    (f"new orders are refused ({self.halted[0]}); cancels still go"
-                     if self.halted is not None else "new orders are accepted again")
-            else:
-                return
-        out = msg if client_text == text else Alert(int(level), int(code), scope, client_text, now)
-        group = ({a.id for a in self.cfg.risk.accounts if a.group == target}
-                 if kind == "group" else frozenset())
+        account = scope.split(":", 1)[1].split("/", 1)[0] if scope.startswith("account:") else None
         for s in list(self.sessions.values()):
-            if s.closed:
-                continue
-            if (target in s.accounts if kind == "account" else
-                    str(s.session_id) == target if kind == "session" else
-                    not group.isdisjoint(s.accounts) if kind == "group" else True):
-                s.send(out)
+            if not s.closed and (account is None or account in s.accounts):
+                s.send(msg)
 
     def _trigger(self, account: str, reason: int, now: int) -> None:
         # On replay the trigger's effects are already in the journal (admin action, cancels).

@@ -26,6 +26,12 @@ again before deciding.
 Backpressure: reports to a client queue in its transport; past ``max_client_buffer`` bytes the
 client is a slow consumer — it is told so and disconnected (its orders then follow its
 cancel-on-disconnect setting), so one stuck client never holds memory or the event loop hostage.
+
+Bounds: a session holds no per-message memory of its own. Inbound, a frame is at most
+``gateway.max_frame`` bytes (the decoder refuses more); outbound, the queue is at most
+``max_client_buffer`` (above) and no frame exceeds ``max_frame`` — a message that would (a reject
+echoing a huge client text) goes out with its texts cut (``protocol.fit_frame``). What the
+router remembers per session and per day is bounded in ``gateway.router``'s memory caps.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from gateway import journal as jr
 from gateway.auth import DUMMY_HASH, Lockout, ip_allowed, needs_rehash, verify_secret
 from gateway.framed import FramedProtocol
 from gateway.protocol import (
+    HEADER_SIZE,
     CancelOrder,
     CancelReject,
     ExecReport,
@@ -59,6 +66,7 @@ from gateway.protocol import (
     NewOrder,
     OrderStatusEnd,
     OrderStatusRequest,
+    fit_frame,
 )
 
 if TYPE_CHECKING:
@@ -299,7 +307,14 @@ class ClientSession(FramedProtocol):
                      cancelled=cancelled, reason=self.dropped_reason or str(exc or "closed"))
 
     def send(self, msg: Any) -> None:
+        start = len(self._out)
         super().send(msg)
+        # No frame may exceed the limit the peer enforces (it would close the stream): the
+        # rare over-long one (a text echoing what the client sent) is re-sent with its texts cut.
+        limit = self.router.cfg.gateway.max_frame
+        if len(self._out) - start - HEADER_SIZE > limit:
+            del self._out[start:]
+            super().send(fit_frame(msg, limit))
         self.last_out = time.monotonic_ns()
         if self.write_buffer_size() > self.router.cfg.gateway.max_client_buffer:
             self.drop_slow_consumer()
