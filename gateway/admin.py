@@ -21,9 +21,18 @@ Money is in yuan everywhere, as numbers rounded to the fen (2 decimals): account
 position cost, margin and unrealised P&L, and limits (``max_notional``, ``loss_limit``). Every change is
 journaled and logged with the operator's identity (``KillSwitch._audit``).
 
+Request bodies are decoded once, at the edge, into the typed structs below, with the config
+file's own checks for limits (``checks.config.merge_limits``: types, ranges, unknown names): an
+unknown field, a wrong type, a negative or out-of-range number, or NaN/Infinity (not JSON,
+though Python's ``json`` module takes them) gets a 400 naming the field and what was expected,
+and changes nothing. A limit change applies as a whole or not at all.
+
 Change control (security rules art. 15): tightening, killing and close-only are always
-allowed; loosening a limit while any instrument's trading session is open requires
-``"emergency": true`` and a ``"reason"``.
+allowed; loosening while any instrument's trading session is open requires
+``"emergency": true`` and a ``"reason"`` (else 409). Loosening is: a looser limit, returning an
+account towards ACTIVE (SUSPENDED -> CLOSE_ONLY -> ACTIVE), and raising a programmatic
+registration (NONE -> REPORTED -> CONFIRMED). Every applied change is journaled with the
+operator, the reason and the emergency flag as given, and replayed at a restart.
 
 Endpoints (JSON bodies; see the README for curl examples)::
 
@@ -39,22 +48,23 @@ Endpoints (JSON bodies; see the README for curl examples)::
     POST /v1/accounts/{id}/programmatic  {registration, reason}
     POST /v1/accounts/{id}/limits        {limits: {...}, reason, emergency}
     POST /v1/link/reconnect  {reason}    try the exchange seat again after it was taken over
-    POST /v1/users/{name}/unlock  {reason}  lift a client user's failed-logon lockout
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 import structlog
 from aiohttp import web
 
 from checks.calendar import session_open
-from checks.enums import KillScope, ProgReg
-from checks.model import Limits
+from checks.config import ConfigError, merge_limits
+from checks.enums import AccountStatus, KillScope, ProgReg
+from checks.model import ProgRegName, StatusName
 from gateway.auth import verify_token
 from gateway.killswitch import KillError, parse_scope
 
@@ -92,6 +102,105 @@ class AdminError(Exception):
         self.extra = extra
 
 
+# ---------------------------------------------------------------------- request bodies
+T = TypeVar("T")
+ReasonText = Annotated[str, msgspec.Meta(max_length=1000)]  # for people: a few lines at most
+KeyText = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class KillRequest(_Request):
+    scope: str
+    key: KeyText | int = ""
+    reason: ReasonText = ""
+    close_only: bool = False
+
+
+class ResetRequest(_Request):
+    scope: str
+    key: KeyText | int = ""
+    reason: ReasonText = ""
+
+
+class StatusRequest(_Request):
+    status: StatusName
+    reason: ReasonText = ""
+    emergency: bool = False
+
+
+class ProgrammaticRequest(_Request):
+    registration: ProgRegName = "CONFIRMED"
+    reason: ReasonText = ""
+    emergency: bool = False
+
+
+class LimitsRequest(_Request):
+    # Each value is decoded on its own, so that a bad one (e.g. 1e999) is named; then the whole
+    # set goes through the config file's checks (``merge_limits``).
+    limits: dict[str, msgspec.Raw]
+    reason: ReasonText = ""
+    emergency: bool = False
+
+
+class _NotJson:
+    """What Python's ``json`` makes of NaN / Infinity: found only to name the field."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _not_json(data: bytes, err: Exception) -> AdminError:
+    try:
+        loose = json.loads(data, parse_constant=_NotJson)
+    except ValueError:
+        return AdminError(400, f"the request body is not JSON: {err}")
+    path = _find_not_json(loose, "")
+    if path is not None:
+        field, text = path
+        return AdminError(400, f"{field}: expected a finite number, got {text} (NaN and "
+                               "Infinity are not JSON)", field=field)
+    return AdminError(400, f"the request body is not JSON: {err}")
+
+
+def _find_not_json(value: Any, at: str) -> tuple[str, str] | None:
+    if isinstance(value, _NotJson):
+        return at or "$", value.text
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _find_not_json(v, f"{at}.{k}" if at and isinstance(k, str) else
+                               f"{at}[{k}]" if at else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _invalid(type_: Any, err: msgspec.ValidationError) -> AdminError:
+    """A 400 naming the field and what was expected."""
+    text, _, at = str(err).partition(" - at `")
+    path = at.rstrip("`").removeprefix("$").removeprefix(".")
+    fields = getattr(type_, "__struct_fields__", ())
+    if text.startswith("Object contains unknown field `"):
+        name = text.removeprefix("Object contains unknown field `").rstrip("`")
+        field = f"{path}.{name}" if path else name
+        return AdminError(400, f"{field}: unknown field; expected one of: {', '.join(fields)}",
+                          field=field)
+    if text.startswith("Object missing required field `"):
+        name = text.removeprefix("Object missing required field `").rstrip("`")
+        field = f"{path}.{name}" if path else name
+        return AdminError(400, f"{field}: required", field=field)
+    if text.startswith("Invalid enum value") and path in fields:
+        info = next(f for f in msgspec.inspect.type_info(type_).fields if f.name == path)
+        if isinstance(info.type, msgspec.inspect.LiteralType):
+            text += f"; expected one of {', '.join(map(repr, info.type.values))}"
+    if not path:
+        return AdminError(400, f"the request body: {text}")
+    return AdminError(400, f"{path}: {text}", field=path)
+
+
 class AdminApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -110,7 +219,6 @@ class AdminApi:
         r.add_post("/v1/accounts/{id}/programmatic", self.set_programmatic)
         r.add_post("/v1/accounts/{id}/limits", self.set_limits)
         r.add_post("/v1/link/reconnect", self.link_reconnect)
-        r.add_post("/v1/users/{name}/unlock", self.unlock_user)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -165,14 +273,38 @@ class AdminApi:
             raise AdminError(403, f"operator {op.name!r} has role {op.role!r}; this needs {need!r}")
         return op.name
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
+    async def _decode(self, request: web.Request, type_: type[T]) -> T:
+        """The body as ``type_``, or a 400 naming the field (an empty body is ``{}``)."""
+        data = await request.read()
         try:
-            body = await request.json()
-        except ValueError:
-            raise AdminError(400, "the request body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise AdminError(400, "the request body must be a JSON object")
-        return body
+            return msgspec.json.decode(data or b"{}", type=type_)
+        except msgspec.ValidationError as err:
+            raise _invalid(type_, err) from None
+        except msgspec.DecodeError as err:
+            raise _not_json(data, err) from None
+
+    async def _body(self, request: web.Request, schema: type | None = None) -> dict[str, Any]:
+        """The body as a dict, for handlers that read it by name: checked against ``schema``
+        (a ``_Request`` struct) when given, else any JSON object; decoded as ``_decode`` does."""
+        if schema is not None:
+            return msgspec.structs.asdict(await self._decode(request, schema))
+        return await self._decode(request, dict[str, Any])
+
+    def _role(self, operator: str) -> int:
+        return ROLES[next(o.role for o in self.operators if o.name == operator)]
+
+    def _change_control(self, what: str, emergency: bool, reason: str) -> None:
+        """Loosening while a trading session is open: only in an emergency, with a reason."""
+        if self.gw.session_open() and not (emergency and reason.strip()):
+            raise AdminError(409, f"{what} while a trading session is open needs "
+                                  "\"emergency\": true and a \"reason\" (change control, security "
+                                  "rules art. 15)")
+
+    def _account_state(self, account: str) -> dict[str, Any]:
+        try:
+            return self.gw.engine.account_view(account)
+        except KeyError:
+            raise AdminError(404, f"unknown account {account!r}") from None
 
     # ------------------------------------------------------------------ reads
     async def status(self, request: web.Request) -> web.Response:
@@ -251,7 +383,7 @@ class AdminApi:
 
     async def kill(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
-        body = await self._body(request)
+        body = await self._body(request, KillRequest)
         scope, _ = self._scope(body)
         result = self.gw.killswitch.kill(scope, str(body.get("key", "")),
                                          operator=op, reason=str(body.get("reason", "")),
@@ -260,7 +392,7 @@ class AdminApi:
 
     async def reset(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
-        body = await self._body(request)
+        body = await self._body(request, ResetRequest)
         scope, key = self._scope(body)
         if not self._is_killed(scope, key):
             target = "the firm" if scope == KillScope.FIRM else f"{scope.name.lower()} {key}"
@@ -271,60 +403,71 @@ class AdminApi:
 
     async def set_status(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
-        body = await self._body(request)
-        sent = self.gw.killswitch.set_status(request.match_info["id"], str(body.get("status", "")),
-                                             operator=op, reason=str(body.get("reason", "")))
-        return web.json_response({"ok": True, "cancels_sent": sent})
+        req = await self._decode(request, StatusRequest)
+        account = request.match_info["id"]
+        current = AccountStatus[self._account_state(account)["status"]]
+        status = AccountStatus[req.status]
+        looser = status < current  # ACTIVE < CLOSE_ONLY < SUSPENDED
+        if looser:
+            self._change_control(f"setting account {account} {status.name} (from "
+                                 f"{current.name})", req.emergency, req.reason)
+        sent = self.gw.killswitch.set_status(account, status, operator=op, reason=req.reason,
+                                             emergency=req.emergency)
+        return web.json_response({"ok": True, "cancels_sent": sent, "looser": looser})
 
     async def set_programmatic(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
-        body = await self._body(request)
+        req = await self._decode(request, ProgrammaticRequest)
         account = request.match_info["id"]
-        name = str(body.get("registration", "CONFIRMED")).upper()
-        if name not in ProgReg.__members__:
-            raise AdminError(400, f"registration must be one of {', '.join(ProgReg.__members__)}")
-        try:
-            self.gw.engine.set_programmatic(account, ProgReg[name])
-        except KeyError:
-            raise AdminError(404, f"unknown account {account!r}") from None
-        self.gw.killswitch.audit(op, "set_programmatic", KillScope.ACCOUNT, account,
-                                  str(body.get("reason", "")), time.time_ns(), registration=name)
-        return web.json_response({"ok": True})
+        current = ProgReg[self._account_state(account)["programmatic"]]
+        registration = ProgReg[req.registration]
+        looser = registration > current  # NONE < REPORTED < CONFIRMED
+        if looser:
+            self._change_control(f"raising account {account}'s programmatic registration to "
+                                 f"{registration.name} (from {current.name})", req.emergency,
+                                 req.reason)
+        # Journaled before it takes effect, like every change (write-ahead).
+        self.gw.killswitch.audit(op, "set_programmatic", KillScope.ACCOUNT, account, req.reason,
+                                  time.time_ns(), emergency=req.emergency,
+                                  registration=registration.name)
+        self.gw.engine.set_programmatic(account, registration)
+        return web.json_response({"ok": True, "looser": looser})
 
     async def set_limits(self, request: web.Request) -> web.Response:
         op = self._operator(request, "risk")
-        body = await self._body(request)
+        req = await self._decode(request, LimitsRequest)
         account = request.match_info["id"]
         if account not in self.gw.limits:
             raise AdminError(404, f"unknown account {account!r}")
-        changes = body.get("limits")
-        if not isinstance(changes, dict) or not changes:
-            raise AdminError(400, "'limits' must be a non-empty object of limit names to values")
+        if not req.limits:
+            raise AdminError(400, "limits: expected a non-empty object of limit names to values",
+                             field="limits")
+        changes: dict[str, Any] = {}
+        for name, raw in req.limits.items():
+            try:
+                changes[name] = msgspec.json.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as err:
+                raise AdminError(400, f"limits.{name}: {err}", field=f"limits.{name}") from None
         current = self.gw.limits[account]
-        merged = msgspec.structs.asdict(current)
-        unknown = sorted(set(changes) - set(merged))
-        if unknown:
-            raise AdminError(400, f"unknown limit(s): {', '.join(unknown)}")
-        merged.update(changes)
-        try:
-            new = msgspec.convert(merged, Limits)
-        except msgspec.ValidationError as err:
-            raise AdminError(400, f"invalid limit: {err}") from None
-        looser = sorted(k for k, v in changes.items() if is_looser(k, getattr(current, k), v))
-        reason = str(body.get("reason", ""))
-        emergency = bool(body.get("emergency", False))
+        try:  # the config file's own checks, on the limits as they would be: all or nothing
+            new = merge_limits(current, changes, "request", "limits")
+        except ConfigError as err:
+            raise AdminError(400, f"{err.path}: {err.problem}", field=err.path) from None
+        applied = {k: getattr(new, k) for k in changes}  # as typed (e.g. 5 -> 5.0 for money)
+        looser = sorted(k for k, v in applied.items() if is_looser(k, getattr(current, k), v))
         if looser:
-            if ROLES[next(o.role for o in self.operators if o.name == op)] < ROLES["admin"]:
+            if self._role(op) < ROLES["admin"]:
                 raise AdminError(403, f"loosening {', '.join(looser)} needs the admin role")
-            if self.gw.session_open() and not (emergency and reason):
-                raise AdminError(409, f"loosening {', '.join(looser)} while a trading session is "
-                                      "open needs \"emergency\": true and a \"reason\" "
-                                      "(change control, security rules art. 15)")
-        self.gw.engine.set_limits(account, new)
+            self._change_control(f"loosening {', '.join(looser)}", req.emergency, req.reason)
+        self.gw.killswitch.audit(op, "set_limits", KillScope.ACCOUNT, account, req.reason,
+                                  time.time_ns(), emergency=req.emergency, changes=applied,
+                                  looser=looser)
+        try:
+            self.gw.engine.set_limits(account, new)
+        except Exception:
+            self.gw.engine.set_limits(account, current)  # all or nothing, even here
+            raise
         self.gw.limits[account] = new
-        self.gw.killswitch.audit(op, "set_limits", KillScope.ACCOUNT, account, reason,
-                                  time.time_ns(), changes=changes, looser=looser,
-                                  emergency=emergency)
         return web.json_response({"ok": True, "looser": looser})
 
     async def link_reconnect(self, request: web.Request) -> web.Response:
@@ -342,23 +485,6 @@ class AdminApi:
         link.resume()
         return web.json_response({"ok": True, "exchange_link": "reconnecting"})
 
-    async def unlock_user(self, request: web.Request) -> web.Response:
-        """Lift a client user's failed-logon lockout, from every address (risk role; audited,
-        a reason is required)."""
-        op = self._operator(request, "risk")
-        body = await self._body(request)
-        name = request.match_info["name"]
-        reason = str(body.get("reason", "")).strip()
-        if name not in self.gw.cfg.users:
-            raise AdminError(404, f"unknown user {name!r}")
-        if not reason:
-            raise AdminError(400, "give a reason: an unlock is audited")
-        now = time.time_ns()
-        sources = self.gw.lockout.locked_sources(name, now)
-        self.gw.killswitch.audit(op, "unlock_user", KillScope.FIRM, name, reason, now,
-                                  sources=sources)
-        self.gw.logons.unlock(name)
-        return web.json_response({"ok": True, "user": name, "unlocked": sources})
 
 
 def _position_view(t: tuple) -> dict[str, Any]:

@@ -8,7 +8,9 @@ journaled and logged with the operator's identity *before* it takes effect, then
 1. the engine blocks the scope — from the very next message, new orders in it are rejected
    with the scope's reason code (or, in close-only mode, only opening orders);
 2. every working order in the scope gets a cancel sent to the exchange;
-3. an alert tells the sessions concerned and the alert listeners (Kafka, status).
+3. an alert tells the alert listeners (Kafka, status) who did it and why, and tells the client
+   sessions concerned (those that may trade an account in the scope) *what* changed, in a
+   neutral sentence of its own: never the operator's name or the free-text reason.
 
 Reset is an explicit, audited operator action; cancels are never blocked by a kill.
 """
@@ -74,13 +76,16 @@ class KillSwitch:
         return key
 
     def audit(self, operator: str, action: str, scope: KillScope, key: str, reason: str,
-              now: int, command_id: str = "", **args: object) -> None:
+              now: int, command_id: str = "", *, emergency: bool = False,
+              **args: object) -> None:
         """Journal (write-ahead) and log an operator's action: the one path every admin change
-        takes, so the admin plane calls it rather than writing records itself."""
+        takes, so the admin plane calls it rather than writing records itself. ``emergency``:
+        the operator declared one (change control while a session is open)."""
         self.router.record(jr.AdminAction(now, operator, action, scope.name.lower(), str(key),
-                                           dict(args), reason, False, command_id))
+                                           dict(args), reason, emergency, command_id))
         entry = {"ts_ns": now, "operator": operator, "action": action,
-                 "scope": scope.name.lower(), "key": str(key), "reason": reason, **args}
+                 "scope": scope.name.lower(), "key": str(key), "reason": reason,
+                 "emergency": emergency, **args}
         self.history.append(entry)
         if len(self.history) > HISTORY_KEPT:
             del self.history[0]
@@ -107,7 +112,7 @@ class KillSwitch:
                           f"{' (close-only)' if close_only else ''}: {reason or 'no reason given'};"
                           f" {sent} cancels sent"
                           f"{f', {held} held until the exchange link is back' if held else ''}",
-                          now)
+                          now, client_text=_client_kill_text(scope, key, close_only))
         return KillResult(scope.name.lower(), str(key), sent, elapsed, held)
 
     def reset(self, scope: KillScope | str, key: str = "", *, operator: str, reason: str = "",
@@ -121,10 +126,12 @@ class KillSwitch:
             raise KillError(str(err).strip("'\"")) from None
         self.audit(operator, "reset", scope, key, reason, now, command_id)
         self.router.alert(AlertLevel.WARNING, Reason.KILL_SWITCH, _scope_text(scope, key),
-                          f"kill switch reset by {operator}: {reason or 'no reason given'}", now)
+                          f"kill switch reset by {operator}: {reason or 'no reason given'}", now,
+                          client_text=f"{_client_scope(scope, key)}: the kill switch is lifted; "
+                                      "new orders are accepted again")
 
     def set_status(self, account: str, status: AccountStatus | str, *, operator: str,
-                   reason: str = "", now: int | None = None) -> int:
+                   reason: str = "", now: int | None = None, emergency: bool = False) -> int:
         """Set an account's trading state; stopping it also cancels what it has working."""
         if isinstance(status, str):
             try:
@@ -138,7 +145,7 @@ class KillSwitch:
         except KeyError as err:
             raise KillError(str(err).strip("'\"")) from None
         self.audit(operator, "set_status", KillScope.ACCOUNT, account, reason, now,
-                    status=status.name)
+                    emergency=emergency, status=status.name)
         sent = 0
         if status != AccountStatus.ACTIVE:
             refs = self.engine.open_orders(KillScope.ACCOUNT, account,
@@ -147,7 +154,7 @@ class KillSwitch:
         self.router.alert(AlertLevel.CRITICAL if status != AccountStatus.ACTIVE else AlertLevel.INFO,
                           Reason.KILL_SWITCH, f"account:{account}",
                           f"account set {status.name} by {operator}: {reason or 'no reason given'}",
-                          now)
+                          now, client_text=f"account {account}: {_STATUS_TEXT[status]}")
         return sent
 
     # -- fleet-wide commands from the Kafka control topic
@@ -168,11 +175,38 @@ class KillSwitch:
                         reason=f"{Reason(reason).name}: {Reason(reason).description}")
 
     def reject_storm(self, session_id: int) -> None:
+        text = f"{self.router.cfg.gateway.reject_storm} rejects within one second"
         self.router.alert(AlertLevel.CRITICAL, Reason.REJECT_STORM, f"session:{session_id}",
-                          f"{self.router.cfg.gateway.reject_storm} rejects within one second")
+                          text, client_text=f"this session: {text}; its orders are stopped")
         self.kill(KillScope.SESSION, str(session_id), operator="engine",
                   reason="reject storm")
 
 
 def _scope_text(scope: KillScope, key: str) -> str:
     return "firm" if scope == KillScope.FIRM else f"{scope.name.lower()}:{key}"
+
+
+# What a client hears (gateway.router.Router.alert): what changed for its trading, in the same
+# words whoever asked and why — the risk desk's alert keeps the operator and the reason.
+_STATUS_TEXT = {
+    AccountStatus.ACTIVE: "trading allowed again",
+    AccountStatus.CLOSE_ONLY: "set close-only: opening orders are refused, working opening orders "
+                              "cancelled",
+    AccountStatus.SUSPENDED: "suspended: new orders are refused, working ones cancelled",
+}
+
+
+def _client_scope(scope: KillScope, key: str) -> str:
+    if scope == KillScope.FIRM:
+        return "all trading"
+    if scope == KillScope.SESSION:
+        return "this session"
+    return f"{scope.name.lower()} {key}"
+
+
+def _client_kill_text(scope: KillScope, key: str, close_only: bool) -> str:
+    if close_only:
+        return (f"{_client_scope(scope, key)}: stopped by the kill switch (close-only): opening "
+                "orders are refused and working opening orders cancelled")
+    return (f"{_client_scope(scope, key)}: stopped by the kill switch: new orders are refused and "
+            "working ones cancelled")

@@ -49,9 +49,9 @@ import msgspec
 import structlog
 
 from checks.calendar import trading_day_bounds, trading_day_number
+from checks.config import merge_limits
 from checks.digest import digest
 from checks.enums import AccountStatus, KillScope, ProgReg
-from checks.model import Limits
 from gateway import checkpoint
 from gateway import journal as jr
 from gateway.protocol import (
@@ -296,9 +296,9 @@ def _apply_admin(gw: Gateway, rec: jr.AdminAction) -> None:
         elif rec.action == "set_programmatic":
             engine.set_programmatic(rec.scope_value, ProgReg[rec.args["registration"]])
         elif rec.action == "set_limits":
-            merged = msgspec.structs.asdict(gw.limits[rec.scope_value])
-            merged.update(rec.args.get("changes", {}))
-            limits = msgspec.convert(merged, Limits)
+            # The same checks as the admin plane made before it journaled the change.
+            limits = merge_limits(gw.limits[rec.scope_value], rec.args.get("changes", {}),
+                                  "journal", "changes")
             engine.set_limits(rec.scope_value, limits)
             gw.limits[rec.scope_value] = limits
     except (KeyError, ValueError, msgspec.ValidationError) as err:

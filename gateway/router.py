@@ -795,9 +795,25 @@ class Router:
         for ev in events:
             self.alert(ev.level, ev.code, ev.scope, ev.text, now)
 
-    def alert(self, level: int, code: int, scope: str, text: str, now: int | None = None) -> None:
-        """Raise an alert: journaled once (for the alerts topic), then to the sessions trading
-        the account in scope (delivery, not journaled again), the log and the listeners."""
+    def alert(self, level: int, code: int, scope: str, text: str, now: int | None = None,
+              client_text: str | None = None) -> None:
+        """Raise an alert: journaled once with its full text (the risk desk's: the alerts topic,
+        /v1/alerts, the log), then told to the client sessions it concerns (delivery, not
+        journaled again).
+
+        A client hears only of what concerns the accounts it may trade, and never an operator's
+        name or a free-text reason: it is told ``client_text`` where the raiser gives one (the
+        kill switch does: a neutral sentence of what changed), else
+
+        - ``account:A[/...]``: the text itself, to the sessions that may trade A (the engine's
+          and the router's account alerts speak only of that account's orders and counts);
+        - ``firm``: the exchange link's and the journal's state in neutral words (new orders are
+          refused, or accepted again), to every session; other firm-wide alerts (Kafka) stay
+          with the desk;
+        - any other scope: nothing, unless a ``client_text`` is given; then to the sessions that
+          may trade an account of ``group:G``, to ``session:N`` itself, or to every session
+          (``instrument:``, ``product:``, ``firm``).
+        """
         now = self.clock() if now is None else now
         msg = Alert(int(level), int(code), scope, text, now)
         self.alerts.append(msg)
@@ -806,10 +822,36 @@ class Router:
         self.record(jr.Outbound(now, jr.NO_SESSION, msg))
         log.warning("alert", level=AlertLevel(level).name, code=Reason(code).name, scope=scope,
                     text=text)
-        account = scope.split(":", 1)[1].split("/", 1)[0] if scope.startswith("account:") else None
+        kind, _, target = scope.partition(":")
+        target = target.split("/", 1)[0]
+        if client_text is None:
+            if kind == "account":
+                client_text = text
+            elif kind == "firm" and code == Reason.LINK_STATUS:
+                client_text = ("exchange link lost: new orders are refused until it is back"
+                               if level >= AlertLevel.CRITICAL else
+                               "exchange link is back: new orders are accepted again")
+            elif kind == "firm" and code == Reason.SEAT_TAKEN_OVER:
+                client_text = ("exchange seat taken over by another connection: new orders "
+                               "are refused until the link is back")
+            elif kind == "firm" and code == Reason.JOURNAL_FAILURE:  # not where, nor the repair
+                client_text = ("the gateway cannot write its journal: "
+                               if level >= AlertLevel.CRITICAL else
+                               "the gateway's journal is writable again: ") + \
+                    (f"new orders are refused ({self.halted[0]}); cancels still go"
+                     if self.halted is not None else "new orders are accepted again")
+            else:
+                return
+        out = msg if client_text == text else Alert(int(level), int(code), scope, client_text, now)
+        group = ({a.id for a in self.cfg.risk.accounts if a.group == target}
+                 if kind == "group" else frozenset())
         for s in list(self.sessions.values()):
-            if not s.closed and (account is None or account in s.accounts):
-                s.send(msg)
+            if s.closed:
+                continue
+            if (target in s.accounts if kind == "account" else
+                    str(s.session_id) == target if kind == "session" else
+                    not group.isdisjoint(s.accounts) if kind == "group" else True):
+                s.send(out)
 
     def _trigger(self, account: str, reason: int, now: int) -> None:
         # On replay the trigger's effects are already in the journal (admin action, cancels).
