@@ -14,10 +14,12 @@ precise reject and the session carries on; a *broken stream* (``ProtocolError``)
 ``Logout`` naming the problem and that session alone is closed.
 
 Logon defences (``LogonGuard``, one per gateway): a connection must log on within
-``[gateway].logon_timeout_s`` of connecting (a timer per connection, whatever it sends meanwhile);
+``[gateway].logon_timeout_s`` of connecting (a timer per connection: heartbeats do not stretch it;
+the wait for the hashing pool after a Logon arrived does not count against it);
 connections not yet logged on are capped per source address (the newest is refused) and in
-total (the oldest idle one of the busiest address makes room), so a flood of idle or half-open
-connections holds neither file descriptors nor a real client's way in. A logon checks the
+total (the oldest idle one of the busiest address makes room; the newest is refused when all
+are logging on), so a flood of idle or half-open connections holds neither file descriptors
+nor a real client's way in. A logon checks the
 address allow-list first (a disallowed address gets 104 and no hash is computed), then takes the
 user's lock — one attempt per user at a time — checks the lockout, hashes the secret on a small
 pool (``[auth].max_concurrent_hashes``: each scrypt hash takes 128 MiB) and checks the lockout
@@ -145,13 +147,17 @@ class LogonGuard:
 
     # -- connections not logged on
     def admit(self, s: ClientSession) -> bool:
-        """Count a new connection; False when it must be refused (its address has too many)."""
+        """Count a new connection; False when it must be refused (its address has too many, or
+        every connection not logged on is busy logging on)."""
         self.connections += 1
         if self.per_source[s.peer] >= self.max_per_source:
             self.refused_connections += 1
             return False
         if len(self.pending) >= self.max_pending:
             self._evict()
+            if len(self.pending) >= self.max_pending:  # all of them are logging on: wait
+                self.refused_connections += 1
+                return False
         self.pending[s] = None
         self.per_source[s.peer] += 1
         return True
@@ -334,6 +340,10 @@ class ClientSession(FramedProtocol):
                                        Logon(msg.user, "***", msg.accounts, msg.heartbeat_s,
                                              msg.cancel_on_disconnect)))
         self.state = State.LOGGING_ON
+        # It logged on in time; waiting for the hashing pool is the gateway's doing, not the
+        # client's (the wait is bounded: by the caps above, the lockout and the firm guard).
+        if self._logon_timer is not None:
+            self._logon_timer.cancel()
         self._logon_task = asyncio.ensure_future(self._logon_checked(msg))
 
     async def _logon_checked(self, msg: Logon) -> None:

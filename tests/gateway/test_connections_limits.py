@@ -9,15 +9,18 @@ import asyncio
 import os
 import resource
 import sys
+import threading
 
 import msgspec
 import pytest
 
 from checks.config import ConfigError
 from checks.reasons import Reason
+from gateway import session as session_mod
 from gateway.config import load_gateway_config
-from gateway.protocol import FrameDecoder, Heartbeat, Logout, encode
+from gateway.protocol import FrameDecoder, Heartbeat, Logon, LogonAck, Logout, encode
 from gateway.server import Gateway
+from gateway.session import State
 from simulator.client import Client
 from tests.conftest import EXAMPLES
 
@@ -182,3 +185,40 @@ def test_connection_and_logon_limits_are_validated(where, text, field):
     with pytest.raises(ConfigError) as err:
         load_gateway_config(path, data.encode())
     assert err.value.path == field
+
+
+async def test_connections_logging_on_are_neither_evicted_nor_timed_out(make_gateway, monkeypatch):
+    """While every connection not logged on is waiting for its secret to be hashed, a new one
+    is refused (none is evicted), and the wait does not count against the logon timeout."""
+    release = threading.Event()
+    started = []
+
+    def verify(stored: str, secret: str) -> bool:
+        started.append(secret)
+        release.wait(T)
+        return secret == "algo-secret"
+
+    monkeypatch.setattr(session_mod, "verify_secret", verify)
+    gw = await make_gateway(max_unauthenticated=2, max_unauthenticated_per_source=2,
+                            logon_timeout_s=0.3)
+    waiting = []
+    for n in range(2):
+        reader, writer = await _bare(gw.port, local=f"127.0.5.{n + 1}")
+        writer.write(encode(Logon("algo1", "algo-secret", [], 5.0, True)))
+        waiting.append((reader, writer))
+    async with asyncio.timeout(T):  # both are logging on (one hashing, one queued behind it)
+        while sum(s.state == State.LOGGING_ON for s in gw.logons.pending) < 2:
+            await asyncio.sleep(0.001)
+    reader, writer = await _bare(gw.port, local="127.0.5.9")
+    assert await _until_closed(reader) == []  # refused at once, without a word
+    writer.close()
+    assert len(gw.logons.pending) == 2
+    assert all(s._logon_timer.cancelled() for s in gw.logons.pending)  # the pool's wait is ours
+    release.set()
+    for reader, writer in waiting:
+        decoder = FrameDecoder()
+        msgs: list = []
+        while not msgs:
+            msgs = decoder.feed(await asyncio.wait_for(reader.read(4096), T))
+        assert isinstance(msgs[0], LogonAck)
+        writer.close()
