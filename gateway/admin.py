@@ -48,6 +48,7 @@ Endpoints (JSON bodies; see the README for curl examples)::
     POST /v1/accounts/{id}/programmatic  {registration, reason}
     POST /v1/accounts/{id}/limits        {limits: {...}, reason, emergency}
     POST /v1/link/reconnect  {reason}    try the exchange seat again after it was taken over
+    POST /v1/users/{name}/unlock  {reason}  lift a client user's failed-logon lockout
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ class AdminApi:
         r.add_post("/v1/accounts/{id}/programmatic", self.set_programmatic)
         r.add_post("/v1/accounts/{id}/limits", self.set_limits)
         r.add_post("/v1/link/reconnect", self.link_reconnect)
+        r.add_post("/v1/users/{name}/unlock", self.unlock_user)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -485,6 +487,23 @@ class AdminApi:
         link.resume()
         return web.json_response({"ok": True, "exchange_link": "reconnecting"})
 
+    async def unlock_user(self, request: web.Request) -> web.Response:
+        """Lift a client user's failed-logon lockout, from every address (risk role; audited,
+        a reason is required)."""
+        op = self._operator(request, "risk")
+        body = await self._body(request)
+        name = request.match_info["name"]
+        reason = str(body.get("reason", "")).strip()
+        if name not in self.gw.cfg.users:
+            raise AdminError(404, f"unknown user {name!r}")
+        if not reason:
+            raise AdminError(400, "give a reason: an unlock is audited")
+        now = time.time_ns()
+        sources = self.gw.lockout.locked_sources(name, now)
+        self.gw.killswitch.audit(op, "unlock_user", KillScope.FIRM, name, reason, now,
+                                  sources=sources)
+        self.gw.logons.unlock(name)
+        return web.json_response({"ok": True, "user": name, "unlocked": sources})
 
 
 def _position_view(t: tuple) -> dict[str, Any]:
