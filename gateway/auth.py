@@ -116,7 +116,8 @@ class Lockout:
     * The firm-wide guard: more than ``firm_max_failures`` failures (all users, all addresses)
       within ``window_ns`` and logons are refused from every address that has not logged on
       successfully, until the rate falls again; addresses with a success (the real clients;
-      the last ``max_entries`` of them) keep logging on. It caps a guesser who has many addresses.
+      the last ``max_entries`` of them) keep logging on, and so do addresses on the user's own
+      allow-list (``gateway.session.LogonGuard``). It caps a guesser who has many addresses.
     * Unknown user names share one key per address (``user=""``), so inventing names does not
       grow the tables; the tables hold at most ``max_entries`` keys each (oldest dropped).
     """

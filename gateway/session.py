@@ -204,8 +204,12 @@ class LogonGuard:
             else:
                 self._user_locks[key] = (lock, users - 1)
 
-    def refused_before_hash(self, key: str, peer: str, now: int) -> bool:
-        return self.lockout.locked(key, now, peer) or self.lockout.guard_tripped(peer, now)
+    def refused_before_hash(self, user: UserConfig | None, key: str, peer: str, now: int) -> bool:
+        """Locked out from ``peer``, or the firm-wide guard is on — which spares an address
+        the user's own allow-list names (guessers elsewhere cannot fail against that user)."""
+        if self.lockout.locked(key, now, peer):
+            return True
+        return not (user is not None and user.ip_allow) and self.lockout.guard_tripped(peer, now)
 
     async def verify(self, stored: str, secret: str) -> bool:
         return await asyncio.get_running_loop().run_in_executor(self._pool, verify_secret,
@@ -356,7 +360,7 @@ class ClientSession(FramedProtocol):
         async with guard.user_lock(key):  # one attempt per user at a time
             if self.closed:
                 return
-            if guard.refused_before_hash(key, self.peer, time.time_ns()):
+            if guard.refused_before_hash(user, key, self.peer, time.time_ns()):
                 self._refuse(msg.user, Reason.LOCKED_OUT)
                 return
             # scrypt is deliberately slow: verify off the event loop, on the bounded pool.
@@ -367,7 +371,7 @@ class ClientSession(FramedProtocol):
                 locked = self.lockout.failed(key, now, self.peer)
                 self._refuse(msg.user, Reason.LOCKED_OUT if locked else Reason.AUTH_FAILED)
                 return
-            if guard.refused_before_hash(key, self.peer, now):  # locked while hashing
+            if guard.refused_before_hash(user, key, self.peer, now):  # locked while hashing
                 self._refuse(msg.user, Reason.LOCKED_OUT)
                 return
         if self.closed:

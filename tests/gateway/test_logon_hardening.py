@@ -239,3 +239,16 @@ async def test_users_with_old_hashes_are_named_for_rehashing(make_gateway):
     assert gw.status()["logons"]["users_to_rehash"] == ["algo1", "manual1"]
     c = await Client.connect("127.0.0.1", gw.port, "algo1", "algo-secret")  # still accepted
     await c.close()
+
+
+async def test_under_the_firm_guard_a_user_s_own_allow_list_still_logs_on(make_gateway):
+    """Failures from many addresses trip the firm-wide guard: an address that never logged on
+    is refused, unless the user's allow-list names it (algo1 allows 127.0.0.0/8; manual1 has
+    no list)."""
+    gw = await make_gateway(_config(firm_max_failures=3))
+    for n in range(4):
+        answer = await _logon(gw.port, "manual1", "wrong", local=f"127.0.6.{n + 1}")
+        assert _code(answer) == Reason.AUTH_FAILED
+    assert _code(await _logon(gw.port, "manual1", "manual-secret", local="127.0.6.99")) \
+        == Reason.LOCKED_OUT
+    assert isinstance(await _logon(gw.port, "algo1", "algo-secret", local="127.0.6.98"), LogonAck)
