@@ -231,6 +231,7 @@ cdef struct Account:
     int64_t rk_offset[REPEAT_KEYS]
     int64_t rk_ticks[REPEAT_KEYS]
     int64_t rk_qty[REPEAT_KEYS]
+    int64_t rk_last[REPEAT_KEYS]  # the newest time in repeat_runs[k] (no ring read to choose)
 
 
 cdef struct Instrument:

@@ -373,13 +373,6 @@ cdef inline int64_t _repeat_slot(Account* acct, int64_t i, int64_t side, int64_t
     return -1
 
 
-cdef inline int64_t _newest(Ring* r) noexcept nogil:
-    cdef int64_t idx = r.head + r.count - 1
-    if idx >= r.size:
-        idx -= r.size
-    return r.buf[idx]
-
-
 cdef inline int64_t _repeat_victim(Account* acct, int64_t now) noexcept nogil:
     """``checks.state.repeat_victim``: a free slot, else one out of the window, else the least
     recently used (the first of equals)."""
@@ -387,7 +380,7 @@ cdef inline int64_t _repeat_victim(Account* acct, int64_t now) noexcept nogil:
     for k in range(REPEAT_KEYS):
         if not acct.rk_used[k] or acct.repeat_runs[k].count == 0:
             return k
-        t = _newest(&acct.repeat_runs[k])
+        t = acct.rk_last[k]
         if t <= now - acct.repeat_window:
             return k
         if k == 0 or t < best_t:
@@ -706,6 +699,7 @@ cdef class Engine:
         cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
         cdef bint opening, market, large, counts_open, ok, slots
         cdef int overflow = 0, ok_int, k
+        cdef int64_t rk
         cdef long long x
         cdef Account* acct
         cdef Instrument* inst
@@ -893,6 +887,9 @@ cdef class Engine:
         else:
             ticks = -1
             px = inst.upper if side == SIDE_BUY else inst.lower  # market orders freeze at the band
+        rk = _repeat_slot(acct, i, side, offset, ticks, qty)  # (its times' line: fetch it now)
+        if rk >= 0:
+            _prefetch_ring(&acct.repeat_runs[rk], acct.max_repeats)
 
         # 6. size
         if qty > acct.max_order_qty:
@@ -934,9 +931,8 @@ cdef class Engine:
                                 f"{otr:.2f} > {acct.max_otr:.2f} on {self.inst_products[i]}")
         if acct.open_orders >= acct.max_open_orders:
             return rejected(R.OPEN_ORDERS_LIMIT, f"{acct.open_orders} working")
-        k = _repeat_slot(acct, i, side, offset, ticks, qty)  # N identical within the window
-        if k >= 0 and ring_recent(&acct.repeat_runs[k], acct.max_repeats, now,
-                                  acct.repeat_window):
+        if rk >= 0 and ring_recent(&acct.repeat_runs[rk], acct.max_repeats, now,
+                                   acct.repeat_window):  # N identical within the window
             return rejected(R.REPEATED_ORDERS, f"{acct.max_repeats} identical orders",
                             trigger=R.REPEATED_ORDERS)
 
@@ -1099,6 +1095,7 @@ cdef class Engine:
         run = &acct.repeat_runs[k]
         before = ring_recent(run, acct.lvl_repeats, now, acct.repeat_window)
         ring_append(run, now)
+        acct.rk_last[k] = now
         if (acct.lvl_repeats <= acct.max_repeats < UNLIMITED and not before
                 and ring_recent(run, acct.lvl_repeats, now, acct.repeat_window)):
             self._alert(warn(R.REPEATED_ORDERS, self.acct_scopes[a],
