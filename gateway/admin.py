@@ -96,6 +96,9 @@ def is_looser(name: str, old: Any, new: Any) -> bool:
     return (new > old) if direction > 0 else (new < old)
 
 
+LINK_STATES = ("up", "down", "taken over")  # gateway.exchange_link.ExchangeLink.state
+
+
 class AdminError(Exception):
     def __init__(self, status: int, text: str, **extra: Any) -> None:
         super().__init__(text)
@@ -214,6 +217,7 @@ class AdminApi:
         r.add_get("/v1/orders", self.orders)
         r.add_get("/v1/alerts", self.alerts)
         r.add_get("/v1/recovery", self.recovery)
+        r.add_get("/v1/link", self.link)
         r.add_post("/v1/kill", self.kill)
         r.add_post("/v1/reset", self.reset)
         r.add_post("/v1/accounts/{id}/status", self.set_status)
@@ -312,6 +316,31 @@ class AdminApi:
     async def status(self, request: web.Request) -> web.Response:
         self._operator(request, "viewer")
         return web.json_response(self.gw.status())
+
+    async def link(self, request: web.Request) -> web.Response:
+        """The exchange link's state; with ``?wait=STATE&timeout_s=N`` (N <= 60) it answers when
+        the link reaches STATE, or 408 after N seconds — scripts and tests wait on the change
+        itself instead of polling."""
+        self._operator(request, "viewer")
+        link = self.gw.link
+        wanted = request.query.get("wait")
+        if wanted is not None:
+            if wanted not in LINK_STATES:
+                raise AdminError(400, f"wait: {wanted!r} is not a link state; expected one of "
+                                 f"{', '.join(LINK_STATES)}", field="wait")
+            try:
+                timeout = float(request.query.get("timeout_s", "10"))
+            except ValueError:
+                timeout = -1.0
+            if not 0 <= timeout <= 60:  # NaN fails this too
+                raise AdminError(400, "timeout_s: expected a number of seconds from 0 to 60",
+                                 field="timeout_s")
+            try:
+                await link.wait_state(wanted, timeout)
+            except TimeoutError:
+                raise AdminError(408, f"the exchange link is {link.state!r}, not {wanted!r}, "
+                                 f"after {timeout:g} s", exchange_link=link.state) from None
+        return web.json_response({"exchange_link": link.state})
 
     async def accounts(self, request: web.Request) -> web.Response:
         self._operator(request, "viewer")

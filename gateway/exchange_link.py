@@ -112,8 +112,12 @@ class ExchangeLink:
             self.proto.close()
 
     async def wait_up(self, timeout: float) -> None:
+        await self.wait_state("up", timeout)
+
+    async def wait_state(self, state: str, timeout: float) -> None:
+        """Until ``self.state`` is ``state`` (TimeoutError after ``timeout`` seconds)."""
         async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: self.up), timeout)
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.state == state), timeout)
 
     async def _notify(self) -> None:
         async with self.changed:
@@ -238,6 +242,7 @@ class ExchangeLink:
                           "stays down and new orders are refused until an operator reconnects it")
         if self.proto is not None:
             self.proto.close()
+        asyncio.get_running_loop().create_task(self._notify())
 
     def resume(self) -> bool:
         """Operator action: try the seat again after a takeover (it takes the seat back).
@@ -250,6 +255,7 @@ class ExchangeLink:
         log.warning("exchange link resumed by an operator: reconnecting", seat=self.cfg.user)
         self.taken_over = None
         self._resume.set()
+        asyncio.get_running_loop().create_task(self._notify())
         return True
 
     @property

@@ -461,14 +461,18 @@ class CrashRun:
             assert resp.status == 200, f"POST {path} {body}: {resp.status} {answer}"
             return answer
 
+    async def wait_link(self, state: str, point: Point | None = None) -> None:
+        """Until the gateway's exchange link is ``state``: the admin plane answers when it
+        changes (``GET /v1/link?wait=``), or 408 after ``T`` seconds."""
+        assert self.gw is not None and self.http is not None
+        url = f"http://127.0.0.1:{self.gw.match.group(2)}/v1/link?wait={state}&timeout_s={T}"
+        async with self.http.get(url, headers=VIEWER) as resp:
+            body = await resp.json()
+        where = f"{self.where(point)}: " if point is not None else ""
+        assert resp.status == 200, f"{where}the exchange link did not become {state!r}: {body}"
+
     async def wait_link_up(self, point: Point) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + T
-        while (await self.get("/v1/status"))["exchange_link"] != "up":
-            if loop.time() > deadline:
-                raise AssertionError(f"{self.where(point)}: the exchange link did not come back "
-                                     f"within {T} s")
-            await asyncio.sleep(0.005)
+        await self.wait_link("up", point)
 
     async def wait_seat_gone(self) -> None:
         """The exchange has noticed the drop (its next reports to the seat go nowhere)."""

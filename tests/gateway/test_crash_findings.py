@@ -19,7 +19,6 @@ versions keep replaying right; the second runs the whole story with real process
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from checks.engine import Engine as ReferenceEngine
@@ -67,14 +66,6 @@ def test_replay_does_not_revive_an_order_refused_for_a_down_link(tmp_path):
     assert gw.engine.account_view("A005")["frozen_margin"] == 0
 
 
-async def _wait_link(run: CrashRun, state: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while (await run.get("/v1/status"))["exchange_link"] != state:
-        assert loop.time() < deadline, f"the exchange link did not become {state!r}"
-        await asyncio.sleep(0.005)
-
-
 async def test_after_a_restart_the_order_working_at_the_exchange_is_in_the_book(tmp_path):
     """Real processes: refused while the link is down, accepted after it is back, kill -9."""
     async with CrashRun(tmp_path, 0, 0) as run:
@@ -83,12 +74,12 @@ async def test_after_a_restart_the_order_working_at_the_exchange_is_in_the_book(
         algo = await run.connect("algo1", False, "f")
         run.proxy.cut()
         await run.wait_seat_gone()
-        await _wait_link(run, "down")
+        await run.wait_link("down")
         refused = await algo.send_order(account="A005", symbol="rb2605", side=Side.SELL,
                                         price=3201.0, qty=3)
         assert (await refused.acked(T)).reason == Reason.EXCHANGE_UNAVAILABLE
         run.proxy.restore()
-        await _wait_link(run, "up")
+        await run.wait_link("up")
         placed = await algo.send_order(account="A001", symbol="rb2605", side=Side.SELL,
                                        price=3203.0, qty=1)
         assert (await placed.acked(T)).status == OrdStatus.NEW

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 from typing import Any
 
@@ -34,22 +33,6 @@ def _admin(port: int, method: str, path: str, body: dict | None = None,
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=T) as resp:
         return json.loads(resp.read())
-
-
-async def _until(what: str, check, timeout: float = T) -> Any:
-    """Poll an admin-plane condition (no event to wait on across processes) up to a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
-def _link(admin_port: int) -> str:
-    return _admin(admin_port, "GET", "/v1/status")["exchange_link"]
 
 
 def _long(admin_port: int, account: str = "A001", symbol: str = "rb2605") -> int:
@@ -77,11 +60,12 @@ class Rig:
         self.cp = await Client.connect("127.0.0.1", self.ex_port, "CP", "cp", heartbeat_s=0)
         return self
 
-    async def start_gateway(self) -> None:
+    async def start_gateway(self, link_up: bool = True) -> None:
         # In a thread: waiting for its output must not stop this loop, where the proxy runs.
         def start():
             gw = start_gateway(self.proxy.port, "--journal", str(self.journal_dir))
-            gw.wait_for("exchange link up", T)
+            if link_up:
+                gw.wait_for("exchange link up", T)
             return gw
 
         self.gw = await asyncio.to_thread(start)
@@ -92,11 +76,17 @@ class Rig:
 
     async def outage(self) -> None:
         await self.proxy.cut()
-        await _until("link down", lambda: _link(self.admin_port) == "down")
+        await self.link("down")
 
     async def back(self) -> None:
         await self.proxy.restore()
-        await _until("link up again", lambda: _link(self.admin_port) == "up")
+        await self.link("up")
+
+    async def link(self, state: str) -> None:
+        """Until the gateway's link is ``state``: the admin plane answers when it changes."""
+        answer = await asyncio.to_thread(
+            _admin, self.admin_port, "GET", f"/v1/link?wait={state}&timeout_s={T - 5}")
+        assert answer["exchange_link"] == state
 
     async def stop(self) -> None:
         await self.cp.close()
@@ -151,11 +141,12 @@ async def test_a_kill_during_an_outage_cancels_at_the_exchange_once_the_link_is_
         # Killed -9 before the link is back: the held cancel must survive the restart.
         rig.gw.kill9()
         algo.abort()
-        await rig.proxy.restore()
-        await rig.start_gateway()
-        algo = await rig.client(cancel_on_disconnect=False)
-        await _until("the order cancelled at the exchange",
-                     lambda: _admin(rig.admin_port, "GET", "/v1/orders") == [])
+        await rig.start_gateway(link_up=False)  # the outage goes on over the restart
+        algo = await rig.client(cancel_on_disconnect=False)  # takes the recovered order over
+        await rig.back()
+        report = await algo.next_report(timeout=T)  # the exchange's answer to the held cancel
+        assert (report.cl_ord_id, report.status) == (h.cl_ord_id, OrdStatus.CANCELED)
+        assert _admin(rig.admin_port, "GET", "/v1/orders") == []
         # The exchange's truth: a crossing sell finds nothing of ours resting.
         sell = await rig.cp.send_order(account="A003", symbol="rb2605", side=Side.SELL,
                                        price=3200.0, qty=3)
@@ -192,8 +183,11 @@ async def test_a_reconnected_client_manages_its_orders_before_and_after_a_restar
         third = await rig.client(cancel_on_disconnect=True)
         status = await third.request_status(timeout=T)
         assert [r.cl_ord_id for r in status] == [b.cl_ord_id]
+        watcher = await rig.client(cancel_on_disconnect=False)  # the user's other session
         third.abort()  # drops: its cancel-on-disconnect cancels the adopted order
-        await _until("cancel-on-disconnect of the adopted order",
-                     lambda: _admin(rig.admin_port, "GET", "/v1/orders") == [])
+        report = await watcher.next_report(timeout=T)  # ...and the heir hears how it ended
+        assert (report.cl_ord_id, report.status) == (b.cl_ord_id, OrdStatus.CANCELED)
+        assert _admin(rig.admin_port, "GET", "/v1/orders") == []
+        await watcher.close()
     finally:
         await rig.stop()

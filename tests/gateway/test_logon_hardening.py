@@ -198,12 +198,15 @@ async def test_concurrent_hashes_are_bounded(make_gateway, monkeypatch):
     running, most = 0, 0
     guard = threading.Lock()
     release = threading.Event()
+    pool_full = threading.Event()
 
     def verify(stored: str, secret: str) -> bool:
         nonlocal running, most
         with guard:
             running += 1
             most = max(most, running)
+            if running == 2:
+                pool_full.set()
         release.wait(T)
         with guard:
             running -= 1
@@ -214,9 +217,8 @@ async def test_concurrent_hashes_are_bounded(make_gateway, monkeypatch):
     users = ["algo1", "manual1", "nobody"]
     tasks = [asyncio.create_task(_logon(gw.port, u, "wrong", local=f"127.0.1.{n}"))
              for n, u in enumerate(users * 3)]
-    async with asyncio.timeout(T):  # the pool is full: two hashes running, the rest waiting
-        while running < 2:
-            await asyncio.sleep(0.001)
+    # The pool is full: two hashes running, the rest waiting.
+    assert await asyncio.to_thread(pool_full.wait, T)
     release.set()
     answers = await asyncio.gather(*tasks)
     assert all(_code(a) == Reason.AUTH_FAILED for a in answers)
