@@ -285,3 +285,14 @@ async def test_sigterm_shuts_down_gracefully(exchange_proc):
     assert gw.stop() == 0  # SIGTERM: stop accepting, log sessions out, flush, exit 0
     closed = await c.wait_closed(timeout=T)
     assert "shutting down" in str(closed)
+
+
+def test_the_link_wait_answers_at_once_times_out_or_names_the_bad_argument(gateway_proc):
+    assert admin(gateway_proc, "GET", "/v1/link?wait=up&timeout_s=5") == \
+        (200, {"exchange_link": "up"})
+    code, body = admin(gateway_proc, "GET", "/v1/link?wait=down&timeout_s=0.2")
+    assert code == 408 and body["exchange_link"] == "up"
+    for query, field in (("wait=sideways", "wait"), ("wait=up&timeout_s=nan", "timeout_s"),
+                         ("wait=up&timeout_s=600", "timeout_s")):
+        code, body = admin(gateway_proc, "GET", f"/v1/link?{query}")
+        assert code == 400 and body["field"] == field
