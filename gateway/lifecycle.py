@@ -74,8 +74,3 @@ def step(status: int, event: int) -> tuple[int, Action]:
     """What ``event`` does to an order in ``status``: (its next status, the action)."""
     return TRANSITIONS[(status, event)]
 
-
-def next_status(status: int, event: int) -> int | None:
-    """The status an expected report moves the order to; None if it is not ``APPLY``."""
-    nxt, action = TRANSITIONS[(status, event)]
-    return nxt if action in (Action.APPLY, Action.SURPRISE) else None

@@ -51,7 +51,7 @@ import structlog
 
 from checks.calendar import trading_day_bounds, trading_day_number
 from checks.decision import TRIGGER_STATUS, AlertEvent
-from checks.enums import AlertLevel, ExecType, KillScope, OrdStatus
+from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.lifecycle import FINAL, Action, Event, step
@@ -868,8 +868,3 @@ class Router:
 
     def open_order_views(self, account: str | None = None) -> list[dict[str, Any]]:
         return [o.view() for o in self.orders.values() if account is None or o.account == account]
-
-    def scope_refs(self, scope: int, key: str | int) -> list[int]:
-        if scope == KillScope.SESSION:
-            return self.session_refs(int(key))
-        return self.engine.open_orders(scope, key)
