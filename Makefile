@@ -7,7 +7,7 @@ TESTENV := $(VENV)/.test-stamp
 UV_VERSION := 0.13.9
 PYX    := $(wildcard cext/*.pyx cext/*.pxd)
 
-.PHONY: demo test bench lint clean build build-test lock
+.PHONY: demo test bench lint clean build build-test lock system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ lock: $(PY)
 	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
 		pyproject.toml -o requirements/runtime.lock
 	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
-		pyproject.toml --extra test --extra bench -o requirements/test.lock
+		pyproject.toml --extra test --extra bench --extra report -o requirements/test.lock
 	$(VENV)/bin/uv pip compile -q --python-version 3.11 --custom-compile-command 'make lock' \
 		requirements/build.in -o requirements/build.lock
 
@@ -40,7 +40,24 @@ lock: $(PY)
 build: $(RUNTIME) $(PYX)
 	$(PY) setup.py -q build_ext --inplace
 
-build-test: build $(TESTENV)
+build-test: build $(TESTENV) system-deps
+
+# System packages the tests drive: Debian's headless chromium and its driver (the console's
+# browser tests). Installed with apt when missing (CI runs as root on Debian); anywhere else
+# the target says what to install instead of failing later inside a test.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends chromium chromium-driver >/dev/null; \
+		elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install \
+				-y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+		else \
+			echo "make test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)" >&2; \
+			exit 1; \
+		fi; \
+	fi
 
 demo: build
 	$(VENV)/bin/fengkong demo
