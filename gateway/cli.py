@@ -8,6 +8,7 @@
     fengkong unlock USER --reason TEXT          lift a user's failed-logon lockout
     fengkong status [--account A]               live status as tables
     fengkong journal verify|dump|prune DIR      inspect the audit journal
+    fengkong report daily --date D              the day's surveillance report (CSV + HTML)
     fengkong hash-secret / hash-token           make config entries for users and operators
     fengkong --version                          the installed version
 
@@ -59,6 +60,7 @@ def version() -> str:
 _DELEGATED = {
     "journal": ("gateway.journal_tools", "main"),
     "bench": ("bench.harness", "main"),
+    "report": ("gateway.compliance.report_cli", "main"),
 }
 
 
@@ -173,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # journal and bench parse their own options (see _DELEGATED); listed here for --help.
     sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
+    sub.add_parser("report", help="daily surveillance report from the journal (CSV + HTML)",
+                   add_help=False)
 
     p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")
     p.add_argument("--secret", help="the secret (prompted for when omitted)")

@@ -1,0 +1,628 @@
+"""The daily surveillance report (programmatic-trading rules art. 20-21, 25): figures from the journal.
+
+Theory of operation
+-------------------
+``fengkong report daily --date D`` rebuilds one trading day's figures from the audit journal,
+never from the live counters, so any past day can be reported again and the same journal always
+gives the same bytes. The trading day is ``checks.calendar``'s: from the day boundary
+(``[firm].day_boundary``, 17:00 China time) of the previous trading day to this day's; the
+night session belongs to the next day.
+
+Only these journal records are read (the journal's contract, whatever else it holds):
+
+- ``Inbound``: ``Logon`` (session -> user and accounts), ``NewOrder`` and ``CancelOrder``;
+- ``Decision`` with ``reason != 0``: a refused order. An order is *accepted* iff it was not
+  refused: no refusal ``Decision`` follows it, and the router's own checks in front of the
+  engine (identifier fields, permitted account, cl_ord_id unused today; they refuse without a
+  decision record) pass. Those checks are asked again here, with the router's own functions;
+- ``ExchangeEvent``: execution reports (fills once per ``exec_id``, final states);
+- ``State``: ``boot`` and ``checkpoint`` (the exchange-id prefix and order counter, as recovery
+  uses them: the ``n``-th accepted order of an instance goes out as ``prefix + hex(n)``, which
+  ties an exchange report to the client's order), ``session_closed``;
+- ``AdminAction``: kills, resets, stops and status changes, with operator and reason;
+- alerts as ``gateway.router.Router.alert`` journals them (a record carrying an ``Alert``
+  with session 0, the risk desk's copy), for "report needs correction" (reason 1314).
+
+Outbound messages and accepted decisions are never used: the figures must not depend on them.
+
+What is counted, per account and contract (``ContractRow``):
+
+- ``orders``: every ``NewOrder`` the client sent; ``refused``: of those, refused (by the engine
+  or the router); ``fak_fok``: orders with time-in-force IOC (FAK) or FOK;
+- ``cancels``: client cancel requests that reached a working order (what the engine counts; a
+  cancel of an order already finished is answered 1204 and not counted); ``large_cancels``: of
+  those, of orders of at least the exchange's large-order size. System cancels (kill switch,
+  cancel-on-disconnect) are not client cancels and are not in these columns;
+- ``fills`` and ``filled_lots``: executions (each ``exec_id`` once); ``self_trades``: executions
+  the exchange flagged as self-trades; ``self_trade_refusals``: orders the gateway refused with
+  1101 because they would have traded with the account's own resting order;
+- ``max_per_sec``: the most orders + cancels (accepted orders and counted cancels: the engine's
+  messages) inside one rolling second; ``busy_seconds``: how many times a rolling second reached
+  the programmatic standard (``[limits].programmatic_per_sec``, 10), counted as the engine
+  counts its "occasions";
+- ``open_volume``: filled opening lots that count against 交易限额 (hedging is exempt), against
+  the account's ``max_open_volume_per_contract`` (blank: no limit).
+
+Per account (``AccountRow``): the same over all contracts, whether the programmatic standard
+(≥ ``programmatic_occasions`` busy seconds) and the HFT standard (≥ ``hft_per_sec`` in a second
+or ≥ ``hft_per_day`` a day, the strictest exchange traded) were met, and whether the account's
+report needs correction. Per account and product (``ProductRow``): messages, orders with a fill,
+OTR (messages ÷ orders with a fill − 1) and the estimated message fee
+(``message_fee`` × messages above ``message_fee_free``). ``ActionRow``: kills, resets and stops.
+``SeatRow``: per programmatic account, the sessions and seats it used (art. 20-21).
+
+CSV layout (one file per table, UTF-8, ``\\n`` line ends, a header row, rows sorted by their key
+columns, integers as integers, ratios with 4 decimals, money with 2, times as China time
+``YYYY-MM-DD HH:MM:SS.ffffff``): see ``COLUMNS`` and the README section "Daily surveillance
+report".
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from checks.calendar import CST_OFFSET_S, NS, trading_day_bounds, trading_day_number
+from checks.enums import ExecType, Hedge, Offset, OrdStatus, Tif
+from checks.model import UNLIMITED, RiskConfig
+from checks.reasons import Reason
+from checks.state import InstrumentState
+from gateway import checkpoint
+from gateway import journal as jr
+from gateway.config import GatewayConfig
+from gateway.protocol import Alert, CancelOrder, Logon, NewOrder
+from gateway.router import order_field_problem
+
+# REPORT_NEEDS_CORRECTION (1314): added to checks.reasons by the programmatic-trading registry
+# (issue 14 part 1); by number until that lands, so this module does not depend on its timing.
+REPORT_NEEDS_CORRECTION = int(getattr(Reason, "REPORT_NEEDS_CORRECTION", 1314))
+_FINAL = frozenset({OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.REJECTED})
+_STOP_ACTIONS = ("kill", "reset", "set_status", "set_programmatic", "set_limits")
+
+
+class ReportError(Exception):
+    """The report cannot be made (bad date, unreadable journal); the text says why."""
+
+
+# ----------------------------------------------------------------------------- rows
+@dataclass
+class ContractRow:
+    account: str
+    symbol: str
+    exchange: str = ""
+    orders: int = 0
+    refused: int = 0
+    fak_fok: int = 0
+    cancels: int = 0
+    cancel_limit: int = 0
+    large_order_qty: int = 0
+    large_cancels: int = 0
+    large_cancel_limit: int = 0
+    fills: int = 0
+    filled_lots: int = 0
+    self_trades: int = 0
+    self_trade_refusals: int = 0
+    self_trade_limit: int = 0
+    max_per_sec: int = 0
+    busy_seconds: int = 0
+    open_volume: int = 0
+    open_limit: int | None = None
+    times: list[int] = field(default_factory=list, repr=False)  # messages (not in the CSV)
+
+
+@dataclass
+class AccountRow:
+    account: str
+    group: str = ""
+    registration: str = ""
+    orders: int = 0
+    refused: int = 0
+    cancels: int = 0
+    messages: int = 0
+    fills: int = 0
+    max_per_sec: int = 0
+    busy_seconds: int = 0
+    programmatic_standard: bool = False
+    hft_standard: bool = False
+    needs_correction: bool = False
+    stops: int = 0
+
+
+@dataclass
+class ProductRow:
+    account: str
+    product: str
+    messages: int = 0
+    filled_orders: int = 0
+    otr: float = 0.0
+    message_fee: float = 0.0
+
+
+@dataclass
+class ActionRow:
+    ts_ns: int
+    operator: str
+    action: str
+    scope: str
+    key: str
+    reason: str
+    detail: str
+    emergency: bool
+
+
+@dataclass
+class SeatRow:
+    account: str
+    users: str
+    sessions: int
+    seats: str
+
+
+@dataclass
+class DailyReport:
+    firm: str
+    trading_day: str  # YYYY-MM-DD
+    start_ns: int
+    end_ns: int
+    contracts: list[ContractRow]
+    accounts: list[AccountRow]
+    products: list[ProductRow]
+    actions: list[ActionRow]
+    seats: list[SeatRow]
+    corrections: list[tuple[str, int, str]]  # (account, ts_ns, alert text)
+    records: int
+    damage: str = ""
+
+    def firm_totals(self) -> dict[str, int | float]:
+        c, p = self.contracts, self.products
+        return {"accounts": len({r.account for r in c} | {r.account for r in self.accounts
+                                                          if r.orders or r.stops}),
+                "orders": sum(r.orders for r in c), "refused": sum(r.refused for r in c),
+                "fak_fok": sum(r.fak_fok for r in c), "cancels": sum(r.cancels for r in c),
+                "large_cancels": sum(r.large_cancels for r in c),
+                "fills": sum(r.fills for r in c), "filled_lots": sum(r.filled_lots for r in c),
+                "self_trades": sum(r.self_trades for r in c),
+                "self_trade_refusals": sum(r.self_trade_refusals for r in c),
+                "messages": sum(r.messages for r in p),
+                "message_fee": round(sum(r.message_fee for r in p), 2),
+                "programmatic_accounts": sum(r.programmatic_standard for r in self.accounts),
+                "hft_accounts": sum(r.hft_standard for r in self.accounts),
+                "needs_correction": sum(r.needs_correction for r in self.accounts),
+                "stops": len(self.actions)}
+
+
+# ----------------------------------------------------------------------------- building
+@dataclass
+class _Order:
+    account: str
+    symbol: str
+    qty: int
+    offset: int
+    hedge: int
+    tif: int
+    exch_id: str = ""
+    accepted: bool = False
+    finished: bool = False
+    today: bool = False
+
+
+@dataclass
+class _Session:
+    user: str
+    accounts: frozenset[str]
+    used: bool = False
+
+
+def parse_date(text: str) -> int:
+    """'2026-11-30' -> days since the epoch (the trading day's number)."""
+    try:
+        d = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ReportError(f"--date: expected YYYY-MM-DD, got {text!r}") from None
+    if d.weekday() >= 5:
+        raise ReportError(f"--date: {text} is a {d.strftime('%A')}, not a trading day")
+    return (d - dt.date(1970, 1, 1)).days
+
+
+def sessions_per_second(times: list[int], k: int) -> tuple[int, int]:
+    """(most messages in one rolling second, occasions a rolling second reached ``k``).
+
+    The window is ``(t - 1 s, t]`` at each message, as ``checks.state.recent`` reads it; an
+    occasion is a message that takes the window to ``k`` when it was below before, which is
+    how the engine counts the programmatic standard's "occasions"."""
+    window: deque[int] = deque()
+    best = occasions = 0
+    for t in sorted(times):
+        while window and window[0] <= t - NS:
+            window.popleft()
+        before = len(window) >= k > 0
+        window.append(t)
+        best = max(best, len(window))
+        if k > 0 and not before and len(window) >= k:
+            occasions += 1
+    return best, occasions
+
+
+class _Builder:
+    def __init__(self, cfg: GatewayConfig, day: int) -> None:
+        self.cfg = cfg
+        risk: RiskConfig = cfg.risk
+        self.start, self.end = trading_day_bounds(day, risk.day_boundary_s)
+        self.prev_start = trading_day_bounds(day - 3 if (day + 3) % 7 == 0 else day - 1,
+                                             risk.day_boundary_s)[0]
+        self.instruments = {i.symbol: InstrumentState(n, i, risk, 0)
+                            for n, i in enumerate(risk.instruments)}
+        self.inst_cfg = {i.symbol: i for i in risk.instruments}
+        self.accounts = {a.id: a for a in risk.accounts}
+        self.sessions: dict[int, _Session] = {}
+        self.by_clid: dict[tuple[str, str], _Order] = {}
+        self.by_exch: dict[str, _Order] = {}
+        self.used: dict[str, set[str]] = defaultdict(set)  # user -> cl_ord_ids of its day
+        self.used_day: dict[str, int] = {}
+        self.prefix = ""
+        self.order_seq = 0
+        self.pending: tuple[jr.Inbound, _Order] | None = None
+        self.rows: dict[tuple[str, str], ContractRow] = {}
+        self.prod_msgs: dict[tuple[str, str], int] = defaultdict(int)
+        self.prod_filled: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.exec_ids: set[str] = set()
+        self.actions: list[ActionRow] = []
+        self.corrections: list[tuple[str, int, str]] = []
+        self.seat_sessions: dict[str, set[int]] = defaultdict(set)
+        self.seat_users: dict[str, set[str]] = defaultdict(set)
+        self.seat_links: dict[str, set[str]] = defaultdict(set)
+        self.records = 0
+
+    def today(self, ts: int) -> bool:
+        return self.start <= ts < self.end
+
+    def row(self, account: str, symbol: str) -> ContractRow:
+        r = self.rows.get((account, symbol))
+        if r is None:
+            inst = self.instruments.get(symbol)
+            acct = self.accounts.get(account)
+            r = ContractRow(account, symbol)
+            if inst is not None:
+                r.exchange = inst.exchange
+                r.cancel_limit = _lim(inst.cancel_limit)
+                r.large_order_qty = _lim(inst.large_qty)
+                r.large_cancel_limit = inst.large_cancel_limit
+                r.self_trade_limit = inst.self_trade_limit
+            if acct is not None:
+                r.open_limit = acct.limits.max_open_volume_per_contract
+            self.rows[(account, symbol)] = r
+        return r
+
+    # -- records
+    def feed(self, rec: jr.JournalRecord) -> None:
+        self.records += 1
+        t = type(rec)
+        if self.pending is not None and not (t is jr.Decision and rec.reason != 0 and
+                                             rec.cl_ord_id == self.pending[0].msg.cl_ord_id):
+            self._settle_pending(refused=False)
+        if t is jr.Inbound:
+            msg = rec.msg
+            mt = type(msg)
+            if mt is Logon:
+                user = self.cfg.users.get(msg.user)
+                if user is not None:
+                    allowed = frozenset(user.accounts)
+                    self.sessions[rec.session] = _Session(
+                        msg.user, frozenset(msg.accounts or user.accounts) & allowed)
+            elif mt is NewOrder:
+                self._new_order(rec, msg)
+            elif mt is CancelOrder:
+                self._cancel(rec, msg)
+        elif t is jr.Decision:
+            if self.pending is not None and rec.reason != 0:
+                self._settle_pending(refused=True, reason=rec.reason)
+        elif t is jr.ExchangeEvent:
+            self._exchange(rec)
+        elif t is jr.State:
+            if rec.kind == "boot":
+                self.prefix, self.order_seq = rec.data.decode(), 0
+            elif rec.kind == checkpoint.KIND:
+                try:
+                    cp = checkpoint.decode(rec)
+                except ValueError:
+                    return
+                self.prefix, self.order_seq = cp.prefix, cp.order_seq
+                for m in cp.sessions:
+                    self.sessions.setdefault(m.session, _Session(m.user, frozenset(m.accounts)))
+            elif rec.kind == "session_closed" and self.today(rec.ts_ns):
+                s = self.sessions.get(int(rec.data or 0))
+                if s is not None:
+                    s.used = True
+        elif t is jr.AdminAction:
+            if self.today(rec.ts_ns) and rec.action in _STOP_ACTIONS:
+                detail = ";".join(f"{k}={_cell(v)}" for k, v in sorted(rec.args.items()))
+                self.actions.append(ActionRow(rec.ts_ns, rec.operator, rec.action,
+                                              rec.scope_kind, rec.scope_value, rec.reason,
+                                              detail, rec.emergency))
+        elif t is jr.Outbound and rec.session == jr.NO_SESSION and type(rec.msg) is Alert:
+            # The risk desk's copy of an alert (``Router.alert``): not a message to anyone.
+            a = rec.msg
+            if a.code == REPORT_NEEDS_CORRECTION and self.today(rec.ts_ns):
+                kind, _, target = a.scope.partition(":")
+                if kind == "account":
+                    self.corrections.append((target.split("/", 1)[0], rec.ts_ns, a.text))
+
+    def finish(self) -> None:
+        if self.pending is not None:
+            self._settle_pending(refused=False)
+
+    def _new_order(self, rec: jr.Inbound, msg: NewOrder) -> None:
+        qty = msg.qty if type(msg.qty) is int else 0
+        o = _Order(msg.account, msg.symbol, qty, msg.offset, msg.hedge, msg.tif,
+                   today=self.today(rec.ts_ns))
+        if o.today:
+            r = self.row(msg.account, msg.symbol)
+            r.orders += 1
+            if msg.tif in (Tif.IOC, Tif.FOK):
+                r.fak_fok += 1
+        s = self.sessions.get(rec.session)
+        # The router's checks before the engine, which refuse without a decision record.
+        if s is None or order_field_problem(msg) is not None or msg.account not in s.accounts:
+            return self._refused(o)
+        day = self._day_of(rec.ts_ns)
+        if self.used_day.get(s.user) != day:
+            self.used_day[s.user] = day
+            self.used[s.user] = set()
+        used = self.used[s.user]
+        if msg.cl_ord_id in used:
+            return self._refused(o)
+        used.add(msg.cl_ord_id)
+        if o.today:
+            s.used = True
+            self.seat_sessions[msg.account].add(rec.session)
+            self.seat_users[msg.account].add(s.user)
+        self.pending = (rec, o)
+        self.by_clid[(s.user, msg.cl_ord_id)] = o
+        return None
+
+    def _day_of(self, ts: int) -> int:
+        return trading_day_number(ts, self.cfg.risk.day_boundary_s)
+
+    def _refused(self, o: _Order, reason: int = 0) -> None:
+        if o.today:
+            r = self.row(o.account, o.symbol)
+            r.refused += 1
+            if reason == Reason.SELF_TRADE:
+                r.self_trade_refusals += 1
+
+    def _settle_pending(self, refused: bool, reason: int = 0) -> None:
+        assert self.pending is not None
+        rec, o = self.pending
+        self.pending = None
+        if refused:
+            return self._refused(o, reason)
+        o.accepted = True
+        self.order_seq += 1
+        o.exch_id = f"{self.prefix}{self.order_seq:x}"
+        self.by_exch[o.exch_id] = o
+        if o.today:
+            self._message(o, rec.ts_ns)
+            self.seat_links[o.account].add(self.cfg.exchange.user)  # the seat it went out on
+        return None
+
+    def _message(self, o: _Order, ts: int) -> None:
+        self.row(o.account, o.symbol).times.append(ts)
+        inst = self.instruments.get(o.symbol)
+        self.prod_msgs[(o.account, inst.product if inst else o.symbol)] += 1
+
+    def _cancel(self, rec: jr.Inbound, msg: CancelOrder) -> None:
+        s = self.sessions.get(rec.session)
+        if s is None or not self.today(rec.ts_ns):
+            return
+        o = self.by_clid.get((s.user, msg.orig_cl_ord_id))
+        if o is None or not o.accepted or o.finished or o.account != msg.account \
+                or o.account not in s.accounts:
+            return  # answered with a cancel-reject; the engine counts nothing
+        r = self.row(o.account, o.symbol)
+        r.cancels += 1
+        if o.qty >= r.large_order_qty:
+            r.large_cancels += 1
+        self._message(o, rec.ts_ns)
+
+    def _exchange(self, rec: jr.ExchangeEvent) -> None:
+        rep = rec.report
+        o = self.by_exch.get(rep.cl_ord_id)
+        if rep.exec_type == ExecType.TRADE:
+            if rep.exec_id:
+                if rep.exec_id in self.exec_ids:
+                    return
+                self.exec_ids.add(rep.exec_id)
+            if self.today(rec.ts_ns) and rep.last_qty > 0:
+                account = o.account if o is not None else rep.account
+                symbol = o.symbol if o is not None else rep.symbol
+                r = self.row(account, symbol)
+                r.fills += 1
+                r.filled_lots += rep.last_qty
+                if rep.self_trade:
+                    r.self_trades += 1
+                if o is not None and o.offset == Offset.OPEN and o.hedge != Hedge.HEDGE:
+                    r.open_volume += rep.last_qty
+                inst = self.instruments.get(symbol)
+                self.prod_filled[(account, inst.product if inst else symbol)].add(rep.cl_ord_id)
+                self.seat_links[account].add(rec.link or self.cfg.exchange.user)
+        if o is not None and (rep.status in _FINAL or rep.exec_type in
+                              (ExecType.CANCELED, ExecType.REJECTED)):
+            o.finished = True
+
+    # -- result
+    def report(self, day: int, damage: str) -> DailyReport:
+        risk = self.cfg.risk
+        contracts = [self.rows[k] for k in sorted(self.rows)]
+        per_acct: dict[str, list[ContractRow]] = defaultdict(list)
+        for r in contracts:
+            k = self._limits(r.account).programmatic_per_sec
+            r.max_per_sec, r.busy_seconds = sessions_per_second(r.times, k)
+            per_acct[r.account].append(r)
+        correction = {a for a, _, _ in self.corrections}
+        stopped: dict[str, int] = defaultdict(int)
+        for a in self.actions:
+            if a.scope == "account":
+                stopped[a.key] += 1
+        accounts = []
+        for name in sorted(set(per_acct) | correction | set(stopped)):
+            rows = per_acct.get(name, [])
+            acct = self.accounts.get(name)
+            lim = self._limits(name)
+            times = [t for r in rows for t in r.times]
+            best, busy = sessions_per_second(times, lim.programmatic_per_sec)
+            exchanges = [risk.exchanges[r.exchange] for r in rows if r.exchange in risk.exchanges]
+            per_sec = min((e.hft_per_sec for e in exchanges), default=300)
+            per_day = min((e.hft_per_day for e in exchanges), default=20_000)
+            accounts.append(AccountRow(
+                name, acct.group if acct else "", _registration(acct),
+                sum(r.orders for r in rows), sum(r.refused for r in rows),
+                sum(r.cancels for r in rows), len(times), sum(r.fills for r in rows), best, busy,
+                busy >= lim.programmatic_occasions, best >= per_sec or len(times) >= per_day,
+                name in correction, stopped.get(name, 0)))
+        products = []
+        for (account, product) in sorted(self.prod_msgs.keys() | self.prod_filled.keys()):
+            lim = self._limits(account)
+            msgs = self.prod_msgs.get((account, product), 0)
+            filled = len(self.prod_filled.get((account, product), ()))
+            fee = lim.message_fee * max(0, msgs - lim.message_fee_free)
+            products.append(ProductRow(account, product, msgs, filled,
+                                       msgs / max(filled, 1) - 1.0 if msgs else 0.0, round(fee, 2)))
+        seats = []
+        for name in sorted(self.seat_sessions):
+            acct = self.accounts.get(name)
+            if acct is None or (acct.programmatic == 0 and not acct.hft_registered
+                                and not any(a.account == name and a.programmatic_standard
+                                            for a in accounts)):
+                continue
+            seats.append(SeatRow(name, " ".join(sorted(self.seat_users[name])),
+                                 len(self.seat_sessions[name]),
+                                 " ".join(sorted(self.seat_links[name]))))
+        return DailyReport(risk.firm.name, _iso_day(day), self.start, self.end, contracts,
+                           accounts, products, sorted(self.actions, key=_action_key), seats,
+                           sorted(self.corrections), self.records, damage)
+
+    def _limits(self, account: str) -> Any:
+        acct = self.accounts.get(account)
+        if acct is not None:
+            return acct.limits
+        from checks.model import Limits
+        return Limits()
+
+
+def _lim(value: int) -> int:
+    return 0 if value >= UNLIMITED else int(value)
+
+
+def _registration(acct: Any) -> str:
+    if acct is None:
+        return ""
+    from checks.enums import ProgReg
+    name = ProgReg(acct.programmatic).name
+    return name + ("+HFT" if acct.hft_registered else "")
+
+
+def _action_key(a: ActionRow) -> tuple:
+    return (a.ts_ns, a.action, a.scope, a.key, a.operator)
+
+
+def _iso_day(day: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
+    """Read the journal and make trading day ``day``'s report (days since the epoch)."""
+    path = Path(journal_dir)
+    if not path.is_dir():
+        raise ReportError(f"journal {path} is not a directory")
+    if not jr.list_segments(path):
+        raise ReportError(f"journal {path} holds no segments")
+    b = _Builder(cfg, day)
+    reader = jr.JournalReader(path)
+    for _, rec in reader:
+        if rec.ts_ns >= b.end and type(rec) is not jr.State:
+            continue  # a later day: nothing of it counts
+        b.feed(rec)
+    b.finish()
+    return b.report(day, str(reader.damage) if reader.damage is not None else "")
+
+
+# ----------------------------------------------------------------------------- CSV
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "contracts": ("account", "symbol", "exchange", "orders", "refused", "fak_fok", "cancels",
+                  "cancel_limit", "large_order_qty", "large_cancels", "large_cancel_limit",
+                  "fills", "filled_lots", "self_trades", "self_trade_refusals",
+                  "self_trade_limit", "max_per_sec", "busy_seconds", "open_volume", "open_limit"),
+    "accounts": ("account", "group", "registration", "orders", "refused", "cancels", "messages",
+                 "fills", "max_per_sec", "busy_seconds", "programmatic_standard",
+                 "hft_standard", "needs_correction", "stops"),
+    "products": ("account", "product", "messages", "filled_orders", "otr", "message_fee"),
+    "actions": ("time", "operator", "action", "scope", "key", "reason", "detail", "emergency"),
+    "seats": ("account", "users", "sessions", "seats"),
+    "corrections": ("account", "time", "text"),
+    "firm": ("trading_day", "firm", "measure", "value"),
+}
+
+
+def format_time(ts_ns: int) -> str:
+    secs, ns = divmod(ts_ns, NS)
+    t = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=secs + CST_OFFSET_S, microseconds=ns // 1000)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def table_rows(report: DailyReport, table: str) -> list[list[str]]:
+    """The rows of one CSV table as strings (the layout of ``COLUMNS[table]``)."""
+    if table == "contracts":
+        return [[_cell(getattr(r, c)) for c in COLUMNS[table]] for r in report.contracts]
+    if table == "accounts":
+        return [[_cell(getattr(r, c)) for c in COLUMNS[table]] for r in report.accounts]
+    if table == "products":
+        return [[r.account, r.product, str(r.messages), str(r.filled_orders), f"{r.otr:.4f}",
+                 f"{r.message_fee:.2f}"] for r in report.products]
+    if table == "actions":
+        return [[format_time(a.ts_ns), a.operator, a.action, a.scope, a.key, a.reason, a.detail,
+                 _cell(a.emergency)] for a in report.actions]
+    if table == "seats":
+        return [[r.account, r.users, str(r.sessions), r.seats] for r in report.seats]
+    if table == "corrections":
+        return [[a, format_time(ts), text] for a, ts, text in report.corrections]
+    if table == "firm":
+        totals = report.firm_totals()
+        return [[report.trading_day, report.firm, k,
+                 f"{v:.2f}" if isinstance(v, float) else str(v)] for k, v in totals.items()]
+    raise KeyError(table)
+
+
+def to_csv(report: DailyReport, table: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS[table])
+    w.writerows(table_rows(report, table))
+    return buf.getvalue().encode()
+
+
+def write_csv(report: DailyReport, out: str | Path) -> list[Path]:
+    """Write every table as ``daily-YYYYMMDD-<table>.csv`` in ``out``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "daily-" + report.trading_day.replace("-", "")
+    paths = []
+    for table in COLUMNS:
+        p = out / f"{stem}-{table}.csv"
+        p.write_bytes(to_csv(report, table))
+        paths.append(p)
+    return paths
