@@ -16,6 +16,7 @@ from checks.config import ConfigError, decode_toml, resolve
 from checks.model import RiskConfig, RiskConfigFile
 from gateway.auth import check_secret_hash
 from gateway.protocol import DEFAULT_MAX_FRAME
+from gateway.tls import TlsClientConfig, TlsServerConfig, check_client, check_server
 
 
 class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -34,6 +35,8 @@ class ListenerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     # in all (the oldest idle one of the busiest address is closed to make room).
     max_unauthenticated_per_source: int = 16
     max_unauthenticated: int = 256
+    # TLS on the client port (``gateway.tls``: certificate, key, optional mutual TLS).
+    tls: TlsServerConfig = TlsServerConfig()
 
 
 class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -49,11 +52,14 @@ class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     # them, or "adopt" them into the book under their account when the risk checks accept
     # them (cancelled otherwise). Either way a CRITICAL alert names each one.
     unknown_orders: Literal["cancel", "adopt"] = "cancel"
+    # TLS to the exchange: the CA that signs its certificate (``gateway.tls``).
+    tls: TlsClientConfig = TlsClientConfig()
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 9300
+    tls: TlsServerConfig = TlsServerConfig()  # HTTPS (and, optionally, client certificates)
 
 
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -197,6 +203,14 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     for name, value in (("failure_window_s", a.failure_window_s), ("lockout_s", a.lockout_s)):
         if not 0 < value < float("inf"):
             raise ConfigError(source, f"auth.{name}", "expected a number of seconds > 0")
-    return GatewayConfig(source=source, risk=risk, gateway=g, exchange=file.exchange,
-                         admin=file.admin, auth=file.auth, users=users,
+    # TLS: paths relative to this file, each context built once here so a bad file or key is
+    # named now (file and field), not at the first connection.
+    base = Path(path).parent
+    g = msgspec.structs.replace(g, tls=check_server(g.tls, source, "gateway.tls", base, users))
+    admin = msgspec.structs.replace(file.admin, tls=check_server(
+        file.admin.tls, source, "admin.tls", base, {o.name for o in file.operators}))
+    exchange = msgspec.structs.replace(file.exchange, tls=check_client(
+        file.exchange.tls, source, "exchange.tls", base))
+    return GatewayConfig(source=source, risk=risk, gateway=g, exchange=exchange,
+                         admin=admin, auth=file.auth, users=users,
                          operators=list(file.operators), journal=file.journal, kafka=file.kafka)
