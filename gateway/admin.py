@@ -68,6 +68,7 @@ from checks.enums import AccountStatus, KillScope, ProgReg
 from checks.model import ProgRegName, StatusName
 from gateway.auth import verify_token
 from gateway.killswitch import KillError, parse_scope
+from gateway.tls import ServerTls, TlsServer, create_server
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -226,16 +227,27 @@ class AdminApi:
         r.add_post("/v1/link/reconnect", self.link_reconnect)
         r.add_post("/v1/users/{name}/unlock", self.unlock_user)
         self.runner: web.AppRunner | None = None
+        self._tls: TlsServer | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
+        cfg = self.gw.cfg
+        tls = ServerTls.optional(cfg.admin.tls, {o.name for o in self.operators}, cfg.source,
+                                 "admin.tls")
+        if tls is not None:  # HTTPS through the acceptor: a plaintext caller is logged, refused
+            assert self.runner.server is not None
+            self._tls = await create_server(self.runner.server, host, port, tls, what="admin")
+            self.port = self._tls.sockets[0].getsockname()[1]
+            return
         site = web.TCPSite(self.runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        if self._tls is not None:
+            self._tls.close()
         if self.runner is not None:
             await self.runner.cleanup()
 

@@ -33,6 +33,7 @@ from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
 from gateway.router import Router
 from gateway.session import ClientSession, LogonGuard, last_session_id, next_session_ids
+from gateway.tls import ServerTls, TlsServer, create_server
 
 log = structlog.get_logger("fengkong.server")
 
@@ -63,7 +64,7 @@ class Gateway:
         self.logons = LogonGuard(cfg)  # logon timeout, connection caps, lockout, hash pool
         self.lockout = self.logons.lockout
         self.admin = AdminApi(self)
-        self.server: asyncio.Server | None = None
+        self.server: TlsServer | None = None
         self.port = 0
         self._ticker: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -208,11 +209,11 @@ class Gateway:
                  kills=len(cp.kills))
 
     async def start(self, wait_link: float | None = None) -> None:
-        loop = asyncio.get_running_loop()
         g = self.cfg.gateway
         _ensure_fd_headroom(g.max_unauthenticated)
-        self.server = await loop.create_server(lambda: ClientSession(self.router, self.logons),
-                                               g.host, g.port)
+        client_tls = ServerTls.optional(g.tls, self.cfg.users, self.cfg.source, "gateway.tls")
+        self.server = await create_server(lambda: ClientSession(self.router, self.logons),
+                                          g.host, g.port, client_tls, what="client")
         self.port = self.server.sockets[0].getsockname()[1]
         await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
         self.link.start()
