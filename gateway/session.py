@@ -252,6 +252,9 @@ class ClientSession(FramedProtocol):
         self.dropped_reason = ""
         self._logon_task: asyncio.Future[None] | None = None
         self._logon_timer: asyncio.TimerHandle | None = None
+        # Mutual TLS: the user the client certificate stands for (set by ``gateway.tls`` before
+        # the connection is made); a Logon for any other user is refused.
+        self.peer_user: str | None = None
 
     # ------------------------------------------------------------------ transport events
     def on_connected(self) -> None:
@@ -354,6 +357,11 @@ class ClientSession(FramedProtocol):
         guard = self.guard
         user = self.router.cfg.users.get(msg.user)
         key = msg.user if user is not None else ""  # unknown names share one lockout key
+        if self.peer_user is not None and msg.user != self.peer_user:
+            log.warning("logon refused: the client certificate belongs to another user",
+                        session=self.session_id, user=msg.user, certificate_user=self.peer_user)
+            self._refuse(msg.user, Reason.AUTH_FAILED)
+            return
         if guard.address_refused(user, self.peer):  # before the secret: it learns nothing
             self._refuse(msg.user, Reason.IP_NOT_ALLOWED)
             return
