@@ -41,6 +41,7 @@ from gateway.protocol import (
     MarketData,
     OrderStatusEnd,
 )
+from gateway.tls import client_context
 
 if TYPE_CHECKING:
     from gateway.config import ExchangeLinkConfig
@@ -90,6 +91,10 @@ class ExchangeLink:
         # ``_resume`` is set by the operator action that lets it try again.
         self.taken_over: str | None = None
         self._resume = asyncio.Event()
+        # TLS to the exchange (``[exchange.tls]``; None: plaintext). A handshake that fails (a
+        # certificate the CA did not sign, a wrong name) is a failed connect: logged, retried.
+        self._ssl = client_context(cfg.tls, where="exchange.tls")
+        self._server_name = (cfg.tls.server_name or cfg.host) if self._ssl is not None else None
         router.link = self
 
     # -- lifecycle
@@ -151,7 +156,8 @@ class ExchangeLink:
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> None:
         self._lost.clear()
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _LinkProtocol(self), self.cfg.host, self.cfg.port), 5.0)
+            loop.create_connection(lambda: _LinkProtocol(self), self.cfg.host, self.cfg.port,
+                                   ssl=self._ssl, server_hostname=self._server_name), 5.0)
         self.proto = proto
         self._logon = loop.create_future()
         proto.send(Logon(self.cfg.user, self.cfg.secret, [], self.cfg.heartbeat_s, False))
