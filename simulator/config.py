@@ -6,6 +6,7 @@ simulator needs::
 
     [sim]
     md_interval_s = 1.0            # market data to every seat at this interval (0 = only on trades)
+    tls = { cert = "exchange.pem", key = "exchange.key" }   # TLS on the member port (optional)
     ack_only = false               # capacity mode: acknowledge every order without a book
     fill_on_ack = false            # ... and fill it at once at its own price
     members = [{ user = "GW1", secret = "s3cret" }]   # none = accept any user/secret
@@ -29,6 +30,7 @@ tables (the gateway's own settings) are ignored here.
 from __future__ import annotations
 
 import math
+import ssl
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,8 +92,40 @@ class FaultPlan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     or self.silent)
 
 
+class SimTls(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """TLS on the member port (``[sim.tls]``; no ``cert``: plaintext), as a real exchange's
+    front offers it. Paths are relative to the config file."""
+
+    cert: str = ""  # PEM certificate chain, leaf first
+    key: str = ""  # its PEM private key
+    client_ca: str = ""  # members must present a certificate signed by this CA (mutual TLS)
+
+
+def tls_context(tls: SimTls, source: str = "<sim config>") -> ssl.SSLContext | None:
+    """The member port's server context (None: plaintext); a bad file names its field."""
+    if not tls.cert and not tls.key and not tls.client_ca:
+        return None
+    if not (tls.cert and tls.key):
+        raise ConfigError(source, f"sim.tls.{'key' if tls.cert else 'cert'}",
+                          "TLS needs both cert and key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for field, load in (("cert", lambda: ctx.load_cert_chain(tls.cert, tls.key)),
+                        ("client_ca", lambda: ctx.load_verify_locations(cafile=tls.client_ca)
+                         if tls.client_ca else None)):
+        try:
+            load()
+        except (OSError, ssl.SSLError) as err:
+            what = err.reason if isinstance(err, ssl.SSLError) else err.strerror
+            raise ConfigError(source, f"sim.tls.{field}", f"cannot load it: {what}") from None
+    if tls.client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 class SimConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     members: list[Member] = []
+    tls: SimTls = SimTls()
     md_interval_s: float = 1.0
     ack_only: bool = False
     fill_on_ack: bool = False
@@ -134,6 +168,10 @@ def load_sim_config(path: str | Path) -> tuple[RiskConfig, SimConfig]:
     risk_raw = {k: v for k, v in raw.items() if k in _RISK_KEYS}
     risk = resolve(_convert(risk_raw, RiskConfigFile, source, ""), source)
     sim = _convert(sim_raw, SimConfig, source, "sim")
+    t = sim.tls
+    sim.tls = msgspec.structs.replace(t, **{f: str(path.parent / getattr(t, f))
+                                           for f in ("cert", "key", "client_ca") if getattr(t, f)})
+    tls_context(sim.tls, source)  # a bad file is named now, not at the first connection
     return risk, check_sim_config(sim, source)
 
 

@@ -82,7 +82,14 @@ from gateway.protocol import (
     encode,
     encode_into,
 )
-from simulator.config import FaultPlan, LatencyModel, SimConfig, check_sim_config, load_sim_config
+from simulator.config import (
+    FaultPlan,
+    LatencyModel,
+    SimConfig,
+    check_sim_config,
+    load_sim_config,
+    tls_context,
+)
 from simulator.delay_line import DelayLine
 from simulator.matching import AckOnlyEngine, Engine, MatchingEngine, Report
 
@@ -215,7 +222,8 @@ class ExchangeServer:
         return list(self._seats)
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await self._loop.create_server(lambda: _SeatConnection(self), host, port)
+        self._server = await self._loop.create_server(lambda: _SeatConnection(self), host, port,
+                                                      ssl=tls_context(self.sim.tls))
         if self.sim.md_interval_s > 0:
             self._md_timer = self._loop.call_later(self.sim.md_interval_s, self._md_tick)
 

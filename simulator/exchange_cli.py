@@ -16,7 +16,7 @@ import msgspec
 import uvloop
 
 from checks.config import ConfigError
-from simulator.config import SimConfig, check_sim_config, load_sim_config
+from simulator.config import SimConfig, check_sim_config, load_sim_config, tls_context
 from simulator.exchange import serve_exchange
 
 
@@ -36,6 +36,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--drop-after", type=int, help="drop each connection after N messages")
     p.add_argument("--silent", action="store_true", help="stop acknowledging orders and cancels")
     p.add_argument("--md-interval", type=float, help="seconds between market data snapshots (0 = off)")
+    p.add_argument("--tls-cert", help="TLS on the member port: PEM certificate (over [sim.tls])")
+    p.add_argument("--tls-key", help="... and its PEM private key")
+    p.add_argument("--tls-client-ca", help="... and require member certificates signed by this CA")
     return p
 
 
@@ -63,6 +66,11 @@ def sim_config_from_args(args: argparse.Namespace, sim: SimConfig) -> SimConfig:
                                   fill_on_ack=sim.fill_on_ack or args.fill)
     if args.md_interval is not None:
         sim = msgspec.structs.replace(sim, md_interval_s=args.md_interval)
+    tls = {f: getattr(args, f"tls_{f}") for f in ("cert", "key", "client_ca")
+           if getattr(args, f"tls_{f}", None)}
+    if tls:
+        sim = msgspec.structs.replace(sim, tls=msgspec.structs.replace(sim.tls, **tls))
+        tls_context(sim.tls, "command line")
     return check_sim_config(sim, "command line")
 
 
@@ -70,7 +78,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     risk, sim = load_sim_config(args.config)
     sim = sim_config_from_args(args, sim)
     server = await serve_exchange(risk, args.host, args.port, sim=sim)
-    mode = "ack-only" if sim.ack_only else "matching"
+    mode = ("ack-only" if sim.ack_only else "matching") + (", TLS" if sim.tls.cert else "")
     print(f"fengkong sim exchange listening on {args.host}:{server.port} "
           f"({len(risk.instruments)} instruments, {mode})", flush=True)
     stop = asyncio.Event()
