@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -191,15 +192,25 @@ class Client:
                       on_report: Callable[[ExecReport | CancelReject], None] | None = None,
                       on_alert: Callable[[Alert], None] | None = None,
                       on_market_data: Callable[[MarketData], None] | None = None,
-                      id_prefix: str | None = None, max_frame: int = DEFAULT_MAX_FRAME) -> Client:
+                      id_prefix: str | None = None, max_frame: int = DEFAULT_MAX_FRAME,
+                      tls: ssl.SSLContext | None = None,
+                      server_hostname: str | None = None) -> Client:
         """Connect, log on and return the session; ``LogonRejected`` names the reason code.
 
         ``id_prefix`` starts every generated cl_ord_id (default: 6 random hex digits and '-',
         so ids stay unique per session per trading day across reconnects).
+
+        ``tls``: connect over TLS with this client context (e.g.
+        ``ssl.create_default_context(cafile="gateway-ca.pem")``, plus ``load_cert_chain`` for a
+        client certificate when the gateway asks for one); the server's certificate is checked
+        against ``server_hostname`` (default: ``host``). A refused handshake raises
+        ``ssl.SSLError``.
         """
         loop = asyncio.get_running_loop()
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _ClientProtocol(max_frame), host, port), timeout)
+            loop.create_connection(lambda: _ClientProtocol(max_frame), host, port, ssl=tls,
+                                   server_hostname=(server_hostname or host) if tls else None),
+            timeout)
         client = cls(proto, user, report_queue=report_queue, on_report=on_report,
                      on_alert=on_alert, on_market_data=on_market_data, id_prefix=id_prefix)
         proto.client = client
