@@ -1,0 +1,237 @@
+"""TLS on every port, with real processes and certificates made at test time (trustme).
+
+One simulated exchange serves TLS on its member port; two gateways connect to it over TLS
+(each on a seat of its own):
+
+- ``tls_gateway``: TLS on the client port and HTTPS on the admin port — a native client
+  trades through it, curl reads the admin plane over HTTPS, a plaintext client on either port
+  is refused cleanly (one log line, no traceback) while the TLS client keeps trading;
+- ``mtls_gateway``: mutual TLS on the client port, certificates mapped to users by subject CN —
+  a certificate logs on as its own user only, and a certificate nobody knows (right CA, unknown
+  CN; another CA; none) is refused at the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trustme
+
+from checks.enums import OrdStatus, Side
+from checks.reasons import Reason
+from simulator.client import Client, ConnectionClosed, LogonRejected
+from tests.conftest import EXAMPLES, Proc, start_exchange, start_gateway
+
+T = 10.0  # generous timeouts for a loaded machine (never asserted on)
+VIEWER_TOKEN = "demo-viewer-token"
+
+
+class Pki:
+    """A CA for the gateway and exchange certificates and client certificates, another CA
+    nobody trusts, all written as PEM files under ``dir``."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+        self.ca = trustme.CA(organization_name="fengkong test CA")
+        self.rogue = trustme.CA(organization_name="someone else")
+        self.ca_pem = self._write("ca.pem", self.ca.cert_pem)
+        for name in ("gateway", "exchange"):
+            cert = self.ca.issue_cert("127.0.0.1", "localhost")
+            self._write(f"{name}.pem", *cert.cert_chain_pems)
+            self._write(f"{name}.key", cert.private_key_pem)
+
+    def _write(self, name: str, *blobs: trustme.Blob) -> Path:
+        path = self.dir / name
+        path.write_bytes(b"".join(b.bytes() for b in blobs))
+        return path
+
+    def client(self, cn: str | None, ca: trustme.CA | None = None) -> ssl.SSLContext:
+        """A client context trusting our CA; with ``cn``, presenting a certificate for it."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_pem))
+        if cn is not None:
+            cert = (ca or self.ca).issue_cert(f"{cn}.clients.test", common_name=cn)
+            cert.configure_cert(ctx)
+        return ctx
+
+
+def gateway_toml(tmp: Path, extra: str) -> Path:
+    """The sample gateway config with ``extra`` tables appended (TLS), written to ``tmp``."""
+    text = (EXAMPLES / "gateway.toml").read_text().replace(
+        'risk_config = "risk.toml"', f'risk_config = "{EXAMPLES / "risk.toml"}"')
+    path = tmp / "gateway.toml"
+    path.write_text(text + "\n" + extra)
+    return path
+
+
+def ports(gw: Proc) -> tuple[int, int]:
+    return int(gw.match.group(1)), int(gw.match.group(2))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_exchange(pki):
+    proc = start_exchange(0, "--tls-cert", str(pki.dir / "exchange.pem"),
+                          "--tls-key", str(pki.dir / "exchange.key"))
+    yield proc
+    proc.stop()
+
+
+def _start(tmp: Path, pki: Pki, exchange: Proc, seat: str, client_tls: str) -> Proc:
+    config = gateway_toml(tmp, f"""
+[exchange.tls]
+ca = "{pki.ca_pem}"
+{client_tls}
+""")
+    gw = start_gateway(int(exchange.match.group(1)), "--seat", seat, config=config)
+    gw.wait_for("exchange link up")  # the link logged on and reconciled over TLS
+    return gw
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(pki, tls_exchange, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tls")
+    gw = _start(tmp, pki, tls_exchange, "GWTLS", f"""
+[gateway.tls]
+cert = "{pki.dir / 'gateway.pem'}"
+key = "{pki.dir / 'gateway.key'}"
+
+[admin.tls]
+cert = "{pki.dir / 'gateway.pem'}"
+key = "{pki.dir / 'gateway.key'}"
+""")
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls_gateway(pki, tls_exchange, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mtls")
+    gw = _start(tmp, pki, tls_exchange, "GWMTLS", f"""
+[gateway.tls]
+cert = "{pki.dir / 'gateway.pem'}"
+key = "{pki.dir / 'gateway.key'}"
+client_ca = "{pki.ca_pem}"
+client_identity = "cn"
+""")
+    yield gw
+    gw.stop()
+
+
+async def _trade(client: Client, price: float) -> None:
+    h = await client.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=price,
+                                qty=1)
+    assert (await h.acked(timeout=T)).status == OrdStatus.NEW  # the exchange acknowledged it
+
+
+async def _plaintext_logon(port: int) -> bytes:
+    """Connect without TLS and send a native Logon frame; what comes back before the close."""
+    from gateway.protocol import Logon, encode
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode(Logon("algo1", "algo-secret", [], 5.0, True)))
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), T)  # until the gateway closes it
+    writer.close()
+    return data
+
+
+async def test_native_client_trades_over_tls_and_plaintext_is_refused_cleanly(pki, tls_gateway):
+    port = ports(tls_gateway)[0]
+    c = await Client.connect("127.0.0.1", port, "algo1", "algo-secret", tls=pki.client(None))
+    await _trade(c, 3190.0)
+    tls_gateway.output.clear()
+    assert await _plaintext_logon(port) == b""  # closed, no frame answered in plaintext
+    line = tls_gateway.wait_for(r".*TLS handshake failed.*", T).group(0)
+    assert "not a TLS client" in line and '"port": "client"' in line, line
+    await _trade(c, 3191.0)  # the TLS session did not notice
+    # A client that does not trust the gateway's certificate refuses it (and the gateway logs it).
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await Client.connect("127.0.0.1", port, "algo1", "algo-secret",
+                             tls=ssl.create_default_context())
+    await _trade(c, 3192.0)
+    await c.close()
+    assert not any("Traceback" in out for out in tls_gateway.output), tls_gateway.output
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_admin_plane_over_https_with_curl(pki, tls_gateway):
+    url = f"https://127.0.0.1:{ports(tls_gateway)[1]}/v1/link"
+    out = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(pki.ca_pem), "-H",
+                          f"Authorization: Bearer {VIEWER_TOKEN}", url],
+                         capture_output=True, text=True, timeout=T)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"exchange_link": "up"}
+    # Plain HTTP on the HTTPS port: refused, logged once, no traceback.
+    tls_gateway.output.clear()
+    plain = subprocess.run(["curl", "-sS", url.replace("https:", "http:")],
+                           capture_output=True, text=True, timeout=T)
+    assert plain.returncode != 0
+    tls_gateway.wait_for(r'"port": "admin".*TLS handshake failed', T)
+    assert not any("Traceback" in out for out in tls_gateway.output)
+
+
+async def test_mutual_tls_maps_the_certificate_to_its_user(pki, mtls_gateway):
+    port = ports(mtls_gateway)[0]
+    algo = pki.client("algo1")
+    c = await Client.connect("127.0.0.1", port, "algo1", "algo-secret", tls=algo)
+    await _trade(c, 3185.0)
+    # The certificate is algo1's: logging on as another user with it is refused.
+    with pytest.raises(LogonRejected) as refused:
+        await Client.connect("127.0.0.1", port, "manual1", "manual-secret", tls=algo)
+    assert refused.value.reason == Reason.AUTH_FAILED
+    mtls_gateway.wait_for("the client certificate belongs to another user", T)
+    await _trade(c, 3186.0)
+    await c.close()
+
+
+@pytest.mark.parametrize("who", ["unknown CN", "another CA", "no certificate"])
+async def test_mutual_tls_refuses_an_unknown_certificate(pki, mtls_gateway, who):
+    port = ports(mtls_gateway)[0]
+    ctx = {"unknown CN": lambda: pki.client("mallory"),
+           "another CA": lambda: pki.client("algo1", ca=pki.rogue),
+           "no certificate": lambda: pki.client(None)}[who]()
+    mtls_gateway.output.clear()
+    # TLS 1.3 finishes the client's side of the handshake before the server checks the
+    # certificate: the refusal arrives as an alert or a close, before any logon answer.
+    with pytest.raises((ssl.SSLError, ConnectionClosed, ConnectionError)):
+        c = await Client.connect("127.0.0.1", port, "algo1", "algo-secret", tls=ctx)
+        await c.close()
+    mtls_gateway.wait_for(r"TLS (handshake failed|client certificate refused)", T)
+    assert not any("Traceback" in out for out in mtls_gateway.output)
+
+
+def test_a_bad_certificate_path_names_the_field_and_the_file(pki, tmp_path):
+    config = gateway_toml(tmp_path, f"""
+[gateway.tls]
+cert = "{pki.dir / 'gateway.pem'}"
+key = "missing.key"
+""")
+    out = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+                         capture_output=True, text=True, timeout=30, cwd=EXAMPLES.parent)
+    assert out.returncode == 2
+    assert f"{config}: gateway.tls.key: no such file" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_the_exchange_link_refuses_an_exchange_it_cannot_verify(pki, tls_exchange, tmp_path):
+    """The link checks the exchange's certificate: a CA that did not sign it fails the
+    handshake, the link stays down and says why, and keeps retrying."""
+    rogue = tmp_path / "rogue-ca.pem"
+    rogue.write_bytes(pki.rogue.cert_pem.bytes())
+    config = gateway_toml(tmp_path, f'[exchange.tls]\nca = "{rogue}"\n')
+    gw = start_gateway(int(tls_exchange.match.group(1)), "--seat", "GWROGUE", config=config)
+    try:
+        gw.wait_for(r"CERTIFICATE_VERIFY_FAILED.*exchange link connect failed", T)
+    finally:
+        gw.stop()
