@@ -9,6 +9,7 @@
     fengkong status [--account A]               live status as tables
     fengkong journal verify|dump|prune DIR      inspect the audit journal
     fengkong report daily --date D              the day's surveillance report (CSV + HTML)
+    fengkong certify run|verify|cases ...       certify a client's system; check the records
     fengkong hash-secret / hash-token           make config entries for users and operators
     fengkong --version                          the installed version
 
@@ -61,6 +62,7 @@ _DELEGATED = {
     "journal": ("gateway.journal_tools", "main"),
     "bench": ("bench.harness", "main"),
     "report": ("gateway.compliance.report_cli", "main"),
+    "certify": ("gateway.compliance.certify", "main"),
 }
 
 
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     # journal and bench parse their own options (see _DELEGATED); listed here for --help.
     sub.add_parser("journal", help="verify, dump or prune an audit journal", add_help=False)
     sub.add_parser("report", help="daily surveillance report from the journal (CSV + HTML)",
+                   add_help=False)
+    sub.add_parser("certify", help="certify a client's system (art. 16); verify the records",
                    add_help=False)
 
     p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")

@@ -106,6 +106,11 @@ MAX_RECORD = 16 << 20  # a larger length field is damage, not a record
 SUFFIX = ".journal"
 DEFAULT_SEGMENT_BYTES = 64 << 20
 BUSINESS_RETENTION_DAYS = 1826  # >= 5 years (security rules, rule 18)
+# Client certification records (programmatic-trading rules art. 16-17): >= 20 years. ``prune``
+# keeps every segment holding one of them, or the anchor of their chain, younger than this.
+CERT_RETENTION_DAYS = 7305
+CERT_RECORD_KIND = "cert_record"  # State(kind=...): one certification record (a JSON line)
+CERT_ANCHOR_ACTION = "certify_anchor"  # AdminAction(action=...): the head of a record chain
 CHINA_TZ = timezone(timedelta(hours=8), "CST")  # naive CLI times are exchange time; no DST
 _NS_PER_DAY = 86_400 * 10**9
 _CHUNK = 256 << 10  # read size; a tailing reader re-reads at most this per batch
@@ -947,23 +952,42 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _is_certification(record: JournalRecord) -> bool:
+    t = type(record)
+    return (t is State and record.kind == CERT_RECORD_KIND) or \
+        (t is AdminAction and record.action == CERT_ANCHOR_ACTION)
+
+
 def prune(directory: str | os.PathLike[str], now_ns: int,
-          retention_days: int = BUSINESS_RETENTION_DAYS) -> list[Path]:
+          retention_days: int = BUSINESS_RETENTION_DAYS,
+          kept_for_certification: list[Path] | None = None) -> list[Path]:
     """Delete the oldest whole segments whose newest record is older than ``retention_days``.
 
     Only a prefix goes (the rest stays gap-free), never the newest segment (it is being written),
-    and never a segment that does not read cleanly (it would need a person first).
+    never a segment that does not read cleanly (it would need a person first), and never one
+    holding a client certification record or its anchor younger than ``CERT_RETENTION_DAYS``
+    (20 years, whatever ``retention_days`` says).
     """
     cutoff = now_ns - retention_days * _NS_PER_DAY
+    cert_cutoff = now_ns - CERT_RETENTION_DAYS * _NS_PER_DAY
     segs = list_segments(directory)
     removed = []
     for i, (first, path) in enumerate(segs[:-1]):
         reader = JournalReader(directory, first)
         newest = None
+        certified = False  # holds a certification record or anchor under 20 years old
         for seq, record in reader:
             if seq >= segs[i + 1][0]:
                 break
             newest = record.ts_ns
+            if record.ts_ns >= cert_cutoff and _is_certification(record):
+                certified = True
+        if certified:
+            if kept_for_certification is not None:
+                kept_for_certification.append(path)
+            log.warning("journal.prune_kept_certification", segment=str(path),
+                        retention_days=CERT_RETENTION_DAYS)
+            break
         if reader.damage is not None or newest is None or newest >= cutoff:
             break
         path.unlink()

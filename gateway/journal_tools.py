@@ -41,6 +41,7 @@ from checks.enums import AlertLevel, ExecType, Hedge, Offset, OrdStatus, OrdType
 from checks.reasons import Reason
 from gateway.journal import (
     BUSINESS_RETENTION_DAYS,
+    CERT_RETENTION_DAYS,
     CHINA_TZ,
     CORRUPTION_FILE,
     SUFFIX,
@@ -493,8 +494,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return print_verify(after, out)
         if args.command == "prune":
-            for path in prune(args.dir, time.time_ns(), args.retention_days):
+            kept: list[Path] = []
+            for path in prune(args.dir, time.time_ns(), args.retention_days, kept):
                 print(f"deleted {path}", file=out)
+            for path in kept:
+                print(f"kept {path} and every later segment: it holds client certification "
+                      f"records younger than {CERT_RETENTION_DAYS} days (20 years)", file=out)
             return 0
         reader = dump(args.dir, args.account, args.order_id,
                       parse_time(args.since) if args.since else None,
