@@ -230,6 +230,9 @@ class Router:
         self._cancel_seq = 0
         self.stats = {"orders": 0, "accepted": 0, "rejected": 0, "cancels": 0, "fills": 0,
                       "duplicate_fills": 0, "surprises": 0}
+        # Refused new orders by reason code, one slot per code (a list index and an add per
+        # reject; read by the metrics collector at scrape time).
+        self.rejects_by_reason = [0] * (max(map(int, Reason)) + 1)
 
     # ------------------------------------------------------------------ plumbing
     def record(self, record: Any) -> None:
@@ -375,6 +378,7 @@ class Router:
     def _reject(self, session: SessionPort, msg: NewOrder, reason: int, detail: str | None,
                 now: int, text: str | None = None) -> None:
         self.stats["rejected"] += 1
+        self.rejects_by_reason[reason] += 1
         if text is None:
             text = Reason(reason).description + (f" ({detail})" if detail else "")
         qty = msg.qty if type(msg.qty) is int else 0
