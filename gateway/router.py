@@ -233,6 +233,8 @@ class Router:
         # Refused new orders by reason code, one slot per code (a list index and an add per
         # reject; read by the metrics collector at scrape time).
         self.rejects_by_reason = [0] * (max(map(int, Reason)) + 1)
+        # Order -> exchange-ack round trip, observed at each live ack (``gateway.metrics``).
+        self.ack_latency: Any = None
 
     # ------------------------------------------------------------------ plumbing
     def record(self, record: Any) -> None:
@@ -555,6 +557,8 @@ class Router:
         et = rep.exec_type
         if event == Event.ACK:
             engine.apply_ack(o.ref, now)
+            if self.ack_latency is not None and not self.replaying:
+                self.ack_latency.observe(now - o.ts_ns)
         elif event in (Event.PARTIAL_FILL, Event.FULL_FILL):
             outcome = engine.apply_fill(o.ref, rep.last_qty, rep.last_px, now, rep.self_trade)
             if not outcome.known:  # the table and the book disagree: a bug, say it loudly
