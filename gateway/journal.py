@@ -609,6 +609,11 @@ class Journal:
         self._last_sync = 0
         self._interval_ns = fsync.interval_ms * 1_000_000
         self._background_sync = False  # run_flusher owns interval fsyncs (off the event loop)
+        # Operations: bytes written since the last fsync of this segment, and two optional
+        # latency hooks (``gateway.metrics.Histogram``: ``observe(ns)``), read at scrape time.
+        self.unflushed_bytes = 0
+        self.write_latency: Any = None
+        self.sync_latency: Any = None
 
     @classmethod
     def open(
@@ -783,6 +788,8 @@ class Journal:
         if self._cut_pending:
             self._cut()
         done = 0
+        timer = self.write_latency
+        t0 = time.perf_counter_ns() if timer is not None else 0
         try:
             with memoryview(data) as mv:
                 while done < len(data):
@@ -795,7 +802,10 @@ class Journal:
             except OSError:
                 self._cut_pending = True
             raise JournalIOError("write", self._path, self._next, err) from err
+        if timer is not None:
+            timer.observe(time.perf_counter_ns() - t0)
         self._size += len(data)
+        self.unflushed_bytes += len(data)
         self._next += count
         self._dirty = True
 
@@ -828,6 +838,7 @@ class Journal:
                                0o644)
             self._path = path
             self._size = 0
+            self.unflushed_bytes = 0
             self._dirty = False
             if self.fsync.mode != "os":
                 _fsync_dir(self.directory)
@@ -844,12 +855,16 @@ class Journal:
     def flush(self) -> None:
         """Force everything appended so far to disk (whatever the policy)."""
         if self._dirty and self._fd >= 0:
+            t0 = time.perf_counter_ns()
             try:
                 os.fdatasync(self._fd)
             except OSError as err:
                 self.sync_failed = JournalIOError("fsync", self._path, self._next - 1, err)
                 raise self.sync_failed from err
+            if self.sync_latency is not None:
+                self.sync_latency.observe(time.perf_counter_ns() - t0)
             self._dirty = False
+            self.unflushed_bytes = 0
         self.sync_failed = None
         self._last_sync = monotonic_ns()
 
@@ -867,6 +882,8 @@ class Journal:
                 await asyncio.sleep(self.fsync.interval_ms / 1000)
                 if self._dirty and self._fd >= 0:
                     fd, self._dirty = self._fd, False
+                    covered = self.unflushed_bytes
+                    t0 = time.perf_counter_ns()
                     try:
                         await asyncio.to_thread(os.fdatasync, fd)
                     except OSError as err:
@@ -878,6 +895,10 @@ class Journal:
                             if self.on_sync_failure is not None:
                                 self.on_sync_failure(self.sync_failed)
                         continue
+                    if self.sync_latency is not None:
+                        self.sync_latency.observe(time.perf_counter_ns() - t0)
+                    if fd == self._fd:  # what was written meanwhile is still to be synced
+                        self.unflushed_bytes = max(0, self.unflushed_bytes - covered)
                     self.sync_failed = None
                     self._last_sync = monotonic_ns()
         finally:
