@@ -78,6 +78,7 @@ class AuditLog:
         self.on_recovery = on_recovery
         self.failure: JournalIOError | None = None  # why records are held (None: written as they come)
         self.failed_at = 0.0  # monotonic time of the failure
+        self.failures = 0  # failed writes and fsyncs, ever (for /metrics)
         self.retry_min_s = RETRY_MIN_S
         self.retry_max_s = RETRY_MAX_S
         self._batch: list[Any] = []
@@ -161,6 +162,7 @@ class AuditLog:
     def _failed(self, err: JournalIOError) -> None:
         first = self.failure is None
         self.failure = err
+        self.failures += 1  # ever, for /metrics
         if not first:
             log.debug("journal still failing", error=str(err), held=len(self._batch))
             return
