@@ -108,6 +108,13 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     idempotent: bool = True
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    # Per-account series on /metrics carry the account's id for at most this many accounts
+    # (the busiest by messages today); the rest are summed under account="other".
+    max_accounts: int = 50
+    loop_lag_interval_s: float = 0.25  # how often the event loop's lag is measured
+
+
 class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True, frozen=True):
     # The risk sections may live in a file of their own, shared with the exchange simulator
     # (path relative to this file); this file may then override only ``[firm]``.
@@ -120,6 +127,7 @@ class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True
     operators: list[OperatorConfig] = []
     journal: JournalConfig = JournalConfig()
     kafka: KafkaConfig = KafkaConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True):
@@ -133,6 +141,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True):
     operators: list[OperatorConfig]
     journal: JournalConfig
     kafka: KafkaConfig
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayConfig:
@@ -203,6 +212,11 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     for name, value in (("failure_window_s", a.failure_window_s), ("lockout_s", a.lockout_s)):
         if not 0 < value < float("inf"):
             raise ConfigError(source, f"auth.{name}", "expected a number of seconds > 0")
+    m = file.metrics
+    if not 0 <= m.max_accounts <= 10_000:
+        raise ConfigError(source, "metrics.max_accounts", "expected 0 .. 10000 accounts")
+    if not 0.01 <= m.loop_lag_interval_s <= 60:
+        raise ConfigError(source, "metrics.loop_lag_interval_s", "expected 0.01 .. 60 seconds")
     # TLS: paths relative to this file, each context built once here so a bad file or key is
     # named now (file and field), not at the first connection.
     base = Path(path).parent
@@ -213,4 +227,5 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
         file.exchange.tls, source, "exchange.tls", base))
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=exchange,
                          admin=admin, auth=file.auth, users=users,
-                         operators=list(file.operators), journal=file.journal, kafka=file.kafka)
+                         operators=list(file.operators), journal=file.journal, kafka=file.kafka,
+                         metrics=m)
