@@ -226,8 +226,9 @@ class AdminApi:
         r.add_post("/v1/accounts/{id}/limits", self.set_limits)
         r.add_post("/v1/link/reconnect", self.link_reconnect)
         r.add_post("/v1/users/{name}/unlock", self.unlock_user)
+        gw.metrics.add_routes(self.app)  # /metrics, /healthz, /readyz: no token, read-only
         self.runner: web.AppRunner | None = None
-        self._tls: TlsServer | None = None
+        self.tls_server: TlsServer | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -238,16 +239,16 @@ class AdminApi:
                                  "admin.tls")
         if tls is not None:  # HTTPS through the acceptor: a plaintext caller is logged, refused
             assert self.runner.server is not None
-            self._tls = await create_server(self.runner.server, host, port, tls, what="admin")
-            self.port = self._tls.sockets[0].getsockname()[1]
+            self.tls_server = await create_server(self.runner.server, host, port, tls, what="admin")
+            self.port = self.tls_server.sockets[0].getsockname()[1]
             return
         site = web.TCPSite(self.runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        if self._tls is not None:
-            self._tls.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         if self.runner is not None:
             await self.runner.cleanup()
 

@@ -29,6 +29,7 @@ from gateway.exchange_link import ExchangeLink
 from gateway.journal import FsyncPolicy, Journal, JournalError
 from gateway.kafka_bus import ControlConsumer, OutboxPublisher, Topics
 from gateway.killswitch import KillSwitch
+from gateway.metrics import GatewayMetrics
 from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
 from gateway.router import Router
@@ -63,6 +64,7 @@ class Gateway:
         self.link = ExchangeLink(self.router, cfg.exchange)
         self.logons = LogonGuard(cfg)  # logon timeout, connection caps, lockout, hash pool
         self.lockout = self.logons.lockout
+        self.metrics = GatewayMetrics(self)  # before the admin plane, which serves it
         self.admin = AdminApi(self)
         self.server: TlsServer | None = None
         self.port = 0
@@ -217,6 +219,7 @@ class Gateway:
         self.port = self.server.sockets[0].getsockname()[1]
         await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
         self.link.start()
+        self.metrics.start()
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
         if self.journal is not None:
             self._flusher = asyncio.create_task(self.journal.run_flusher(), name="journal-fsync")
@@ -266,6 +269,7 @@ class Gateway:
         for task in (self._ticker, self._flusher, self._pruner):
             if task is not None:
                 task.cancel()
+        self.metrics.stop()
         await self.admin.stop()
         await self.link.stop()
         for part in (self.control, self.outbox):
