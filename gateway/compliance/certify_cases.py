@@ -306,7 +306,7 @@ CASES: tuple[Case, ...] = (
                         "offset": Offset.CLOSE, "price": 70000.0, "qty": 1},
                        Reason.INSUFFICIENT_POSITION)),
     Case("non_trading_hours", "Outside trading hours",
-         "ni2701, which trades one minute a night (402)", "the refusal is taken; not resent",
+         "ni2701, whose trading session never opens (402)", "the refusal is taken; not resent",
          refused_order({"account": MAIN, "symbol": "ni2701", "price": 130000.0, "qty": 1},
                        Reason.MARKET_CLOSED)),
     Case("price_limit", "Price-limit (limit-up) day",

@@ -32,7 +32,9 @@ What is counted, per account and contract (``ContractRow``):
 - ``cancels``: client cancel requests that reached a working order (what the engine counts; a
   cancel of an order already finished is answered 1204 and not counted); ``large_cancels``: of
   those, of orders of at least the exchange's large-order size. System cancels (kill switch,
-  cancel-on-disconnect) are not client cancels and are not in these columns;
+  cancel-on-disconnect) are not client cancels and are not in these columns; ``fak_cancels``:
+  FAK/FOK remainders the exchange cancelled (whether an exchange counts them as cancels is its
+  ``fak_counts_as_cancel``);
 - ``fills`` and ``filled_lots``: executions (each ``exec_id`` once); ``self_trades``: executions
   the exchange flagged as self-trades; ``self_trade_refusals``: orders the gateway refused with
   1101 because they would have traded with the account's own resting order;
@@ -99,6 +101,7 @@ class ContractRow:
     refused: int = 0
     fak_fok: int = 0
     cancels: int = 0
+    fak_cancels: int = 0
     cancel_limit: int = 0
     large_order_qty: int = 0
     large_cancels: int = 0
@@ -452,6 +455,9 @@ class _Builder:
                 self.seat_links[account].add(rec.link or self.cfg.exchange.user)
         if o is not None and (rep.status in _FINAL or rep.exec_type in
                               (ExecType.CANCELED, ExecType.REJECTED)):
+            if rep.exec_type == ExecType.CANCELED and not o.finished and \
+                    o.tif in (Tif.IOC, Tif.FOK) and self.today(rec.ts_ns):
+                self.row(o.account, o.symbol).fak_cancels += 1
             o.finished = True
 
     # -- result
@@ -534,6 +540,23 @@ def _iso_day(day: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
 
 
+def start_seq(path: Path, day: int) -> int:
+    """Where reading starts: the segment that opens with the newest trading-day checkpoint of
+    ``day`` or before (the gateway starts a segment for each; it carries the sessions still
+    logged on and the exchange-id counter), so a report does not read years of journal. A
+    journal without one is read from its first record."""
+    for first, _ in reversed(jr.list_segments(path)):
+        for _, rec in jr.JournalReader(path, first):
+            if type(rec) is jr.State and rec.kind == checkpoint.KIND:
+                try:
+                    if checkpoint.decode(rec).trading_day <= day:
+                        return first
+                except ValueError:
+                    pass
+            break  # only the segment's first record
+    return 0
+
+
 def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
     """Read the journal and make trading day ``day``'s report (days since the epoch)."""
     path = Path(journal_dir)
@@ -542,7 +565,7 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
     if not jr.list_segments(path):
         raise ReportError(f"journal {path} holds no segments")
     b = _Builder(cfg, day)
-    reader = jr.JournalReader(path)
+    reader = jr.JournalReader(path, start_seq(path, day))
     for _, rec in reader:
         if rec.ts_ns >= b.end and type(rec) is not jr.State:
             continue  # a later day: nothing of it counts
@@ -554,7 +577,7 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
 # ----------------------------------------------------------------------------- CSV
 COLUMNS: dict[str, tuple[str, ...]] = {
     "contracts": ("account", "symbol", "exchange", "orders", "refused", "fak_fok", "cancels",
-                  "cancel_limit", "large_order_qty", "large_cancels", "large_cancel_limit",
+                  "fak_cancels", "cancel_limit", "large_order_qty", "large_cancels", "large_cancel_limit",
                   "fills", "filled_lots", "self_trades", "self_trade_refusals",
                   "self_trade_limit", "max_per_sec", "busy_seconds", "open_volume", "open_limit"),
     "accounts": ("account", "group", "registration", "orders", "refused", "cancels", "messages",

@@ -51,7 +51,9 @@ class Live:
         self.path = path
         self.cfg = load_gateway_config(EXAMPLES / "gateway.toml")
         self.gw = Gateway(self.cfg, engine_cls=ReferenceEngine)
-        self.audit = AuditLog(jr.Journal.open(path))
+        journal = jr.Journal.open(path)
+        self.gw.journal = journal  # so each trading day's checkpoint opens a segment, as live
+        self.audit = AuditLog(journal)
         self.router = r = self.gw.router
         r.audit = self.audit
         r.on_day_start = self.gw.checkpoint_now

@@ -35,6 +35,7 @@ from gateway.compliance.report import (
     build,
     parse_date,
     sessions_per_second,
+    start_seq,
     to_csv,
     write_csv,
 )
@@ -108,12 +109,13 @@ def test_figures_match_the_hand_count(journal):
     report = build(_cfg(), journal, DAY)
     c = _rows(report, "contracts")
     a001 = c[("A001", "rb2605")]
-    assert {k: a001[k] for k in ("orders", "refused", "fak_fok", "cancels", "large_cancels",
+    assert {k: a001[k] for k in ("orders", "refused", "fak_fok", "cancels", "fak_cancels",
+                                 "large_cancels",
                                  "fills", "self_trade_refusals", "max_per_sec", "busy_seconds",
                                  "cancel_limit", "large_order_qty", "large_cancel_limit")} == {
         "orders": "16",  # b0..b11, L1, F1, S1, the second b0 (y1 and n1 are other days)
         "refused": "2",  # S1 (1101) and the second b0
-        "fak_fok": "1", "cancels": "11", "large_cancels": "1", "fills": "0",
+        "fak_fok": "1", "cancels": "11", "fak_cancels": "1", "large_cancels": "1", "fills": "0",
         "self_trade_refusals": "1", "max_per_sec": "12", "busy_seconds": "2",
         "cancel_limit": "500", "large_order_qty": "300", "large_cancel_limit": "50"}
     assert c[("A001", "xx999")]["orders"] == "1" and c[("A001", "xx999")]["refused"] == "1"
@@ -181,6 +183,15 @@ def test_the_same_journal_gives_byte_identical_csv_twice_and_after_a_restart(jou
     assert jr.JournalReader(copy).__iter__() is not None
     assert sum(1 for _ in jr.JournalReader(copy)) > sum(1 for _ in jr.JournalReader(journal))
     assert _csv_bytes(copy, tmp_path / "3") == first
+    # Reading starts at the segment the day's checkpoint opens, not at the journal's start.
+    start = start_seq(copy, DAY)
+    assert start > 1 and start == start_seq(journal, DAY)
+    assert next(iter(jr.JournalReader(copy, start)))[1].ts_ns >= MON_10 - 17 * 3600 * S
+    end = build(cfg, copy, DAY).end_ns
+    assert build(cfg, copy, DAY).records == sum(
+        1 for _, r in jr.JournalReader(copy, start) if r.ts_ns < end or type(r) is jr.State)
+    assert build(cfg, copy, DAY).records < sum(1 for _ in jr.JournalReader(copy))
+    assert start_seq(copy, parse_date("2026-11-26")) == 0  # no checkpoint that early
 
 
 def test_the_report_needs_no_outbound_records_nor_accepted_decisions(journal, tmp_path):
