@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from enum import IntEnum
@@ -101,6 +101,12 @@ def _new_session_id() -> int:
     return _last_session_id
 
 
+def new_session_id() -> int:
+    """A session number for another front (FIX): the same numbering as native sessions, so
+    the journal, recovery and the kill switch's session scope see one kind of session."""
+    return _new_session_id()
+
+
 class State(IntEnum):
     AWAIT_LOGON = 1
     LOGGING_ON = 4  # secret being verified off the loop
@@ -115,6 +121,7 @@ class LogonGuard:
 
     def __init__(self, cfg: GatewayConfig) -> None:
         a, g = cfg.auth, cfg.gateway
+        self.users = cfg.users
         self.lockout = Lockout(a.max_failures, int(a.failure_window_s * 1e9),
                                int(a.lockout_s * 1e9), a.firm_max_failures, a.max_failure_entries)
         self.logon_timeout_s = g.logon_timeout_s
@@ -210,6 +217,35 @@ class LogonGuard:
         if self.lockout.locked(key, now, peer):
             return True
         return not (user is not None and user.ip_allow) and self.lockout.guard_tripped(peer, now)
+
+    async def authenticate(self, name: str, secret: str, peer: str,
+                           gone: Callable[[], bool]) -> tuple[UserConfig | None, Reason | None]:
+        """Check a logon's user name and secret from ``peer``, for any front (native or FIX):
+        the address allow-list first (a disallowed address gets 104 and no hash is computed),
+        then, holding the user's lock, the lockout, the hash on the pool, the lockout again.
+        Returns (user, None) when it may log on, (None, reason) when refused (a failure is
+        counted even if the client has gone meanwhile), (None, None) when the connection went
+        away (``gone()``) before its turn. The caller records the success
+        (``lockout.succeeded``) once it admits the session."""
+        user = self.users.get(name)
+        key = name if user is not None else ""  # unknown names share one lockout key
+        if self.address_refused(user, peer):  # before the secret: it learns nothing
+            return None, Reason.IP_NOT_ALLOWED
+        async with self.user_lock(key):  # one attempt per user at a time
+            if gone():
+                return None, None
+            if self.refused_before_hash(user, key, peer, time.time_ns()):
+                return None, Reason.LOCKED_OUT
+            # scrypt is deliberately slow: verify off the event loop, on the bounded pool.
+            ok = await self.verify(user.secret_hash if user is not None else self.dummy_hash,
+                                   secret)
+            now = time.time_ns()
+            if user is None or not ok:
+                locked = self.lockout.failed(key, now, peer)
+                return None, Reason.LOCKED_OUT if locked else Reason.AUTH_FAILED
+            if self.refused_before_hash(user, key, peer, now):  # locked while hashing
+                return None, Reason.LOCKED_OUT
+        return user, None
 
     async def verify(self, stored: str, secret: str) -> bool:
         return await asyncio.get_running_loop().run_in_executor(self._pool, verify_secret,
@@ -354,37 +390,19 @@ class ClientSession(FramedProtocol):
         self._logon_task = asyncio.ensure_future(self._logon_checked(msg))
 
     async def _logon_checked(self, msg: Logon) -> None:
-        guard = self.guard
-        user = self.router.cfg.users.get(msg.user)
-        key = msg.user if user is not None else ""  # unknown names share one lockout key
         if self.peer_user is not None and msg.user != self.peer_user:
             log.warning("logon refused: the client certificate belongs to another user",
                         session=self.session_id, user=msg.user, certificate_user=self.peer_user)
             self._refuse(msg.user, Reason.AUTH_FAILED)
             return
-        if guard.address_refused(user, self.peer):  # before the secret: it learns nothing
-            self._refuse(msg.user, Reason.IP_NOT_ALLOWED)
+        user, refused = await self.guard.authenticate(msg.user, msg.secret, self.peer,
+                                                      lambda: self.closed)
+        if refused is not None:
+            self._refuse(msg.user, refused)
             return
-        async with guard.user_lock(key):  # one attempt per user at a time
-            if self.closed:
-                return
-            if guard.refused_before_hash(user, key, self.peer, time.time_ns()):
-                self._refuse(msg.user, Reason.LOCKED_OUT)
-                return
-            # scrypt is deliberately slow: verify off the event loop, on the bounded pool.
-            ok = await guard.verify(user.secret_hash if user is not None else guard.dummy_hash,
-                                    msg.secret)
-            now = time.time_ns()
-            if user is None or not ok:  # counted even if the client has gone meanwhile
-                locked = self.lockout.failed(key, now, self.peer)
-                self._refuse(msg.user, Reason.LOCKED_OUT if locked else Reason.AUTH_FAILED)
-                return
-            if guard.refused_before_hash(user, key, self.peer, now):  # locked while hashing
-                self._refuse(msg.user, Reason.LOCKED_OUT)
-                return
-        if self.closed:
+        if user is None or self.closed:
             return
-        self._logon_verified(msg, user, now)
+        self._logon_verified(msg, user, time.time_ns())
 
     def _logon_verified(self, msg: Logon, user: UserConfig, now: int) -> None:
         cfg = self.router.cfg
