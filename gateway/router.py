@@ -223,6 +223,11 @@ class Router:
         self.link: LinkPort | None = None
         self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self.trigger_handler: Callable[[str, int, int], None] | None = None
+        # Observers of every execution report the router sends to a client (or journals for
+        # an absent one), rejects included: the FIX drop copy (``gateway.fix.acceptor``).
+        # Called live only (never on replay), after the report is journaled; they must not
+        # raise and must not call back into the router.
+        self.report_observers: list[Callable[[ExecReport], None]] = []
         self.reject_times: dict[int, deque[int]] = {}
         self.storm_handler: Callable[[int], None] | None = None
         self.prefix = f"{cfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
@@ -386,10 +391,14 @@ class Router:
         qty = msg.qty if type(msg.qty) is int else 0
         price = msg.price if type(msg.price) is float else 0.0
         # Echoed identifiers are bounded, so a reject always fits a frame (see ``echo``).
-        self._to_session(session, ExecReport(
+        rep = ExecReport(
             echo(msg.cl_ord_id, MAX_ID_BYTES), "", echo(msg.account, MAX_ACCOUNT_BYTES),
             echo(msg.symbol, MAX_SYMBOL_BYTES), OrdStatus.REJECTED, ExecType.REJECTED,
-            int(reason), text, 0, 0.0, 0, 0, now, msg.side, price, qty), now)
+            int(reason), text, 0, 0.0, 0, 0, now, msg.side, price, qty)
+        self._to_session(session, rep, now)
+        if self.report_observers and not self.replaying:
+            for observe in self.report_observers:
+                observe(rep)
         if self.storm_handler is not None and not self.replaying:
             times = self.reject_times.setdefault(session.session_id,
                                                  deque(maxlen=self.cfg.gateway.reject_storm))
@@ -604,6 +613,9 @@ class Router:
             self._to_session(s, out, now)
         elif not self.replaying:
             self.record(jr.Outbound(now, jr.NO_SESSION, out))
+        if self.report_observers and not self.replaying:
+            for observe in self.report_observers:
+                observe(out)
 
     def _forget(self, o: RoutedOrder) -> None:
         self.orders.pop(o.ref, None)
