@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="gateway TOML file")
     p.add_argument("--port", type=int, help="client port (overrides [gateway].port; 0 = any free)")
     p.add_argument("--admin-port", type=int, help="admin port (overrides [admin].port)")
+    p.add_argument("--fix-port", type=int,
+                   help="FIX port: turns the FIX acceptor on (overrides [fix]; 0 = any free)")
     p.add_argument("--exchange", metavar="HOST:PORT", help="exchange address (overrides [exchange])")
     p.add_argument("--journal", metavar="DIR", help="journal directory (overrides [journal].dir)")
     p.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap (overrides [kafka])")
@@ -207,7 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
                           admin_port=args.admin_port, exchange=args.exchange, journal=args.journal,
                           kafka=args.kafka, gateway_id=args.id, seat=args.seat,
                           idempotent=None if args.kafka_idempotent is None
-                          else args.kafka_idempotent == "on")
+                          else args.kafka_idempotent == "on", fix_port=args.fix_port)
     engine_cls = None
     if args.engine == "reference":
         from checks.engine import Engine as engine_cls
@@ -248,7 +250,8 @@ def _demo(args: argparse.Namespace) -> int:
 def apply_overrides(cfg: Any, *, port: int | None = None, admin_port: int | None = None,
                     exchange: str | None = None, journal: str | None = None,
                     kafka: str | None = None, gateway_id: str | None = None,
-                    idempotent: bool | None = None, seat: str | None = None) -> Any:
+                    idempotent: bool | None = None, seat: str | None = None,
+                    fix_port: int | None = None) -> Any:
     """Command-line overrides of a loaded ``GatewayConfig`` (ports, addresses, journal)."""
     from msgspec.structs import replace
 
@@ -273,6 +276,8 @@ def apply_overrides(cfg: Any, *, port: int | None = None, admin_port: int | None
         cfg = replace(cfg, gateway=replace(cfg.gateway, id=gateway_id))
     if seat:
         cfg = replace(cfg, exchange=replace(cfg.exchange, user=seat))
+    if fix_port is not None:
+        cfg = replace(cfg, fix=replace(cfg.fix, enabled=True, port=fix_port))
     return cfg
 
 

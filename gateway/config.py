@@ -113,6 +113,33 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # (the busiest by messages today); the rest are summed under account="other".
     max_accounts: int = 50
     loop_lag_interval_s: float = 0.25  # how often the event loop's lag is measured
+class FixSessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One FIX session: a SenderCompID/TargetCompID pair bound to a user (README, "FIX")."""
+
+    sender_comp_id: str  # the gateway's CompID on this session (the client's TargetCompID 56)
+    target_comp_id: str  # the client's CompID (its SenderCompID 49)
+    user: str  # [[users]].name: Username (553) must name it, Password (554) is its secret
+    kind: Literal["order_entry", "drop_copy"] = "order_entry"
+    # drop_copy: the accounts whose execution reports it receives ("*": every account);
+    # order_entry: empty (the user's accounts).
+    accounts: list[str] = []
+
+
+class FixConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The FIX 4.4 acceptor (``gateway.fix``): off unless enabled (or ``serve --fix-port``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9400
+    max_message: int = 65536  # bytes; a longer message ends its session (Logout)
+    max_heartbeat_s: int = 60  # the longest HeartBtInt (108) a client may ask for
+    # Garbled messages (bad BeginString, BodyLength or CheckSum) in a row, with no good one in
+    # between, before the session is logged out.
+    garbled_limit: int = 20
+    # Where the per-session message stores live; empty: beside the journal directory
+    # ("<journal.dir>.fix"); with no journal the stores are in memory only.
+    store_dir: str = ""
+    sessions: list[FixSessionConfig] = []
 
 
 class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -128,6 +155,7 @@ class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True
     journal: JournalConfig = JournalConfig()
     kafka: KafkaConfig = KafkaConfig()
     metrics: MetricsConfig = MetricsConfig()
+    fix: FixConfig = FixConfig()
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True):
@@ -142,6 +170,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True):
     journal: JournalConfig
     kafka: KafkaConfig
     metrics: MetricsConfig = MetricsConfig()
+    fix: FixConfig = FixConfig()
 
 
 def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayConfig:
@@ -217,6 +246,7 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
         raise ConfigError(source, "metrics.max_accounts", "expected 0 .. 10000 accounts")
     if not 0.01 <= m.loop_lag_interval_s <= 60:
         raise ConfigError(source, "metrics.loop_lag_interval_s", "expected 0.01 .. 60 seconds")
+    _check_fix(source, file.fix, users, accounts)
     # TLS: paths relative to this file, each context built once here so a bad file or key is
     # named now (file and field), not at the first connection.
     base = Path(path).parent
@@ -228,4 +258,44 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=exchange,
                          admin=admin, auth=file.auth, users=users,
                          operators=list(file.operators), journal=file.journal, kafka=file.kafka,
-                         metrics=m)
+                         metrics=m, fix=file.fix)
+
+
+def _check_fix(source: str, fix: FixConfig, users: dict[str, UserConfig],
+               accounts: set[str]) -> None:
+    """``[fix]``: each session names a known user, a CompID pair used once, and for a drop
+    copy known accounts (or "*")."""
+    if not 0 <= fix.port <= 65535:
+        raise ConfigError(source, "fix.port", "expected 0 .. 65535")
+    if not 256 <= fix.max_message <= 16 * 1024 * 1024:
+        raise ConfigError(source, "fix.max_message", "expected 256 .. 16777216 bytes")
+    if not 1 <= fix.max_heartbeat_s <= 3600:
+        raise ConfigError(source, "fix.max_heartbeat_s", "expected 1 .. 3600 seconds")
+    if not 1 <= fix.garbled_limit <= 100_000:
+        raise ConfigError(source, "fix.garbled_limit", "expected 1 .. 100000")
+    pairs: set[tuple[str, str]] = set()
+    for n, s in enumerate(fix.sessions):
+        where = f"fix.sessions[{n}]"
+        for name, value in (("sender_comp_id", s.sender_comp_id),
+                            ("target_comp_id", s.target_comp_id)):
+            if not value or len(value) > 64 or not value.isprintable() or "\x01" in value \
+                    or not value.isascii():
+                raise ConfigError(source, f"{where}.{name}",
+                                  "expected 1 to 64 printable ASCII characters")
+        if (s.sender_comp_id, s.target_comp_id) in pairs:
+            raise ConfigError(source, f"{where}.target_comp_id",
+                              f"the CompID pair {s.sender_comp_id}/{s.target_comp_id} is "
+                              "already a session")
+        pairs.add((s.sender_comp_id, s.target_comp_id))
+        if s.user not in users:
+            raise ConfigError(source, f"{where}.user", f"unknown user {s.user!r} (expected "
+                              f"one of [[users]]: {', '.join(sorted(users)) or 'none'})")
+        if s.kind == "order_entry" and s.accounts:
+            raise ConfigError(source, f"{where}.accounts", "an order-entry session trades its "
+                              "user's accounts; accounts are for drop_copy sessions")
+        if s.kind == "drop_copy" and not s.accounts:
+            raise ConfigError(source, f"{where}.accounts", "a drop-copy session needs the "
+                              'accounts whose reports it receives (or ["*"])')
+        for j, acc in enumerate(s.accounts):
+            if acc != "*" and acc not in accounts:
+                raise ConfigError(source, f"{where}.accounts[{j}]", f"unknown account {acc!r}")

@@ -66,6 +66,11 @@ class Gateway:
         self.lockout = self.logons.lockout
         self.metrics = GatewayMetrics(self)  # before the admin plane, which serves it
         self.admin = AdminApi(self)
+        self.fix: Any = None  # gateway.fix.acceptor.FixAcceptor when [fix].enabled
+        if cfg.fix.enabled:
+            from gateway.fix.acceptor import FixAcceptor
+
+            self.fix = FixAcceptor(self.router, self.logons)
         self.server: TlsServer | None = None
         self.port = 0
         self._ticker: asyncio.Task[None] | None = None
@@ -218,6 +223,8 @@ class Gateway:
                                           g.host, g.port, client_tls, what="client")
         self.port = self.server.sockets[0].getsockname()[1]
         await self.admin.start(self.cfg.admin.host, self.cfg.admin.port)
+        if self.fix is not None:
+            await self.fix.start()
         self.link.start()
         self.metrics.start()
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
@@ -257,6 +264,8 @@ class Gateway:
         cancel_all = self.cfg.gateway.cancel_all_on_shutdown if cancel_all is None else cancel_all
         if self.server is not None:
             self.server.close()
+        if self.fix is not None and self.fix.server is not None:
+            self.fix.server.close()
         if cancel_all and self.link.up:
             self.router.cancel_refs(self.engine.open_orders(KillScope.FIRM, ""), "shutdown")
             await asyncio.sleep(0)  # let the cancels leave in this turn's flush
@@ -266,6 +275,8 @@ class Gateway:
         for s in list(self.logons.pending):
             s.abort()
         self.logons.close()
+        if self.fix is not None:
+            await self.fix.stop()
         for task in (self._ticker, self._flusher, self._pruner):
             if task is not None:
                 task.cancel()
@@ -306,6 +317,7 @@ class Gateway:
                           "working_orders": r.owned(s.session_id)} for s in r.sessions.values()],
             # Connections not logged on, lockouts, users whose secret hash should be renewed.
             "logons": self.logons.status(time.time_ns()),
+            "fix": self.fix.status() if self.fix is not None else None,
             "kills": [{"scope": KillScope(scope).name.lower(), "key": self.scope_name(scope, key),
                        "mode": "close_only" if mode == 2 else "block"}
                       for scope, key, mode in self.engine.killed()],
@@ -362,6 +374,9 @@ async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None,
     await gw.start()
     print(f"fengkong gateway {cfg.gateway.id}: clients on {cfg.gateway.host}:{gw.port}, "
           f"admin on {cfg.admin.host}:{gw.admin.port}", flush=True)
+    if gw.fix is not None:
+        print(f"fengkong gateway {cfg.gateway.id}: FIX on {cfg.fix.host}:{gw.fix.port}",
+              flush=True)
 
     async def announce_link() -> None:
         await gw.link.wait_up(3600)

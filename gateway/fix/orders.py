@@ -1,0 +1,185 @@
+"""Order entry over FIX: the one home of the tag mapping between FIX 4.4 and the native messages.
+
+Theory of operation
+-------------------
+Inbound, ``new_order(msg)`` turns a NewOrderSingle (D) into the gateway's ``NewOrder`` and
+``cancel(msg)`` an OrderCancelRequest (F) into ``CancelOrder``. A tag whose *value* FIX
+enumerates (Side 54, OrdType 40, TimeInForce 59, PositionEffect 77, our offset and hedge tags)
+and that holds something else is a session-level problem — the caller answers Reject (35=3)
+with SessionRejectReason 5 naming the tag; a required tag missing is reason 1. Everything
+else (account, symbol, price, quantity) goes to the router as it came, so the risk engine
+refuses it with the same reason code a native client would get.
+
+Outbound, ``exec_report`` and ``cancel_reject`` build the body fields of ExecutionReport (8)
+and OrderCancelReject (9) from the router's ``ExecReport`` / ``CancelReject``. The reason code
+travels three ways: OrdRejReason 103 / CxlRejReason 102 (FIX's own small vocabularies), Text
+58 (``"<code> <sentence>"``) and the custom tag ``TAG_REASON`` (20001, the code alone).
+
+China futures fields FIX 4.4 lacks, as custom tags (README, "FIX"):
+
+- ``TAG_OFFSET`` 20002 (开平): ``0`` open, ``1`` close, ``3`` close today, ``4`` close
+  yesterday — CTP's CombOffsetFlag values. When present it wins over PositionEffect 77
+  (``O`` open, ``C`` close).
+- ``TAG_HEDGE`` 20003 (投机套保): ``1`` speculation (default), ``2`` arbitrage, ``3`` hedge —
+  CTP's CombHedgeFlag values.
+"""
+
+from __future__ import annotations
+
+from checks.enums import ExecType, Hedge, Offset, OrdStatus, OrdType, Side, Tif
+from checks.reasons import Reason
+from gateway.fix.codec import (
+    R_BAD_FORMAT,
+    R_BAD_VALUE,
+    R_REQUIRED_MISSING,
+    FixMessage,
+    format_float,
+)
+from gateway.protocol import CancelOrder, CancelReject, ExecReport, NewOrder
+
+TAG_REASON = 20001
+TAG_OFFSET = 20002
+TAG_HEDGE = 20003
+
+Problem = tuple[int, int, str]  # (SessionRejectReason 373, RefTagID 371, text)
+
+# Plain ints (the enums' values): the engine reads them on the hot path.
+_SIDE = {b"1": int(Side.BUY), b"2": int(Side.SELL)}
+_ORD_TYPE = {b"1": int(OrdType.MARKET), b"2": int(OrdType.LIMIT)}
+_TIF = {b"0": int(Tif.GFD), b"3": int(Tif.IOC), b"4": int(Tif.FOK)}
+_POSITION_EFFECT = {b"O": int(Offset.OPEN), b"C": int(Offset.CLOSE)}
+_OFFSET = {b"0": int(Offset.OPEN), b"1": int(Offset.CLOSE), b"3": int(Offset.CLOSE_TODAY),
+           b"4": int(Offset.CLOSE_YESTERDAY)}
+_HEDGE = {b"1": int(Hedge.SPEC), b"2": int(Hedge.ARB), b"3": int(Hedge.HEDGE)}
+
+EXEC_TYPE = {ExecType.PENDING_NEW: b"A", ExecType.NEW: b"0", ExecType.TRADE: b"F",
+             ExecType.CANCELED: b"4", ExecType.REJECTED: b"8", ExecType.STATUS: b"I"}
+ORD_STATUS = {OrdStatus.PENDING_NEW: b"A", OrdStatus.NEW: b"0", OrdStatus.PARTIALLY_FILLED: b"1",
+              OrdStatus.FILLED: b"2", OrdStatus.CANCELED: b"4", OrdStatus.REJECTED: b"8"}
+SIDE_OUT = {Side.BUY: b"1", Side.SELL: b"2"}
+# OrdRejReason (103) for the codes FIX has a word for; 99 (Other) for the rest.
+ORD_REJ_REASON = {Reason.UNKNOWN_INSTRUMENT: b"1", Reason.MARKET_CLOSED: b"2",
+                  Reason.QTY_ABOVE_MAX: b"3", Reason.NOTIONAL_ABOVE_MAX: b"3",
+                  Reason.DUPLICATE_CL_ORD_ID: b"6", Reason.UNKNOWN_ACCOUNT: b"15",
+                  Reason.ACCOUNT_NOT_PERMITTED: b"15", Reason.PRICE_NOT_ON_TICK: b"18",
+                  Reason.EXCHANGE_UNAVAILABLE: b"2"}
+
+
+def _enum(msg: FixMessage, tag: int, table: dict[bytes, int], default: int | None) -> int | Problem:
+    v = msg.fields.get(tag)
+    if v is None:
+        if default is None:
+            return (R_REQUIRED_MISSING, tag, f"required tag {tag} missing")
+        return default
+    got = table.get(v)
+    if got is None:
+        return (R_BAD_VALUE, tag, f"tag {tag} value {v[:20].decode('latin-1')!r} is not one "
+                f"of {', '.join(k.decode() for k in table)}")
+    return got
+
+
+def _number(msg: FixMessage, tag: int, default: float | None) -> float | Problem:
+    v = msg.fields.get(tag)
+    if v is None:
+        if default is None:
+            return (R_REQUIRED_MISSING, tag, f"required tag {tag} missing")
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        return (R_BAD_FORMAT, tag, f"tag {tag} value {v[:20].decode('latin-1')!r} is not a "
+                "number")
+
+
+def new_order(msg: FixMessage) -> NewOrder | Problem:
+    """NewOrderSingle (D) -> ``NewOrder``, or the problem the session rejects it for."""
+    f = msg.fields
+    clid = f.get(11)
+    if clid is None:
+        return (R_REQUIRED_MISSING, 11, "required tag 11 (ClOrdID) missing")
+    if f.get(55) is None:
+        return (R_REQUIRED_MISSING, 55, "required tag 55 (Symbol) missing")
+    side = _enum(msg, 54, _SIDE, None)
+    if type(side) is tuple:
+        return side
+    ord_type = _enum(msg, 40, _ORD_TYPE, None)
+    if type(ord_type) is tuple:
+        return ord_type
+    tif = _enum(msg, 59, _TIF, int(Tif.GFD))
+    if type(tif) is tuple:
+        return tif
+    if TAG_OFFSET in f:
+        offset = _enum(msg, TAG_OFFSET, _OFFSET, None)
+    else:
+        offset = _enum(msg, 77, _POSITION_EFFECT, int(Offset.OPEN))
+    if type(offset) is tuple:
+        return offset
+    hedge = _enum(msg, TAG_HEDGE, _HEDGE, int(Hedge.SPEC))
+    if type(hedge) is tuple:
+        return hedge
+    qty = _number(msg, 38, None)
+    if type(qty) is tuple:
+        return qty
+    price = _number(msg, 44, 0.0)
+    if type(price) is tuple:
+        return price
+    q: int | float = int(qty) if qty == int(qty) and abs(qty) < 1e15 else qty  # type: ignore[arg-type]
+    return NewOrder(clid.decode("utf-8", "replace"), msg.text(1), msg.text(55), side, offset,
+                    hedge, ord_type, tif, price, q)  # type: ignore[arg-type]
+
+
+def cancel(msg: FixMessage) -> CancelOrder | Problem:
+    """OrderCancelRequest (F) -> ``CancelOrder``."""
+    f = msg.fields
+    if f.get(11) is None:
+        return (R_REQUIRED_MISSING, 11, "required tag 11 (ClOrdID) missing")
+    if f.get(41) is None:
+        return (R_REQUIRED_MISSING, 41, "required tag 41 (OrigClOrdID) missing")
+    return CancelOrder(msg.text(11), msg.text(41), msg.text(1))
+
+
+def _s(text: str) -> bytes:
+    # A value may not contain SOH (it would end the field); nothing we send needs one.
+    return text.encode().replace(b"\x01", b" ")
+
+
+def exec_report(rep: ExecReport, exec_id: bytes, avg_px: float, now_ts: bytes,
+                extra: bytes = b"") -> bytes:
+    """ExecutionReport (8) body fields for a router ``ExecReport``."""
+    parts = [b"37=", _s(rep.order_id) or b"NONE", b"\x0111=", _s(rep.cl_ord_id),
+             b"\x0117=", exec_id, b"\x01150=", EXEC_TYPE.get(rep.exec_type, b"I"),
+             b"\x0139=", ORD_STATUS.get(rep.status, b"8"),
+             b"\x011=", _s(rep.account), b"\x0155=", _s(rep.symbol)]
+    if rep.side in SIDE_OUT:
+        parts += (b"\x0154=", SIDE_OUT[rep.side])  # type: ignore[index]
+    if rep.qty:
+        parts += (b"\x0138=", b"%d" % rep.qty)
+    if rep.price:
+        parts += (b"\x0144=", format_float(rep.price))
+    parts += (b"\x01151=", b"%d" % rep.leaves_qty, b"\x0114=", b"%d" % rep.cum_qty,
+              b"\x016=", format_float(avg_px))
+    if rep.exec_type == ExecType.TRADE:
+        parts += (b"\x0132=", b"%d" % rep.last_qty, b"\x0131=", format_float(rep.last_px))
+    if rep.reason:
+        reason = ORD_REJ_REASON.get(rep.reason, b"99")  # type: ignore[call-overload]
+        if rep.exec_type == ExecType.REJECTED:
+            parts += (b"\x01103=", reason)
+        parts += (b"\x0158=", b"%d " % rep.reason, _s(rep.text), b"\x01%d=%d" % (TAG_REASON,
+                                                                                  rep.reason))
+    elif rep.text:
+        parts += (b"\x0158=", _s(rep.text))
+    parts += (b"\x0160=", now_ts, b"\x01")
+    return b"".join(parts) + extra
+
+
+def cancel_reject(rej: CancelReject, ord_status: bytes, order_id: str, account: str) -> bytes:
+    """OrderCancelReject (9) body fields for a router ``CancelReject``."""
+    why = b"1" if rej.reason == Reason.UNKNOWN_ORDER else \
+        b"0" if rej.reason == Reason.ORDER_FINISHED else b"99"
+    out = (b"37=" + (_s(order_id) or b"NONE") + b"\x0111=" + _s(rej.cl_ord_id) +
+           b"\x0141=" + _s(rej.orig_cl_ord_id) + b"\x0139=" + ord_status +
+           b"\x01434=1\x01102=" + why + b"\x0158=%d " % rej.reason + _s(rej.text) +
+           b"\x01%d=%d\x01" % (TAG_REASON, rej.reason))
+    if account:
+        out += b"1=" + _s(account) + b"\x01"
+    return out

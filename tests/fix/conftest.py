@@ -1,0 +1,76 @@
+"""Fixtures for the FIX front: the sample gateway config with FIX sessions, and a gateway
+(real process, journal on) with its FIX port open in front of a real exchange simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, Proc, start_gateway
+
+# The backoffice user may not trade (no accounts): it only takes the drop copy.
+# Secret "backoffice-secret" (scrypt N = 2**14 like the other demo users).
+BACKOFFICE_HASH = ("scrypt$16384$8$1$66656e676b6f6e672d64656d6f2d3034$"
+                   "579bc254202a94857ca78fa7ef174158d337f43704da11ea3775b4914c1a9988")
+FIX_SECTION = f"""
+[[users]]
+name = "backoffice1"
+secret_hash = "{BACKOFFICE_HASH}"
+accounts = []
+automated = false
+
+[fix]
+enabled = true
+port = 0
+garbled_limit = 20
+
+[[fix.sessions]]
+sender_comp_id = "FENGKONG"
+target_comp_id = "ALGO1"
+user = "algo1"
+
+[[fix.sessions]]
+sender_comp_id = "FENGKONG"
+target_comp_id = "MANUAL1"
+user = "manual1"
+
+[[fix.sessions]]
+sender_comp_id = "FENGKONG"
+target_comp_id = "BACKOFFICE"
+user = "backoffice1"
+kind = "drop_copy"
+accounts = ["*"]
+"""
+
+
+def fix_config(directory: Path, extra: str = "", keep_orders: bool = False) -> Path:
+    """examples/gateway.toml plus FIX sessions (and ``extra`` TOML), written to ``directory``;
+    ``keep_orders``: algo1's orders outlive its connections (no cancel-on-disconnect)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = (EXAMPLES / "gateway.toml").read_text()
+    if keep_orders:
+        text = text.replace('automated = true\n', 'automated = true\ncancel_on_disconnect = false\n', 1)
+    text = text.replace('risk_config = "risk.toml"',
+                        f'risk_config = "{(EXAMPLES / "risk.toml").as_posix()}"')
+    path = directory / "gateway.toml"
+    path.write_text(text + FIX_SECTION + extra)
+    return path
+
+
+def start_fix_gateway(exchange_port: int, directory: Path, *extra: str,
+                      config_extra: str = "", keep_orders: bool = False) -> tuple[Proc, int]:
+    cfg = fix_config(directory, config_extra, keep_orders)
+    gw = start_gateway(exchange_port, "--journal", str(directory / "journal"), *extra,
+                       config=cfg)
+    port = int(gw.wait_for(r"FIX on [\d.]+:(\d+)").group(1))
+    gw.wait_for("exchange link up")
+    return gw, port
+
+
+@pytest.fixture
+def fix_gateway(exchange_proc, tmp_path):
+    gw, port = start_fix_gateway(int(exchange_proc.match.group(1)), tmp_path)
+    gw.fix_port = port  # type: ignore[attr-defined]
+    yield gw
+    gw.stop()
