@@ -723,14 +723,12 @@ class FixConnection(asyncio.Protocol):
         if self.closed or self.state != State.ACTIVE:
             return
         hb = self.hb_ns
+        if now - self.last_out >= hb:
+            self.session.emit(b"0", b"")  # type: ignore[union-attr]
         if self.test_sent:
             if now - self.test_sent >= hb:
                 self.dropped_reason = "no answer to TestRequest"
                 self.logout("no answer to TestRequest", wait=False)
-                return
         elif now - self.last_in >= hb + hb // 5:
             self.test_sent = now
             self.session.emit(b"1", b"112=TEST-%d\x01" % (now // 1_000_000))  # type: ignore[union-attr]
-            return
-        if now - self.last_out >= hb:
-            self.session.emit(b"0", b"")  # type: ignore[union-attr]

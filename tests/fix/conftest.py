@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, Proc, start_gateway
+from tests.conftest import EXAMPLES, Proc, start_exchange, start_gateway
 
 # The backoffice user may not trade (no accounts): it only takes the drop copy.
 # Secret "backoffice-secret" (scrypt N = 2**14 like the other demo users).
@@ -74,3 +74,21 @@ def fix_gateway(exchange_proc, tmp_path):
     gw.fix_port = port  # type: ignore[attr-defined]
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_fix_gateway(tmp_path_factory):
+    """One exchange and gateway for a module's tests that do not depend on sequence numbers
+    carried between initiators (their initiators log on with ResetSeqNumFlag): starting the
+    pair costs seconds on a loaded machine."""
+    exchange = start_exchange()
+    try:
+        gw, port = start_fix_gateway(int(exchange.match.group(1)),
+                                     tmp_path_factory.mktemp("fixgw"))
+    except BaseException:
+        exchange.stop()
+        raise
+    gw.fix_port = port  # type: ignore[attr-defined]
+    yield gw
+    gw.stop()
+    exchange.stop()

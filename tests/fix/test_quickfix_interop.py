@@ -23,8 +23,9 @@ def cancel_fields(clid: str, orig: str, account: str = "A001") -> list[tuple[int
     return [(11, clid), (41, orig), (1, account), (55, "rb2605"), (54, "1"), (60, NOW)]
 
 
-def test_logon_order_to_a_fill_and_cancel(fix_gateway, tmp_path):
-    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port).start()
+def test_logon_order_to_a_fill_and_cancel(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
+    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port, reset=True).start()
     try:
         qf.order("B1", account="A001", side="1", price=3200.0, qty=2)
         ack = qf.report("B1", "0")
@@ -80,8 +81,9 @@ REJECTIONS = [
 ]
 
 
-def test_every_class_of_reject_arrives_with_its_reason(fix_gateway, tmp_path):
-    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port).start()
+def test_every_class_of_reject_arrives_with_its_reason(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
+    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port, reset=True).start()
     try:
         for n, (kw, reason) in enumerate(REJECTIONS):
             qf.order(f"X{n}", **kw)
@@ -107,9 +109,10 @@ def test_every_class_of_reject_arrives_with_its_reason(fix_gateway, tmp_path):
         qf.stop()
 
 
-def test_wrong_password_is_refused_and_locks_out(fix_gateway, tmp_path):
+def test_wrong_password_is_refused_and_locks_out(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
     port = fix_gateway.fix_port
-    bad = Initiator(tmp_path / "bad", port, password="wrong").start(wait_logon=False)
+    bad = Initiator(tmp_path / "bad", port, password="wrong", reset=True).start(wait_logon=False)
     try:
         out = bad.next_admin("5")
         assert out[58].startswith(f"{int(Reason.AUTH_FAILED)} ")
@@ -119,22 +122,25 @@ def test_wrong_password_is_refused_and_locks_out(fix_gateway, tmp_path):
         raw = RawFix(port, sender="ALGO1")
         raw.logon("algo1", "wrong-again")
         raw.wait_closed()
-    good = Initiator(tmp_path / "good", port).start(wait_logon=False)
+    good = Initiator(tmp_path / "good", port, reset=True).start(wait_logon=False)
     try:
         out = good.next_admin("5")
         assert out[58].startswith(f"{int(Reason.LOCKED_OUT)} "), out
         assert not good.app.logged_on.is_set()
     finally:
         good.stop()
+        assert admin(fix_gateway, "POST", "/v1/users/algo1/unlock", {"reason": "test"})[0] == 200
     # Another user is not affected.
     raw = RawFix(port)
     assert raw.logon().msg_type == b"A"
     raw.close()
 
 
-def test_sequence_gaps_are_answered_by_resend_both_ways(fix_gateway, tmp_path):
+def test_sequence_gaps_are_answered_by_resend_both_ways(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
     port = fix_gateway.fix_port
-    qf = Initiator(tmp_path / "qf", port).start()
+    _, before = admin(fix_gateway, "GET", "/v1/status", token="demo-viewer-token")
+    qf = Initiator(tmp_path / "qf", port, reset=True).start()
     qf.order("G1", price=3190.0)
     qf.report("G1", "0")
     qf.order("G2", price=3191.0)
@@ -156,7 +162,8 @@ def test_sequence_gaps_are_answered_by_resend_both_ways(fix_gateway, tmp_path):
     finally:
         qf.stop()
     _, status = admin(fix_gateway, "GET", "/v1/status", token="demo-viewer-token")
-    assert status["stats"]["accepted"] == 3  # the resent reports made no new orders
+    # the resent reports made no new orders
+    assert status["stats"]["accepted"] - before["stats"]["accepted"] == 3
 
 
 def test_restart_resumes_sequence_numbers_and_possdup_resend_is_no_second_order(
@@ -203,8 +210,9 @@ def test_restart_resumes_sequence_numbers_and_possdup_resend_is_no_second_order(
         gw.stop()
 
 
-def test_kill_switch_stops_the_fix_sessions_account_and_cancels_its_orders(fix_gateway, tmp_path):
-    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port).start()
+def test_kill_switch_stops_the_fix_sessions_account_and_cancels_its_orders(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
+    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port, reset=True).start()
     try:
         for n in range(2):
             qf.order(f"K{n}", price=3190.0 + n)
@@ -223,13 +231,16 @@ def test_kill_switch_stops_the_fix_sessions_account_and_cancels_its_orders(fix_g
         assert qf.report("K10", "0")[39] == "0"
     finally:
         qf.stop()
+        admin(fix_gateway, "POST", "/v1/reset", {"scope": "account", "key": "A001",
+                                                 "reason": "test"})
 
 
-def test_drop_copy_receives_native_and_fix_flow_and_what_it_missed(fix_gateway, tmp_path):
+def test_drop_copy_receives_native_and_fix_flow_and_what_it_missed(shared_fix_gateway, tmp_path):
+    fix_gateway = shared_fix_gateway
     port = fix_gateway.fix_port
     dc = Initiator(tmp_path / "dc", port, sender="BACKOFFICE", username="backoffice1",
-                   password="backoffice-secret").start()
-    qf = Initiator(tmp_path / "qf", port).start()
+                   password="backoffice-secret", reset=True).start()
+    qf = Initiator(tmp_path / "qf", port, reset=True).start()
 
     async def native(clid: str) -> None:
         c = await Client.connect("127.0.0.1", int(fix_gateway.match.group(1)), "algo1",
