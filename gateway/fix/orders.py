@@ -57,12 +57,13 @@ EXEC_TYPE = {ExecType.PENDING_NEW: b"A", ExecType.NEW: b"0", ExecType.TRADE: b"F
 ORD_STATUS = {OrdStatus.PENDING_NEW: b"A", OrdStatus.NEW: b"0", OrdStatus.PARTIALLY_FILLED: b"1",
               OrdStatus.FILLED: b"2", OrdStatus.CANCELED: b"4", OrdStatus.REJECTED: b"8"}
 SIDE_OUT = {Side.BUY: b"1", Side.SELL: b"2"}
-# OrdRejReason (103) for the codes FIX has a word for; 99 (Other) for the rest.
+# OrdRejReason (103) for the codes FIX 4.4 has a word for; 99 (Other) for the rest.
 ORD_REJ_REASON = {Reason.UNKNOWN_INSTRUMENT: b"1", Reason.MARKET_CLOSED: b"2",
-                  Reason.QTY_ABOVE_MAX: b"3", Reason.NOTIONAL_ABOVE_MAX: b"3",
-                  Reason.DUPLICATE_CL_ORD_ID: b"6", Reason.UNKNOWN_ACCOUNT: b"15",
-                  Reason.ACCOUNT_NOT_PERMITTED: b"15", Reason.PRICE_NOT_ON_TICK: b"18",
-                  Reason.EXCHANGE_UNAVAILABLE: b"2"}
+                  Reason.EXCHANGE_UNAVAILABLE: b"2", Reason.QTY_ABOVE_MAX: b"3",
+                  Reason.QTY_ABOVE_ACCOUNT_MAX: b"3", Reason.NOTIONAL_ABOVE_MAX: b"3",
+                  Reason.DUPLICATE_CL_ORD_ID: b"6", Reason.INVALID_QTY: b"13",
+                  Reason.QTY_BELOW_MIN: b"13", Reason.UNKNOWN_ACCOUNT: b"15",
+                  Reason.ACCOUNT_NOT_PERMITTED: b"15"}
 
 
 def _enum(msg: FixMessage, tag: int, table: dict[bytes, int], default: int | None) -> int | Problem:
