@@ -205,8 +205,10 @@ async def replay(actions: list[FlowAction], host: str, port: int, *,
                  default_secret: str = "", speed: float = 1.0, id_prefix: str = "",
                  sync_sessions: bool = False, drain_timeout: float = 5.0,
                  progress: bool = False, heartbeat_s: float = 5.0,
-                 cancel_on_disconnect: bool = True) -> ReplaySummary:
-    """Replay ``actions`` against ``host:port``; ``speed=0`` means as fast as possible."""
+                 cancel_on_disconnect: bool = True, fix: str | None = None) -> ReplaySummary:
+    """Replay ``actions`` against ``host:port``; ``speed=0`` means as fast as possible.
+    ``fix``: ``host:port`` is the gateway's FIX port and this its CompID (TargetCompID); each
+    session's SenderCompID is its user in upper case (``simulator.fix_client``)."""
     summary = ReplaySummary()
     r = _Replayer(summary, id_prefix, sync_sessions, drain_timeout)
     sessions: dict[str, set[str]] = {}
@@ -215,10 +217,11 @@ async def replay(actions: list[FlowAction], host: str, port: int, *,
         if act.account:
             accs.add(act.account)
     logins = dict(logins or {})
+    connect = connector(fix)
     try:
         for name, accs in sessions.items():
             login = logins.get(name) or Login(user_prefix + name, default_secret)
-            r.clients[name] = await Client.connect(
+            r.clients[name] = await connect(
                 host, port, login.user, login.secret, login.accounts or sorted(accs),
                 heartbeat_s, cancel_on_disconnect, report_queue=0,
                 on_report=lambda rep, n=name: r.on_report(n, rep))
@@ -292,6 +295,36 @@ def parse_login(text: str) -> tuple[str, Login]:
     return session, Login(parts[0], parts[1], accounts)
 
 
+def connector(fix: str | None, used: Counter[str] | None = None) -> Any:
+    """``Client.connect``, or over FIX (``fix``: the gateway's CompID) ``FixClient.connect``.
+
+    A FIX session is one CompID pair, so one user's connections in one run need a CompID each:
+    the first is the user in upper case (``ALGO1``), the next ``ALGO1-2``, ``ALGO1-3``... (the
+    gateway's ``[[fix.sessions]]`` must list them). ``used`` counts them across calls."""
+    if fix is None:
+        return Client.connect
+    from simulator.fix_client import FixClient
+
+    counts = used if used is not None else Counter()
+
+    async def connect(host: str, port: int, user: str, *args: Any, **kw: Any) -> Any:
+        counts[user] += 1
+        n = counts[user]
+        sender = user.upper() if n == 1 else f"{user.upper()}-{n}"
+        return await FixClient.connect(host, port, user, *args, sender_comp_id=sender,
+                                       target_comp_id=fix, **kw)
+
+    return connect
+
+
+def add_fix_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fix", nargs="?", const="FENGKONG", default=None, metavar="COMPID",
+                   help="drive the gateway through its FIX 4.4 port (--port is the FIX port); "
+                        "COMPID is the gateway's (default FENGKONG), each session's own is "
+                        "its user in upper case (ALGO1, then ALGO1-2 ... for more sessions of "
+                        "one user)")
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="fengkong sim replay",
                                           description="Replay recorded order flow.")
@@ -312,6 +345,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="seconds to wait for outstanding answers after the last action")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stdout is a terminal)")
+    add_fix_option(p)
     return p
 
 
@@ -341,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
         summary = uvloop.run(replay(
             actions, args.host, args.port, logins=dict(args.login), user_prefix=args.user_prefix,
             default_secret=args.secret, speed=speed, id_prefix=prefix,
-            sync_sessions=args.sync_sessions, drain_timeout=args.drain_timeout, progress=progress))
+            sync_sessions=args.sync_sessions, drain_timeout=args.drain_timeout, progress=progress,
+            fix=args.fix))
     except (OSError, ClientError, TimeoutError) as err:
         print(f"error: cannot replay against {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1

@@ -46,7 +46,7 @@ from checks.enums import OrdStatus
 from checks.model import Instrument, RiskConfig
 from gateway.protocol import Alert, CancelReject, ExecReport
 from simulator.client import Client, OrderHandle
-from simulator.replay import Login, parse_login, reason_name
+from simulator.replay import Login, add_fix_option, connector, parse_login, reason_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "risk.toml"
 TARGETS = ("exchange", "gateway")
@@ -113,13 +113,15 @@ class ScenarioContext:
 
     def __init__(self, host: str, port: int, target: str, seed: int, config: RiskConfig,
                  logins: Mapping[str, Login], user_prefix: str, secret: str,
-                 timeout: float) -> None:
+                 timeout: float, fix: str | None = None) -> None:
         self.host, self.port, self.target, self.seed = host, port, target, seed
         self.rng = random.Random(seed)
         self.config = config
         self.logins = logins
         self.user_prefix, self.secret = user_prefix, secret
         self.timeout = timeout
+        self.fix = fix  # over the gateway's FIX port, with this as its CompID
+        self._connect = connector(fix)
         self.run_id = f"s{seed}{secrets.token_hex(2)}"
         self.checks: list[Check] = []
         self.clients: list[Client] = []
@@ -144,7 +146,7 @@ class ScenarioContext:
                       cancel_on_disconnect: bool = True) -> Client:
         login = self.logins.get(role) or Login(self.user_prefix + role, self.secret)
         log = self.reports.setdefault(role, [])
-        client = await Client.connect(
+        client = await self._connect(
             self.host, self.port, login.user, login.secret, login.accounts or accounts,
             heartbeat_s=5.0, cancel_on_disconnect=cancel_on_disconnect, timeout=self.timeout,
             report_queue=0, on_report=log.append, on_alert=self.alerts.append,
@@ -204,7 +206,8 @@ def describe(codes: Mapping[int, int]) -> str:
 async def run_scenario(name: str, host: str, port: int, target: str = "exchange", seed: int = 1,
                        *, config: RiskConfig | str | Path = DEFAULT_CONFIG,
                        logins: Mapping[str, Login] | None = None, user_prefix: str = "sim-",
-                       secret: str = "", timeout: float = 5.0) -> ScenarioResult:
+                       secret: str = "", timeout: float = 5.0,
+                       fix: str | None = None) -> ScenarioResult:
     """Run one scenario against ``host:port`` and return its checks (never raises for a failure)."""
     registry = _registry()
     if name not in registry:
@@ -212,7 +215,8 @@ async def run_scenario(name: str, host: str, port: int, target: str = "exchange"
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     cfg = config if isinstance(config, RiskConfig) else load_risk_config(config)
-    ctx = ScenarioContext(host, port, target, seed, cfg, logins or {}, user_prefix, secret, timeout)
+    ctx = ScenarioContext(host, port, target, seed, cfg, logins or {}, user_prefix, secret, timeout,
+                          fix)
     result = ScenarioResult(name, target, seed)
     started = time.perf_counter()
     try:
@@ -265,6 +269,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for any one answer")
     p.add_argument("--pause", type=float, default=1.1,
                    help="with 'all' against the gateway: seconds between scenarios (rate windows)")
+    add_fix_option(p)
     return p
 
 
@@ -278,7 +283,7 @@ async def _run_many(names: list[str], args: argparse.Namespace) -> list[Scenario
         results.append(await run_scenario(
             name, args.host, args.port, args.target, args.seed, config=args.config,
             logins=dict(args.login), user_prefix=args.user_prefix, secret=args.secret,
-            timeout=args.timeout))
+            timeout=args.timeout, fix=args.fix))
     return results
 
 

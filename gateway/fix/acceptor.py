@@ -97,7 +97,11 @@ class FixAcceptor:
             if s.accounts is None or rep.account in s.accounts:
                 s.exec_report(rep)
                 if s.conn is None:
-                    s.store.flush()
+                    try:
+                        s.store.flush()
+                    except OSError as err:  # kept in memory; written with the next flush
+                        log.error("FIX drop-copy store write failed", fix=s.name,
+                                  error=str(err))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

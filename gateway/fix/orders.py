@@ -184,3 +184,74 @@ def cancel_reject(rej: CancelReject, ord_status: bytes, order_id: str, account: 
     if account:
         out += b"1=" + _s(account) + b"\x01"
     return out
+
+
+# ---------------------------------------------------------------------- the client's side
+# The same mapping read the other way, for a FIX initiator of our own (``simulator.fix_client``):
+# native messages out as FIX, FIX reports in as native ones.
+SIDE_FIX = {v: k for k, v in _SIDE.items()}
+ORD_TYPE_FIX = {v: k for k, v in _ORD_TYPE.items()}
+TIF_FIX = {v: k for k, v in _TIF.items()}
+OFFSET_FIX = {v: k for k, v in _OFFSET.items()}
+HEDGE_FIX = {v: k for k, v in _HEDGE.items()}
+_EXEC_TYPE_IN = {v: int(k) for k, v in EXEC_TYPE.items()}
+_ORD_STATUS_IN = {v: int(k) for k, v in ORD_STATUS.items()}
+
+
+def _code(v: int, table: dict[int, bytes]) -> bytes:
+    # A value outside the enumeration goes as its number: the acceptor answers Reject (373=5).
+    return table.get(v) or b"%d" % v
+
+
+def new_order_fields(o: NewOrder, transact_time: bytes) -> bytes:
+    """NewOrderSingle (D) body fields for a native ``NewOrder``."""
+    price = o.price if isinstance(o.price, float) else 0.0
+    out = [(11, _s(o.cl_ord_id)), (1, _s(o.account)), (55, _s(o.symbol)),
+           (54, _code(o.side, SIDE_FIX)), (38, format_float(float(o.qty))),
+           (40, _code(o.ord_type, ORD_TYPE_FIX)), (59, _code(o.tif, TIF_FIX)),
+           (TAG_OFFSET, _code(o.offset, OFFSET_FIX)), (TAG_HEDGE, _code(o.hedge, HEDGE_FIX)),
+           (60, transact_time)]
+    if o.ord_type != OrdType.MARKET:
+        out.append((44, format_float(price) if price == price else b"NaN"))
+    return b"".join(b"%d=%s\x01" % (t, v) for t, v in out)
+
+
+def _int(msg: FixMessage, tag: int) -> int:
+    v = msg.fields.get(tag)
+    try:
+        return int(float(v)) if v is not None else 0
+    except ValueError:
+        return 0
+
+
+def _float(msg: FixMessage, tag: int) -> float:
+    v = msg.fields.get(tag)
+    try:
+        return float(v) if v is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+def _reason_text(msg: FixMessage) -> tuple[int, str]:
+    """(reason code, sentence): the code from tag 20001, the sentence from Text without it."""
+    reason = _int(msg, TAG_REASON)
+    text = msg.text(58)
+    if reason and text.startswith(f"{reason} "):
+        text = text[len(str(reason)) + 1:]
+    return reason, text
+
+
+def parse_exec_report(msg: FixMessage) -> ExecReport:
+    """ExecutionReport (8) -> native ``ExecReport`` (ExecID as the execution id)."""
+    reason, text = _reason_text(msg)
+    side = {b"1": int(Side.BUY), b"2": int(Side.SELL)}.get(msg.fields.get(54, b""), 0)
+    return ExecReport(msg.text(11), "" if msg.fields.get(37) == b"NONE" else msg.text(37),
+                      msg.text(1), msg.text(55), _ORD_STATUS_IN.get(msg.fields.get(39, b""), 0),
+                      _EXEC_TYPE_IN.get(msg.fields.get(150, b""), 0), reason, text,
+                      _int(msg, 32), _float(msg, 31), _int(msg, 14), _int(msg, 151), 0, side,
+                      _float(msg, 44), _int(msg, 38), False, msg.text(17))
+
+
+def parse_cancel_reject(msg: FixMessage) -> CancelReject:
+    reason, text = _reason_text(msg)
+    return CancelReject(msg.text(11), msg.text(41), reason, text)

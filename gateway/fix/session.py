@@ -305,7 +305,16 @@ class FixConnection(asyncio.Protocol):
         if self.router.before_write is not None:
             self.router.before_write()
         if self.session is not None:
-            self.session.store.flush()
+            try:
+                self.session.store.flush()
+            except OSError as err:
+                # The numbers could not be kept: sending would let a restart reuse them. Fail
+                # closed; the client reconnects and resends, nothing it was told is lost.
+                log.critical("FIX store write failed; connection dropped", fix=self.session.name,
+                             error=str(err))
+                self.dropped_reason = f"store write failed: {err.strerror}"
+                self.abort()
+                return
         self.transport.write(bytes(self._out))
         self._out.clear()
         if self.transport.get_write_buffer_size() > self.router.cfg.gateway.max_client_buffer:

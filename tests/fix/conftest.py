@@ -30,6 +30,16 @@ sender_comp_id = "FENGKONG"
 target_comp_id = "ALGO1"
 user = "algo1"
 
+[[fix.sessions]]                # a second session of algo1 (sim --fix: ALGO1-2, ALGO1-3 ...)
+sender_comp_id = "FENGKONG"
+target_comp_id = "ALGO1-2"
+user = "algo1"
+
+[[fix.sessions]]
+sender_comp_id = "FENGKONG"
+target_comp_id = "ALGO1-3"
+user = "algo1"
+
 [[fix.sessions]]
 sender_comp_id = "FENGKONG"
 target_comp_id = "MANUAL1"
