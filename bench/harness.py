@@ -16,7 +16,10 @@ Everything runs as real processes on loopback, each pinned to a core (``bench.pr
 
 Phases, in order: (1) *compare*: the same load through the three paths, at a fixed rate
 (open loop, default 10,000 orders/s) and at max throughput (closed loop, a window of orders in
-flight), ``--repeat`` times interleaved, medians reported; (2) *kill*: rest N orders in one
+flight), ``--repeat`` times interleaved, medians reported; with ``--tls`` a fourth path,
+*gateway-tls*, is the same gateway with TLS on its client port and on its exchange link (the
+simulator serving TLS for it, certificates made at the start with trustme), so TLS on and off
+are compared in the same run, interleaved; (2) *kill*: rest N orders in one
 account, kill it through the admin plane, time the cancels and the next order's reject;
 (3) *ramp*: raise the rate from ``--peak`` by ``--ramp-factor`` until p99 passes
 ``--p99-limit-ms`` or anything fails (reject, lost order, lag), then bisect; the last rate that
@@ -185,14 +188,18 @@ class Bench:
         self.serial = 0
         self.journal_bytes: list[int] = []
         self.noisy: list[str] = []
+        self.tls = _tls_files(self.work / "tls", args.gateway_config) if args.tls else None
 
     def _name(self, kind: str) -> str:
         self.serial += 1
         return f"{self.serial:03d}-{kind}"
 
     # ---------------------------------------------------------------------- processes
-    def start_sim(self, placement: Placement, fill: bool) -> tuple[Proc, int]:
+    def start_sim(self, placement: Placement, fill: bool, tls: bool = False) -> tuple[Proc, int]:
         extra = ["--ack-only"] + (["--fill"] if fill else [])
+        if tls:
+            assert self.tls is not None
+            extra += ["--tls-cert", str(self.tls.sim_cert), "--tls-key", str(self.tls.sim_key)]
         sim = self.procs.start(self._name("sim"), ["simulator", "exchange", "--config",
                                                    str(self.args.risk_config), "--port", "0",
                                                    "--md-interval", "1", *extra],
@@ -209,9 +216,10 @@ class Bench:
         return fwd, int(fwd.match.group(1))
 
     def start_gateway(self, placement: Placement, sim_port: int, journal: bool,
-                      prefix: list[str] | None = None) -> tuple[Proc, int, int]:
+                      prefix: list[str] | None = None,
+                      config: Path | None = None) -> tuple[Proc, int, int]:
         name = self._name("gateway")
-        args = ["gateway", "serve", "--config", str(self.args.gateway_config), "--port", "0",
+        args = ["gateway", "serve", "--config", str(config or self.args.gateway_config), "--port", "0",
                 "--admin-port", "0", "--exchange", f"127.0.0.1:{sim_port}",
                 "--engine", self.args.engine, "--log-json"]
         if journal:
@@ -285,21 +293,34 @@ class Bench:
         """One measurement of one path: start its middle process, load it, stop it."""
         sessions = self.args.sessions
         middle: Proc | None = None
+        tls_sim: Proc | None = None
+        tls_ca = ""
         if path == "direct":
             port, seats = sim_port, True
         elif path == "forwarder":
             middle, port = self.start_forwarder(placement, sim_port)
             seats = self.args.forwarder_mode == "pipe"
+        elif path == "gateway-tls":
+            # Its own simulator, serving TLS (the shared one serves the plaintext paths).
+            assert self.tls is not None
+            tls_sim, tls_port = self.start_sim(placement, fill=True, tls=True)
+            sim = tls_sim
+            middle, port, _ = self.start_gateway(placement, tls_port, journal,
+                                                 config=self.tls.gateway_config)
+            seats, tls_ca = False, str(self.tls.ca)
         else:
             middle, port, _ = self.start_gateway(placement, sim_port, journal)
             seats = False
         try:
             others = {"sim": sim} | ({"proxy": middle} if middle is not None else {})
-            result, window = self.run_loadgen(self.spec(path, port, seats, rate, duration,
-                                                        sessions), placement, others)
+            spec = self.spec(path, port, seats, rate, duration, sessions)
+            spec.tls_ca = tls_ca
+            result, window = self.run_loadgen(spec, placement, others)
         finally:
             if middle is not None:
                 self.stop(middle)
+            if tls_sim is not None:
+                self.stop(tls_sim)
         return PathRun(path, result, window.cpu_pct(result.loadgen_cpu_pct), window.cores,
                        window.disk)
 
@@ -311,12 +332,15 @@ class Bench:
         # "gateway" is the first journal mode asked for; with both, journal-off is an extra row.
         paths += [("gateway" if k == 0 else "gateway-nojournal", j)
                   for k, j in enumerate(journal_modes)]
+        if self.tls is not None:
+            paths.append(("gateway-tls", journal_modes[0]))
         runs: dict[str, dict[str, list[PathRun]]] = {"fixed": {}, "max": {}}
         try:
             for r in range(repeat):
                 for mode, target in (("fixed", rate), ("max", 0.0)):
                     for path, journal in paths:
-                        kind = "gateway" if path.startswith("gateway") else path
+                        kind = path if path == "gateway-tls" else \
+                            "gateway" if path.startswith("gateway") else path
                         _say(f"compare [{placement.name}] {mode} {path} (round {r + 1}/{repeat})")
                         run = self.measure(kind, placement, sim, sim_port, target, duration,
                                            journal)
@@ -499,6 +523,64 @@ def ratios(summary: dict[str, dict[str, Any]], gateway: str = "gateway") -> dict
     return out
 
 
+def tls_cost(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """TLS on vs off, same run and load: the gateway's CPU per order and its added latency
+    (over direct) with TLS on its client port and exchange link, against the plain gateway."""
+    d, plain, tls = summary["direct"], summary["gateway"], summary["gateway-tls"]
+    pc, tc = cpu_per_order_us(plain), cpu_per_order_us(tls)
+    out: dict[str, Any] = {
+        "plain_cpu_us_per_order": pc, "tls_cpu_us_per_order": tc,
+        "tls_cpu_us_extra": round(tc - pc, 1) if pc is not None and tc is not None else None,
+        "tls_cpu_ratio": _div(tc, pc) if pc and tc else None,
+        "throughput_ratio": _div(tls["throughput"], plain["throughput"])}
+    for q in ("p50", "p99"):
+        pa = plain["latency_us"][q] - d["latency_us"][q]
+        ta = tls["latency_us"][q] - d["latency_us"][q]
+        out[f"plain_added_{q}_us"] = pa
+        out[f"tls_added_{q}_us"] = ta
+        out[f"tls_extra_{q}_us"] = ta - pa
+    return out
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    sim_cert: Path
+    sim_key: Path
+    gateway_config: Path
+
+
+def _tls_files(directory: Path, gateway_config: Path) -> TlsFiles:
+    """Certificates for ``--tls`` (a throwaway CA; trustme, from the test extra) and the bench
+    gateway config with TLS on its client port and exchange link."""
+    try:
+        import trustme
+    except ModuleNotFoundError:
+        raise ProcError("--tls makes its certificates with trustme (the test extra): "
+                        "pip install -r requirements/test.lock") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="fengkong bench")
+    files = {}
+    for name in ("gateway", "sim"):
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        files[name] = (directory / f"{name}.pem", directory / f"{name}.key")
+        files[name][0].write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+        files[name][1].write_bytes(cert.private_key_pem.bytes())
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca.cert_pem.bytes())
+    # The bench config as it is, its risk file made absolute, the TLS tables appended.
+    text = gateway_config.read_text()
+    risk = msgspec.toml.decode(text.encode()).get("risk_config", "")
+    if risk:
+        text = text.replace(f'risk_config = "{risk}"',
+                            f'risk_config = "{(gateway_config.parent / risk).resolve()}"')
+    cert, key = files["gateway"]
+    config = directory / "gateway-tls.toml"
+    config.write_text(text + f'\n[gateway.tls]\ncert = "{cert}"\nkey = "{key}"\n'
+                             f'\n[exchange.tls]\nca = "{ca_path}"\n')
+    return TlsFiles(ca_path, files["sim"][0], files["sim"][1], config)
+
+
 def cpu_per_order_us(s: dict[str, Any]) -> float | None:
     pct = s["cpu_pct"].get("proxy", 0.0)
     return round(pct / 100 * 1e6 / s["throughput"], 1) if pct and s["throughput"] else None
@@ -554,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo a measurement when processes not ours used more than this "
                         "(%% of one core) during its window")
     g.add_argument("--retries", type=int, default=2, help="... at most this many times")
+    g.add_argument("--tls", action="store_true",
+                   help="also measure the gateway with TLS on its client port and exchange "
+                        "link (path gateway-tls), against the plain gateway in the same run")
     g.add_argument("--journal", choices=("on", "off", "both"), default="on",
                    help="gateway journal (a fresh directory per gateway); both adds a row")
     g = p.add_argument_group("kill switch")
@@ -621,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
                     if len(journal_modes) > 1:
                         trial["ratios_nojournal"] = {mode: ratios(summary[mode], "gateway-nojournal")
                                                      for mode in summary}
+                    if args.tls:
+                        trial["tls"] = {mode: tls_cost(summary[mode]) for mode in summary}
                     trials.append(trial)
                 # Best placement: the one where the gateway sustains the most.
                 best_trial = max(trials, key=lambda t: t["summary"]["max"]["gateway"]["throughput"]

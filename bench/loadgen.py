@@ -58,6 +58,7 @@ import json
 import operator
 import signal
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -168,6 +169,7 @@ class LoadSpec(msgspec.Struct, kw_only=True):
     kill_rate: float = 3_000.0
     admin_port: int = 0
     token: str = ""
+    tls_ca: str = ""  # connect over TLS, trusting this CA (the harness's gateway-tls path)
 
 
 class LoadResult(msgspec.Struct, kw_only=True):
@@ -379,9 +381,11 @@ class Generator:
     async def connect(self, accounts_per_session: list[list[str]], user: str, secret: str) -> None:
         loop = asyncio.get_running_loop()
         spec = self.spec
+        tls = ssl.create_default_context(cafile=spec.tls_ca) if spec.tls_ca else None
         for k, accounts in enumerate(accounts_per_session):
             _, s = await loop.create_connection(
-                lambda k=k, accounts=accounts: Session(self, k, accounts), spec.host, spec.port)
+                lambda k=k, accounts=accounts: Session(self, k, accounts), spec.host, spec.port,
+                ssl=tls, server_hostname=spec.host if tls is not None else None)
             self.sessions.append(s)
             name = f"{user}{k + 1}" if spec.seat_per_session else user
             s.logon(name, secret)

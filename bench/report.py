@@ -290,6 +290,8 @@ def _compare_md(data: dict[str, Any], compare: dict[str, Any]) -> list[str]:
             for label, key in ((primary, "ratios"), ("gateway, journal off", "ratios_nojournal")):
                 if key in trial:
                     out += _ratio_lines(trial[key][mode], mode, label)
+            if "tls" in trial:
+                out += _tls_lines(trial["tls"][mode])
             errs = [f"{p}: {s['rejected']} rejected, {s['lost']} lost {s['errors'][:1]}"
                     for p, s in trial["summary"][mode].items() if s["rejected"] or s["lost"] or s["errors"]]
             if errs:
@@ -311,6 +313,19 @@ def _ratio_lines(r: dict[str, Any], mode: str, label: str) -> list[str]:
             f"- added latency {q}: {_f(r[f'gateway_added_{q}_us'])} µs vs the forwarder's "
             f"{_f(r[f'forwarder_added_{q}_us'])} µs -> ratio **{_f(r[f'added_{q}_ratio'], '{:.2f}')}** "
             f"(target ≤ {TARGET_ADDED_RATIO}: {_verdict(r[f'added_{q}_ratio'], TARGET_ADDED_RATIO, False)})")
+    return out
+
+
+def _tls_lines(t: dict[str, Any]) -> list[str]:
+    """TLS on vs off (``--tls``): the gateway-tls path against the plain gateway."""
+    out = ["*TLS on the client port and the exchange link (gateway-tls) vs off (gateway):*",
+           f"- CPU per order in the gateway: {_f(t['tls_cpu_us_per_order'], '{:.1f}')} µs vs "
+           f"{_f(t['plain_cpu_us_per_order'], '{:.1f}')} µs -> **{_f(t['tls_cpu_us_extra'], '{:+.1f}')} µs** "
+           f"({_f(t['tls_cpu_ratio'], '{:.2f}')}×)",
+           f"- throughput with TLS / without: {_f(t['throughput_ratio'], '{:.2f}')}"]
+    for q in ("p50", "p99"):
+        out.append(f"- added latency {q}: {_f(t[f'tls_added_{q}_us'])} µs with TLS vs "
+                   f"{_f(t[f'plain_added_{q}_us'])} µs without -> **{t[f'tls_extra_{q}_us']:+,.0f} µs**")
     return out
 
 

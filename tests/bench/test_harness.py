@@ -35,7 +35,7 @@ def test_short_run_writes_a_complete_report(tmp_path: Path) -> None:
         "--rate", "300", "--duration", "0.8", "--warmup", "0.3", "--window", "32",
         "--kill-orders", "200", "--kill-rate", "2000",
         "--peak", "200", "--ramp-steps", "2", "--ramp-refine", "0", "--ramp-duration", "0.8",
-        "--ramp-sessions", "2", "--profile-duration", "1",
+        "--ramp-sessions", "2", "--profile-duration", "1", "--tls",
     ])
     runs = list(tmp_path.iterdir())
     assert len(runs) == 1, runs
@@ -46,7 +46,7 @@ def test_short_run_writes_a_complete_report(tmp_path: Path) -> None:
     trial = data["compare"]["trials"][0]
     for mode in ("fixed", "max"):
         summary = trial["summary"][mode]
-        assert set(summary) == {"direct", "forwarder", "gateway"}
+        assert set(summary) == {"direct", "forwarder", "gateway", "gateway-tls"}
         for path in summary.values():
             assert path["throughput"] > 0
             assert set(path["latency_us"]) >= {"p50", "p90", "p99", "p99.9", "max"}
@@ -56,6 +56,9 @@ def test_short_run_writes_a_complete_report(tmp_path: Path) -> None:
         for q in ("p50", "p99"):
             assert isinstance(r[f"gateway_added_{q}_us"], (int, float))
             assert f"added_{q}_ratio" in r  # None only when the forwarder adds nothing
+        tls = trial["tls"][mode]  # TLS on vs off, same run
+        assert isinstance(tls["tls_extra_p50_us"], (int, float))
+        assert tls["tls_cpu_us_per_order"] is None or tls["tls_cpu_us_per_order"] > 0
 
     kill = data["kill"]
     assert kill["orders"] == 200 and kill["cancels_sent"] == 200
@@ -71,7 +74,8 @@ def test_short_run_writes_a_complete_report(tmp_path: Path) -> None:
 
     md = (run / "report.md").read_text()
     for heading in ("## Setup", "## Gateway vs bare forwarder vs direct", "## Kill switch",
-                    "## Capacity (stress test)", "## Profile of the gateway under max load"):
+                    "## Capacity (stress test)", "## Profile of the gateway under max load",
+                    "TLS on the client port and the exchange link"):
         assert heading in md
     assert (run / "latency.png").stat().st_size > 0
     assert not (run / "work").exists()  # scratch files and journals are cleaned up
