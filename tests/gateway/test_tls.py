@@ -235,3 +235,68 @@ def test_the_exchange_link_refuses_an_exchange_it_cannot_verify(pki, tls_exchang
         gw.wait_for(r"CERTIFICATE_VERIFY_FAILED.*exchange link connect failed", T)
     finally:
         gw.stop()
+
+
+# ---------------------------------------------------------------------- gateway.tls in-process
+class _Echo(asyncio.Protocol):
+    """An application protocol behind the acceptor: answers with the user it was given."""
+
+    peer_user: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(f"{self.peer_user}:".encode() + data)  # type: ignore[attr-defined]
+
+
+async def test_fingerprints_map_certificates_to_users_and_unknown_ones_are_refused(pki):
+    from gateway.tls import ServerTls, TlsServerConfig, check_server, create_server, fingerprint
+
+    alice = pki.ca.issue_cert("alice.clients.test", common_name="not-a-user-name")
+    der = ssl.PEM_cert_to_DER_cert(alice.cert_chain_pems[0].bytes().decode())
+    colons = ":".join(f"{b:02X}" for b in bytes.fromhex(fingerprint(der)))  # as openssl shows it
+    cfg = check_server(TlsServerConfig(
+        cert="gateway.pem", key="gateway.key", client_ca="ca.pem",
+        client_identity="fingerprint", fingerprints={colons: "alice"}),
+        "gw.toml", "gateway.tls", pki.dir, users={"alice"})
+    server = await create_server(_Echo, "127.0.0.1", 0, ServerTls(cfg, {"alice"}), what="test")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+        alice.configure_cert(ctx)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.readexactly(11), T) == b"alice:hello"
+        writer.close()
+        # Same CA, a fingerprint nobody listed: refused after the handshake, counted.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client("bob"))
+        writer.write(b"hello")
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), T)
+        writer.close()
+        assert server.handshake_failures == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("fields, where, problem", [
+    (dict(cert="gateway.pem"), "gateway.tls.key", "needs its private key"),
+    (dict(cert="gateway.pem", key="exchange.key"), "gateway.tls.cert", "does the key belong"),
+    (dict(cert="gateway.pem", key="gateway.key", fingerprints={"ab": "algo1"}),
+     "gateway.tls.client_ca", "mutual TLS"),
+    (dict(cert="gateway.pem", key="gateway.key", client_ca="ca.pem",
+          fingerprints={"ab": "algo1"}), "gateway.tls.fingerprints.ab", "64 hex digits"),
+    (dict(cert="gateway.pem", key="gateway.key", client_ca="ca.pem",
+          fingerprints={"ab" * 32: "nobody"}), "gateway.tls.fingerprints." + "ab" * 32,
+     "unknown user 'nobody'"),
+    (dict(key="gateway.key"), "gateway.tls.cert", "without a certificate"),
+])
+def test_tls_config_errors_name_the_field(pki, fields, where, problem):
+    from checks.config import ConfigError
+    from gateway.tls import TlsServerConfig, check_server
+
+    with pytest.raises(ConfigError) as err:
+        check_server(TlsServerConfig(**fields), "gw.toml", "gateway.tls", pki.dir, {"algo1"})
+    assert (err.value.source, err.value.path) == ("gw.toml", where)
+    assert problem in err.value.problem, err.value.problem
