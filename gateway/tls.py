@@ -130,6 +130,7 @@ def server_context(cfg: TlsServerConfig | None, source: str = "<config>",
         raise ConfigError(source, f"{where}.key", "a certificate needs its private key (key = ...)")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS[cfg.min_version]
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # a client may not make us redo handshakes (TLS 1.2)
     try:
         ctx.load_cert_chain(cfg.cert, cfg.key)
     except FileNotFoundError as err:
