@@ -226,7 +226,7 @@ class AdminApi:
         r.add_post("/v1/accounts/{id}/limits", self.set_limits)
         r.add_post("/v1/link/reconnect", self.link_reconnect)
         r.add_post("/v1/users/{name}/unlock", self.unlock_user)
-        gw.metrics.add_routes(self.app)  # /metrics, /healthz, /readyz: no token, read-only
+        gw.metrics.add_routes(self.app, self._operator)  # /metrics, /healthz, /readyz
         self.runner: web.AppRunner | None = None
         self.tls_server: TlsServer | None = None
         self.port = 0

@@ -113,6 +113,12 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     # (the busiest by messages today); the rest are summed under account="other".
     max_accounts: int = 50
     loop_lag_interval_s: float = 0.25  # how often the event loop's lag is measured
+    # /metrics names accounts and their funds: it wants an operator token (any role; Prometheus
+    # sends it with `authorization: {credentials_file: ...}`). false: open to anyone who can
+    # reach the admin port. /healthz and /readyz never need one.
+    require_token: bool = True
+
+
 class FixSessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """One FIX session: a SenderCompID/TargetCompID pair bound to a user (README, "FIX")."""
 

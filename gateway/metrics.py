@@ -35,7 +35,9 @@ Health: ``/healthz`` answers 200 while the process and its event loop run. ``/re
 200 when the gateway would accept a new order that passes the risk checks — the exchange link
 is up (which it only is after reconciliation), the journal is writable, no safe mode, nothing
 halts new orders — else 503 with each reason. Both are unauthenticated (a load balancer or a
-kubelet probes them) and read-only, and say nothing about accounts or users.
+kubelet probes them) and read-only, and say nothing about accounts or users. ``/metrics`` names
+accounts and their funds, so it wants an operator token unless ``[metrics] require_token`` is
+false (Prometheus sends one with ``authorization: {credentials_file: ...}``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import structlog
@@ -107,6 +109,8 @@ class GatewayMetrics:
         self.gw = gw
         self.max_accounts = gw.cfg.metrics.max_accounts
         self.loop_lag_interval_s = gw.cfg.metrics.loop_lag_interval_s
+        self.require_token = gw.cfg.metrics.require_token
+        self.authorize: Callable[[web.Request, str], str] | None = None
         self.ack_rtt = Histogram()
         self.journal_append = Histogram()
         self.journal_fsync = Histogram()
@@ -142,12 +146,18 @@ class GatewayMetrics:
                 self.loop_lag_max_ns = lag
 
     # -- HTTP
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application,
+                   authorize: Callable[[web.Request, str], str] | None = None) -> None:
+        """Serve the three routes; ``authorize(request, role)`` checks an operator's token
+        for ``/metrics`` when ``[metrics] require_token`` (the admin plane's own check)."""
+        self.authorize = authorize if self.require_token else None
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if self.authorize is not None:
+            self.authorize(request, "viewer")  # 401 / 403 as for any admin read
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -23,6 +23,7 @@ from tests.conftest import EXAMPLES, start_exchange, start_gateway
 from tests.gateway.link_proxy import LinkProxy
 
 T = 15.0  # generous timeouts for a loaded machine (never asserted on)
+VIEWER = "demo-viewer-token"
 
 
 def _get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
@@ -36,8 +37,8 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``, keyed by (name, sorted labels)."""
-    status, text = _get(port, "/metrics")
+    """Every sample of ``/metrics`` (a viewer's token), keyed by (name, sorted labels)."""
+    status, text = _get(port, "/metrics", VIEWER)
     assert status == 200
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
@@ -74,7 +75,7 @@ class Rig:
     async def link(self, state: str) -> None:
         """Until the link is ``state``: the admin plane answers when it changes (no polling)."""
         status, body = await asyncio.to_thread(
-            _get, self.admin, f"/v1/link?wait={state}&timeout_s={T - 5}", "demo-viewer-token")
+            _get, self.admin, f"/v1/link?wait={state}&timeout_s={T - 5}", VIEWER)
         assert status == 200 and json.loads(body)["exchange_link"] == state, body
 
     async def stop(self) -> None:
@@ -155,13 +156,15 @@ async def _readiness_follows_the_link(rig: Rig) -> None:
 
 def test_health_endpoints_need_no_token_and_accept_no_changes(gateway_proc):
     admin = int(gateway_proc.match.group(2))
+    # /metrics names accounts and funds: an operator's token ([metrics] require_token).
+    assert _get(admin, "/metrics")[0] == 401
+    assert _get(admin, "/metrics", VIEWER)[0] == 200
     for path in ("/healthz", "/readyz", "/metrics"):
-        assert _get(admin, path)[0] == 200, path
+        assert _get(admin, path, VIEWER if path == "/metrics" else None)[0] == 200, path
         req = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", method="POST", data=b"{}")
         try:
             urllib.request.urlopen(req, timeout=T)
             raise AssertionError(f"POST {path} was accepted")
         except urllib.error.HTTPError as err:
             assert err.code == 405, (path, err.code)
-    # The rest of the admin plane still wants a token.
-    assert _get(admin, "/v1/status")[0] == 401
+    assert _get(admin, "/v1/status")[0] == 401  # the rest of the admin plane, as ever
