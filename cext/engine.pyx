@@ -1709,6 +1709,18 @@ cdef class Engine:
         value = ProgReg(registration)
         self.accts[<int64_t>self._scope_key(_ACCOUNT, account)].programmatic = value
 
+    def set_hft(self, account, max_per_sec, max_per_day):
+        """``checks.engine.Engine.set_hft``: the reported HFT maxima (0, 0: not registered)."""
+        _reference.check_hft(max_per_sec, max_per_day)
+        cdef int64_t a = self._scope_key(_ACCOUNT, account)
+        cdef Account* acct = &self.accts[a]
+        acct.hft_registered = max_per_sec > 0
+        acct.hft_max_per_sec = max_per_sec
+        acct.hft_max_per_day = max_per_day
+        acct.lvl_hft_day = warn_level(acct.hft_max_per_day, acct.warn_fraction)
+        if max_per_sec + 1 > acct.msgs.maxlen:
+            ring_set_maxlen(&acct.msgs, max_per_sec + 1)
+
     def set_limits(self, account, limits):
         """Replace an account's limits (already validated and merged by the caller)."""
         cdef int64_t a = self._scope_key(_ACCOUNT, account), k

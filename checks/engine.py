@@ -895,6 +895,20 @@ class Engine:
     def set_programmatic(self, account: str, registration: int) -> None:
         self.accounts[self._scope_key(KillScope.ACCOUNT, account)].programmatic = ProgReg(registration)
 
+    def set_hft(self, account: str, max_per_sec: int, max_per_day: int) -> None:
+        """Register ``account`` for high-frequency trading with the maxima it reported (orders +
+        cancels per second and per day), or unregister it with ``(0, 0)``: what its confirmed
+        programmatic-trading report says (``gateway.compliance.registry``). The check itself is
+        the one the configuration's ``hft`` drives (§4.8); the window of message times grows
+        to hold the new per-second figure, never shrinks."""
+        check_hft(max_per_sec, max_per_day)
+        acct = self.accounts[self._scope_key(KillScope.ACCOUNT, account)]
+        acct.hft_registered = max_per_sec > 0
+        acct.hft_max_per_sec = max_per_sec
+        acct.hft_max_per_day = max_per_day
+        if max_per_sec + 1 > (acct.msgs.maxlen or 0):
+            acct.msgs = type(acct.msgs)(acct.msgs, maxlen=max_per_sec + 1)
+
     def set_limits(self, account: str, limits) -> None:  # noqa: ANN001 - checks.model.Limits
         """Replace an account's limits (already validated and merged by the caller)."""
         acct = self.accounts[self._scope_key(KillScope.ACCOUNT, account)]
@@ -938,6 +952,22 @@ class Engine:
 _EMPTY_POS = PositionState()
 _EMPTY_PROD = ProductCounters()
 _EMPTY_GI = GroupInstrument()
+
+
+MAX_HFT_PER_SEC = 100_000  # a reported per-second maximum above this is not a real report
+MAX_HFT_PER_DAY = 10**9
+
+
+def check_hft(max_per_sec: int, max_per_day: int) -> None:
+    """The one check of reported HFT maxima given to ``set_hft`` (both engines call it):
+    whole numbers, both zero (not registered) or both within range."""
+    for name, value, high in (("max_per_sec", max_per_sec, MAX_HFT_PER_SEC),
+                              ("max_per_day", max_per_day, MAX_HFT_PER_DAY)):
+        if type(value) is not int or not 0 <= value <= high:
+            raise ValueError(f"{name}: expected a whole number from 0 to {high}, got {value!r}")
+    if (max_per_sec == 0) != (max_per_day == 0):
+        raise ValueError("max_per_sec and max_per_day are both 0 (not registered for HFT) or "
+                         f"both >= 1; got {max_per_sec} and {max_per_day}")
 
 
 def msg_ring_size(cfg: RiskConfig) -> int:

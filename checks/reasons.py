@@ -37,6 +37,8 @@ class Reason(IntEnum):
     UNKNOWN_ACCOUNT = 107, "The account is not configured on this gateway."
     PROTOCOL_ERROR = 108, "Malformed or unexpected message."
     ALREADY_LOGGED_ON = 109, "The session is already logged on."
+    APP_NOT_REGISTERED = 110, "The application id and auth code are not registered for this user (穿透式监管)."
+    TERMINAL_INFO_INVALID = 111, "The terminal information in the Logon is malformed or too long."
 
     # 2xx kill switch (应急处置)
     KILLED_FIRM = 201, "Trading is stopped firm-wide by the kill switch."
@@ -128,6 +130,7 @@ class Reason(IntEnum):
     SEAT_TAKEN_OVER = 1311, "Another connection took over the exchange seat; this gateway does not fight for it."
     EXCHANGE_SURPRISE = 1312, "The exchange sent a report the order's state did not expect (e.g. a reject after an ack)."
     KAFKA_LOSS = 1313, "The Kafka broker lost records the outbox had published; they are being published again."
+    REPORT_NEEDS_CORRECTION = 1314, "The account's trading no longer matches its programmatic-trading report; it must correct the report before the grace period ends, or it goes close-only (art. 11)."
 
     @property
     def text(self) -> str:

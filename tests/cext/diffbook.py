@@ -551,10 +551,20 @@ class Driver:
                 self.pair.call("set_programmatic", account, configured.programmatic)
             if ch.integer(0, 1):
                 self.pair.call("set_limits", account, configured.limits)
+            if ch.integer(0, 3) == 0:
+                self.pair.call("set_hft", account, configured.hft_max_per_sec,
+                               configured.hft_max_per_day)
 
     def set_programmatic(self, ch: Chooser) -> None:
         self.pair.call("set_programmatic", ch.choice(ACCOUNT_IDS),
                        ch.choice(list(ProgReg) + [7]))
+
+    def set_hft(self, ch: Chooser) -> None:
+        """A confirmed programmatic-trading report registers (or unregisters) HFT maxima; bad
+        figures are refused alike by both engines."""
+        per_sec, per_day = ch.choice([(0, 0), (1, 6), (3, 40), (8, 200), (40, 30_000),
+                                      (2, 0), (-1, 5), (3, 2.5)])
+        self.pair.call("set_hft", ch.choice(ACCOUNT_IDS + ["ZZ"]), per_sec, per_day)
 
     def set_limits(self, ch: Chooser) -> None:
         limits = msgspec.convert({
@@ -605,7 +615,7 @@ WEIGHTS: dict[str, int] = {
     "new_order": 90, "burst": 20, "flood": 6, "cross": 15, "cancel_request": 24, "cancel_and_confirm": 18,
     "ack": 20, "exchange_reject": 5, "canceled": 12, "fill": 40, "fills": 10, "market_data": 15,
     "kill": 2, "reset": 8, "open_orders": 4, "set_status": 2, "reenable": 6,
-    "set_programmatic": 2, "set_limits": 2, "register_session": 2, "tick": 45, "second": 12,
+    "set_programmatic": 2, "set_limits": 2, "set_hft": 2, "register_session": 2, "tick": 45, "second": 12,
     "jump": 4,
 }
 

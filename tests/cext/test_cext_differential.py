@@ -127,6 +127,10 @@ class DifferentialBook(RuleBasedStateMachine):
         self._step("set_limits", data)
 
     @rule(data=st.data())
+    def set_hft(self, data: st.DataObject) -> None:
+        self._step("set_hft", data)
+
+    @rule(data=st.data())
     def register_session(self, data: st.DataObject) -> None:
         self._step("register_session", data)
 
