@@ -230,6 +230,10 @@ class Router:
         self.report_observers: list[Callable[[ExecReport], None]] = []
         self.reject_times: dict[int, deque[int]] = {}
         self.storm_handler: Callable[[int], None] | None = None
+        # Told of every order the engine decided and every cancel it counted, live and on
+        # replay: (account, now, reason; 0 for an accepted order or a cancel). The compliance
+        # registry's watch on reported behaviour (gateway.compliance.conformance).
+        self.on_counted: Callable[[str, int, int], None] | None = None
         self.prefix = f"{cfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
         self.order_seq = 0  # exchange ids of orders: deterministic, so replay gives the same ids
         self._cancel_seq = 0
@@ -361,6 +365,8 @@ class Router:
                                 decision.ref if decision.reason == 0 else 0))
         if decision.alerts:
             self._alerts(decision.alerts, now)
+        if self.on_counted is not None:
+            self.on_counted(msg.account, now, int(decision.reason))
         if decision.reason:
             self._reject(session, msg, decision.reason, None, now, text=decision.text)
         else:
@@ -437,6 +443,8 @@ class Router:
         outcome = self.engine.cancel_request(o.ref, now)
         if outcome.alerts:
             self._alerts(outcome.alerts, now)
+        if self.on_counted is not None:
+            self.on_counted(o.account, now, 0)
         self._cancel_seq += 1
         cancel_id = f"{self.prefix}c{self._cancel_seq:x}"
         self._remember_cancel(o, cancel_id, client_id)
@@ -458,6 +466,8 @@ class Router:
         o = self.orders.get(ref) if ref is not None else None
         if o is not None:
             self.engine.cancel_request(o.ref, now)
+            if self.on_counted is not None:
+                self.on_counted(o.account, now, 0)
             self._remember_cancel(o, msg.cl_ord_id, "")
 
     def _remember_cancel(self, o: RoutedOrder, cancel_id: str, client_id: str) -> None:
