@@ -49,6 +49,8 @@ Endpoints (JSON bodies; see the README for curl examples)::
     POST /v1/accounts/{id}/limits        {limits: {...}, reason, emergency}
     POST /v1/link/reconnect  {reason}    try the exchange seat again after it was taken over
     POST /v1/users/{name}/unlock  {reason}  lift a client user's failed-logon lockout
+    GET|POST /v1/registry...              the programmatic-trading registry
+                                          (gateway.compliance.registry_admin)
 """
 
 from __future__ import annotations
@@ -227,6 +229,9 @@ class AdminApi:
         r.add_post("/v1/link/reconnect", self.link_reconnect)
         r.add_post("/v1/users/{name}/unlock", self.unlock_user)
         gw.metrics.add_routes(self.app, self._operator)  # /metrics, /healthz, /readyz
+        from gateway.compliance.registry_admin import register_routes
+
+        register_routes(self)  # /v1/registry...: the programmatic-trading registry
         self.runner: web.AppRunner | None = None
         self.tls_server: TlsServer | None = None
         self.port = 0

@@ -7,7 +7,8 @@ snapshot), so of everything before today a restart needs only what *carries over
 account states that stay in force until a person lifts them (kills, status, programmatic
 registration, limit changes), the client sessions still logged on (a session that logged on
 at 16:30 may trade at 21:05, in the next trading day), the Kafka control commands already
-applied, and the exchange-id state of the running instance. The router asks for a checkpoint
+applied, the exchange-id state of the running instance, and the programmatic-trading registry
+(reports, the versions in force, findings awaiting correction). The router asks for a checkpoint
 at the first record of each new trading day (``Router.on_day_start``), and the gateway writes
 one at start-up when the journal has none for today; it is journaled as
 ``State(kind="checkpoint")`` *before* that first record, with a digest of its own content.
@@ -66,7 +67,8 @@ class Checkpoint(msgspec.Struct, array_like=True, frozen=True):
     registrations: dict[str, str]  # account -> ProgReg name (every account)
     limits: dict[str, Limits]  # accounts whose limits differ from the configuration
     command_ids: list[str]
-    digest: str = ""  # sha256 of the fields above, as encoded
+    digest: str = ""  # sha256 of every other field, as encoded
+    registry: bytes = b""  # gateway.compliance.registry.Registry.encode() (none before it)
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -93,7 +95,8 @@ def take(gw: Gateway, trading_day: int, command_ids: list[str], max_session: int
         {a: v["status"] for a, v in views.items() if v["status"] != AccountStatus.ACTIVE.name},
         {a: v["programmatic"] for a, v in views.items()},
         {a: lim for a, lim in gw.limits.items() if configured.get(a) != lim},
-        command_ids[-COMMAND_MEMORY:])
+        command_ids[-COMMAND_MEMORY:], "",
+        gw.registry.encode() if getattr(gw, "registry", None) is not None else b"")
     return msgspec.structs.replace(cp, digest=_digest(cp))
 
 
@@ -133,5 +136,7 @@ def restore(gw: Gateway, cp: Checkpoint, sessions: dict[int, ReplaySession]) -> 
         sessions[m.session] = s
         engine.register_session(m.session, m.automated)
         router.sessions[m.session] = s
+    if getattr(gw, "registry", None) is not None:
+        gw.registry.restore(cp.registry)
     router.prefix = cp.prefix
     router.order_seq = cp.order_seq

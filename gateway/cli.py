@@ -60,6 +60,7 @@ def version() -> str:
 # (argparse's REMAINDER would refuse a leading --option).
 _DELEGATED = {
     "journal": ("gateway.journal_tools", "main"),
+    "registry": ("gateway.compliance.registry_cli", "main"),
     "bench": ("bench.harness", "main"),
     "report": ("gateway.compliance.report_cli", "main"),
     "certify": ("gateway.compliance.certify", "main"),
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="daily surveillance report from the journal (CSV + HTML)",
                    add_help=False)
     sub.add_parser("certify", help="certify a client's system (art. 16); verify the records",
+                   add_help=False)
+    sub.add_parser("registry", help="the programmatic-trading registry (art. 10 reports)",
                    add_help=False)
 
     p = sub.add_parser("hash-secret", help="hash a client secret for users[].secret_hash")

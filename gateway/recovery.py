@@ -27,7 +27,9 @@ Which records are inputs:
   derived again, never booked twice;
 - ``Inbound`` ``MarketData`` and ``ExchangeEvent`` reports: settle the book (each execution
   once, by its id);
-- ``AdminAction``: kills, resets, status, registration and limit changes.
+- ``AdminAction``: kills, resets, status, registration and limit changes, and the
+  programmatic-trading registry's steps and findings (``registry_*``,
+  ``gateway.compliance.registry``).
 
 Start of day: positions and balances come from the configured snapshot (the broker's
 settlement), so only *today's* trading records are replayed on top of it; admin actions,
@@ -295,6 +297,9 @@ def _apply_admin(gw: Gateway, rec: jr.AdminAction) -> None:
             engine.set_status(rec.scope_value, AccountStatus[rec.args["status"]])
         elif rec.action == "set_programmatic":
             engine.set_programmatic(rec.scope_value, ProgReg[rec.args["registration"]])
+        elif rec.action.startswith("registry_"):
+            gw.registry.apply(rec.action, rec.scope_value, rec.args, rec.operator, rec.reason,
+                              rec.ts_ns)
         elif rec.action == "set_limits":
             # The same checks as the admin plane made before it journaled the change.
             limits = merge_limits(gw.limits[rec.scope_value], rec.args.get("changes", {}),
