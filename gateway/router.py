@@ -234,6 +234,9 @@ class Router:
         # replay: (account, now, reason; 0 for an accepted order or a cancel). The compliance
         # registry's watch on reported behaviour (gateway.compliance.conformance).
         self.on_counted: Callable[[str, int, int], None] | None = None
+        # Told of each session's Logon once it is accepted (session, logon, now): the terminal
+        # information relay to the exchange (gateway.terminal).
+        self.on_logon: Callable[[Any, Any, int], None] | None = None
         self.prefix = f"{cfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
         self.order_seq = 0  # exchange ids of orders: deterministic, so replay gives the same ids
         self._cancel_seq = 0
