@@ -69,7 +69,9 @@ from gateway.protocol import (
     OrderStatusEnd,
     OrderStatusRequest,
     fit_frame,
+    terminal_problem,
 )
+from gateway.terminal import check_application, journaled_logon
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, UserConfig
@@ -379,9 +381,7 @@ class ClientSession(FramedProtocol):
     # ------------------------------------------------------------------ handlers
     def _logon(self, msg: Logon) -> None:
         now = time.time_ns()
-        self.router.record(jr.Inbound(now, self.session_id,
-                                       Logon(msg.user, "***", msg.accounts, msg.heartbeat_s,
-                                             msg.cancel_on_disconnect)))
+        self.router.record(jr.Inbound(now, self.session_id, journaled_logon(msg)))
         self.state = State.LOGGING_ON
         # It logged on in time; waiting for the hashing pool is the gateway's doing, not the
         # client's (the wait is bounded: by the caps above, the lockout and the firm guard).
@@ -395,12 +395,23 @@ class ClientSession(FramedProtocol):
                         session=self.session_id, user=msg.user, certificate_user=self.peer_user)
             self._refuse(msg.user, Reason.AUTH_FAILED)
             return
+        problem = terminal_problem(msg)
+        if problem is not None:
+            self._refuse(msg.user, Reason.TERMINAL_INFO_INVALID, problem)
+            return
         user, refused = await self.guard.authenticate(msg.user, msg.secret, self.peer,
                                                       lambda: self.closed)
         if refused is not None:
             self._refuse(msg.user, refused)
             return
         if user is None or self.closed:
+            return
+        if not await check_application(self.guard, user, msg):  # 穿透式监管 (gateway.terminal)
+            # An auth code is a credential: a wrong one counts towards the lockout.
+            locked = self.lockout.failed(msg.user, time.time_ns(), self.peer)
+            self._refuse(msg.user, Reason.LOCKED_OUT if locked else Reason.APP_NOT_REGISTERED)
+            return
+        if self.closed:
             return
         self._logon_verified(msg, user, time.time_ns())
 
@@ -434,13 +445,15 @@ class ClientSession(FramedProtocol):
         self.router.add_session(self)
         day = trading_day_number(now, self.router.cfg.risk.day_boundary_s)
         self.send(LogonAck(self.session_id, day_as_yyyymmdd(day), now))
+        if self.router.on_logon is not None:  # terminal information to the exchange
+            self.router.on_logon(self, msg, now)
         log.info("logon", session=self.session_id, user=self.user, peer=self.peer,
                  accounts=sorted(self.accounts), cancel_on_disconnect=self.cancel_on_disconnect)
 
-    def _refuse(self, user: str, reason: Reason) -> None:
+    def _refuse(self, user: str, reason: Reason, detail: str = "") -> None:
         log.warning("logon refused", session=self.session_id, user=user, peer=self.peer,
-                    reason=reason.name)
-        self.send(LogonReject(int(reason), reason.description))
+                    reason=reason.name, detail=detail)
+        self.send(LogonReject(int(reason), reason.description + (f" ({detail})" if detail else "")))
         self.close()
 
     def _new_order(self, msg: NewOrder) -> None:
