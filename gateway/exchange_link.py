@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -95,6 +96,7 @@ class ExchangeLink:
         # certificate the CA did not sign, a wrong name) is a failed connect: logged, retried.
         self._ssl = client_context(cfg.tls, where="exchange.tls")
         self._server_name = (cfg.tls.server_name or cfg.host) if self._ssl is not None else None
+        self.on_up: Callable[[], Any] | None = None  # called each time the link is up again
         router.link = self
 
     # -- lifecycle
@@ -176,6 +178,8 @@ class ExchangeLink:
         lost = await asyncio.wait_for(self._status_done, 10.0)
         resent = self.router.link_restored()
         self.up = True
+        if self.on_up is not None:  # e.g. the terminal information of every live session
+            self.on_up()
         log.info("exchange link up", host=self.cfg.host, port=self.cfg.port,
                  connects=self.connects, reconciled_lost=lost, held_cancels_sent=resent)
         if self.connects > 1:
