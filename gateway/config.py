@@ -15,7 +15,7 @@ import msgspec
 from checks.config import ConfigError, decode_toml, resolve
 from checks.model import RiskConfig, RiskConfigFile
 from gateway.auth import check_secret_hash
-from gateway.protocol import DEFAULT_MAX_FRAME
+from gateway.protocol import DEFAULT_MAX_FRAME, MAX_APP_ID_BYTES
 from gateway.tls import TlsClientConfig, TlsServerConfig, check_client, check_server
 
 
@@ -54,6 +54,9 @@ class ExchangeLinkConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     unknown_orders: Literal["cancel", "adopt"] = "cancel"
     # TLS to the exchange: the CA that signs its certificate (``gateway.tls``).
     tls: TlsClientConfig = TlsClientConfig()
+    # Relay each client session's terminal information (穿透式监管) to the exchange as a
+    # TerminalInfo message (gateway.terminal); off only for an exchange side that lacks it.
+    relay_terminal_info: bool = True
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -75,6 +78,14 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     max_concurrent_hashes: int = 2
 
 
+class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A client application registered for a user (穿透式监管): its id and auth code, the
+    code stored hashed like a secret (``fengkong hash-secret``)."""
+
+    app_id: str
+    auth_code_hash: str
+
+
 class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     name: str
     secret_hash: str
@@ -82,6 +93,20 @@ class UserConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     ip_allow: list[str] = []
     automated: bool = True  # an algo (programmatic) session: needs a confirmed registration
     cancel_on_disconnect: bool | None = None  # None: as the client asks at logon
+    # Registered applications: when there are any, a Logon must name one of them with its
+    # auth code (else LogonReject 110 APP_NOT_REGISTERED); none: any application may log on.
+    apps: list[AppConfig] = []
+
+
+class ComplianceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The programmatic-trading registry (``gateway.compliance.registry``)."""
+
+    # A report found in need of correction (alert 1314) that is not corrected within this
+    # many seconds sends its account close-only (art. 11).
+    correction_grace_s: float = 86_400.0
+    # The programmatic-behaviour standard for unregistered accounts and account groups.
+    programmatic_per_sec: int = 10
+    programmatic_occasions: int = 10
 
 
 class OperatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -162,6 +187,7 @@ class GatewayConfigFile(RiskConfigFile, forbid_unknown_fields=True, kw_only=True
     kafka: KafkaConfig = KafkaConfig()
     metrics: MetricsConfig = MetricsConfig()
     fix: FixConfig = FixConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True):
@@ -177,6 +203,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True):
     kafka: KafkaConfig
     metrics: MetricsConfig = MetricsConfig()
     fix: FixConfig = FixConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
 
 
 def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayConfig:
@@ -215,6 +242,18 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
         for j, acc in enumerate(user.accounts):
             if acc not in accounts:
                 raise ConfigError(source, f"{where}.accounts[{j}]", f"unknown account {acc!r}")
+        seen_apps: set[str] = set()
+        for j, app in enumerate(user.apps):
+            at = f"{where}.apps[{j}]"
+            if not 1 <= len(app.app_id.encode()) <= MAX_APP_ID_BYTES:
+                raise ConfigError(source, f"{at}.app_id",
+                                  f"expected 1 to {MAX_APP_ID_BYTES} bytes")
+            if app.app_id in seen_apps:
+                raise ConfigError(source, f"{at}.app_id", f"duplicate app id {app.app_id!r}")
+            seen_apps.add(app.app_id)
+            problem = check_secret_hash(app.auth_code_hash)
+            if problem:
+                raise ConfigError(source, f"{at}.auth_code_hash", problem)
         users[user.name] = user
     for n, op in enumerate(file.operators):
         if not op.token_hash.startswith("sha256$"):
@@ -253,6 +292,14 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     if not 0.01 <= m.loop_lag_interval_s <= 60:
         raise ConfigError(source, "metrics.loop_lag_interval_s", "expected 0.01 .. 60 seconds")
     _check_fix(source, file.fix, users, accounts)
+    c = file.compliance
+    if not 0 <= c.correction_grace_s <= 30 * 86_400:  # NaN fails this too
+        raise ConfigError(source, "compliance.correction_grace_s",
+                          "expected 0 .. 2592000 seconds (30 days)")
+    for name, value in (("programmatic_per_sec", c.programmatic_per_sec),
+                        ("programmatic_occasions", c.programmatic_occasions)):
+        if not 1 <= value <= 100_000:
+            raise ConfigError(source, f"compliance.{name}", "expected 1 .. 100000")
     # TLS: paths relative to this file, each context built once here so a bad file or key is
     # named now (file and field), not at the first connection.
     base = Path(path).parent
@@ -264,7 +311,7 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=exchange,
                          admin=admin, auth=file.auth, users=users,
                          operators=list(file.operators), journal=file.journal, kafka=file.kafka,
-                         metrics=m, fix=file.fix)
+                         metrics=m, fix=file.fix, compliance=c)
 
 
 def _check_fix(source: str, fix: FixConfig, users: dict[str, UserConfig],

@@ -44,12 +44,66 @@ class _Msg(msgspec.Struct, array_like=True, tag=True, frozen=False, gc=False):
     """Base of every wire message (tagged by class name, encoded as an array)."""
 
 
+# Terminal information (穿透式监管): what the client collected about the machine it runs on.
+# Bounded (``terminal_problem``): a Logon over these is refused with 111 TERMINAL_INFO_INVALID.
+MAX_APP_ID_BYTES = 64
+MAX_AUTH_CODE_BYTES = 128
+MAX_TERMINAL_FIELD_BYTES = 256
+MAX_TERMINAL_EXTRA_BYTES = 2048
+
+
+class TerminalData(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """The client's terminal as it collected it (fields it could not collect stay empty)."""
+
+    ip: str = ""  # the terminal's own address (behind NAT it differs from the peer address)
+    mac: str = ""
+    device_name: str = ""  # host name / device model
+    device_id: str = ""  # hardware serials (CPU, disk) or a device fingerprint
+    os: str = ""  # operating system name and version
+    extra: str = ""  # anything else collected, e.g. a vendor's encrypted system-info blob
+
+
 class Logon(_Msg):
     user: str
     secret: str
     accounts: list[str] = []
     heartbeat_s: float = 5.0
     cancel_on_disconnect: bool = True
+    app_id: str = ""  # the client application's registered id (穿透式监管)
+    auth_code: str = ""  # its auth code (never journaled)
+    terminal: TerminalData | None = None
+
+
+class TerminalInfo(_Msg):
+    """Gateway -> exchange, once per client session (and again after the link reconnects):
+    who traded through the seat, from which application and terminal, as a relay must report.
+    ``peer`` is the address the gateway saw the client connect from."""
+
+    session_id: int
+    user: str
+    app_id: str
+    peer: str
+    terminal: TerminalData
+    accounts: list[str] = []
+    ts_ns: int = 0
+
+
+def terminal_problem(msg: Logon) -> str | None:
+    """Why a Logon's application and terminal fields cannot be taken (None: they can)."""
+    def too_long(name: str, text: str, limit: int) -> str | None:
+        n = len(text.encode())
+        return f"{name} is {n} bytes; at most {limit} are allowed" if n > limit else None
+
+    problem = (too_long("app_id", msg.app_id, MAX_APP_ID_BYTES)
+               or too_long("auth_code", msg.auth_code, MAX_AUTH_CODE_BYTES))
+    if problem or msg.terminal is None:
+        return problem
+    for name in TerminalData.__struct_fields__:
+        limit = MAX_TERMINAL_EXTRA_BYTES if name == "extra" else MAX_TERMINAL_FIELD_BYTES
+        problem = too_long(f"terminal.{name}", getattr(msg.terminal, name), limit)
+        if problem:
+            return problem
+    return None
 
 
 class LogonAck(_Msg):
@@ -186,6 +240,7 @@ Message = (
     | MarketData
     | OrderStatusRequest
     | OrderStatusEnd
+    | TerminalInfo
 )
 MESSAGE_TYPES: tuple[type[_Msg], ...] = Message.__args__  # type: ignore[attr-defined]
 _FIELDS = {cls.__name__: cls.__struct_fields__ for cls in MESSAGE_TYPES}

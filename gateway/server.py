@@ -24,6 +24,8 @@ from gateway import checkpoint
 from gateway import journal as jr
 from gateway.admin import AdminApi, any_session_open
 from gateway.audit import AuditLog
+from gateway.compliance.conformance import Conformance
+from gateway.compliance.registry import Registry, grace_ns
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
 from gateway.journal import FsyncPolicy, Journal, JournalError
@@ -34,6 +36,7 @@ from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
 from gateway.router import Router
 from gateway.session import ClientSession, LogonGuard, last_session_id, next_session_ids
+from gateway.terminal import TerminalRelay
 from gateway.tls import ServerTls, TlsServer, create_server
 
 log = structlog.get_logger("fengkong.server")
@@ -65,6 +68,21 @@ class Gateway:
         self.logons = LogonGuard(cfg)  # logon timeout, connection caps, lockout, hash pool
         self.lockout = self.logons.lockout
         self.metrics = GatewayMetrics(self)  # before the admin plane, which serves it
+        # The programmatic-trading registry and its watch on behaviour (issue 14), and the
+        # terminal information relay: set up before the replay, which rebuilds them.
+        self.registry = Registry([a.id for a in cfg.risk.accounts], self.engine,
+                                 grace_ns=grace_ns(cfg.compliance.correction_grace_s),
+                                 killswitch=self.killswitch)
+        self.conformance = Conformance(self.registry, cfg.risk, self.router,
+                                       per_sec=cfg.compliance.programmatic_per_sec,
+                                       occasions=cfg.compliance.programmatic_occasions)
+        self.router.on_counted = self.conformance.message
+        self.terminals = TerminalRelay(self.router)
+        self.router.on_logon = self.terminals.logon
+        self.link.on_up = self.terminals.link_up
+        self._grace: asyncio.Task[None] | None = None
+        self._grace_wake = asyncio.Event()
+        self.registry.on_change = self._grace_wake.set
         self.admin = AdminApi(self)
         self.fix: Any = None  # gateway.fix.acceptor.FixAcceptor when [fix].enabled
         if cfg.fix.enabled:
@@ -228,6 +246,7 @@ class Gateway:
         self.link.start()
         self.metrics.start()
         self._ticker = asyncio.create_task(self._tick(), name="session-ticker")
+        self._grace = asyncio.create_task(self._registry_grace(), name="registry-grace")
         if self.journal is not None:
             self._flusher = asyncio.create_task(self.journal.run_flusher(), name="journal-fsync")
             self._pruner = asyncio.create_task(self._prune_daily(), name="journal-retention")
@@ -259,6 +278,20 @@ class Gateway:
             for s in list(self.router.sessions.values()):
                 s.tick(now)  # type: ignore[attr-defined]
 
+    async def _registry_grace(self) -> None:
+        """Accounts whose report was not corrected in time go close-only (art. 11): woken by
+        each new finding, or at the earliest deadline; a deadline that passed while the
+        gateway was down is enforced at once."""
+        while True:
+            due = self.registry.next_deadline()
+            timeout = None if due is None else max(0.0, (due - time.time_ns()) / 1e9)
+            try:
+                await asyncio.wait_for(self._grace_wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._grace_wake.clear()
+            self.registry.enforce_due(time.time_ns())
+
     async def stop(self, cancel_all: bool | None = None) -> None:
         """Graceful shutdown (see the module docstring)."""
         cancel_all = self.cfg.gateway.cancel_all_on_shutdown if cancel_all is None else cancel_all
@@ -277,7 +310,7 @@ class Gateway:
         self.logons.close()
         if self.fix is not None:
             await self.fix.stop()
-        for task in (self._ticker, self._flusher, self._pruner):
+        for task in (self._ticker, self._flusher, self._pruner, self._grace):
             if task is not None:
                 task.cancel()
         self.metrics.stop()

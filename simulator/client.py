@@ -70,6 +70,7 @@ from gateway.protocol import (
     OrderStatusEnd,
     OrderStatusRequest,
     ProtocolError,
+    TerminalData,
     encode,
     encode_into,
 )
@@ -147,6 +148,26 @@ class _ClientProtocol(asyncio.Protocol):
         self.paused = None
 
 
+def collect_terminal(ip: str = "") -> TerminalData:
+    """This machine's terminal information as the standard library can see it: the local
+    address of the connection (``ip``), the MAC address, host name, a machine id where the OS
+    has one, and the OS name and version. A client with its own collector (CPU and disk
+    serials, a vendor's system-info blob) builds ``TerminalData`` itself."""
+    import platform
+    import socket
+    import uuid
+    from pathlib import Path
+
+    node = uuid.getnode()
+    mac = ":".join(f"{(node >> s) & 0xFF:02x}" for s in range(40, -1, -8))
+    try:
+        machine_id = Path("/etc/machine-id").read_text().strip()[:64]
+    except OSError:
+        machine_id = ""
+    return TerminalData(ip=ip, mac=mac, device_name=socket.gethostname()[:255],
+                        device_id=machine_id, os=platform.platform()[:255])
+
+
 class Client:
     """One logged-on session. Create with ``await Client.connect(...)``."""
 
@@ -194,7 +215,9 @@ class Client:
                       on_market_data: Callable[[MarketData], None] | None = None,
                       id_prefix: str | None = None, max_frame: int = DEFAULT_MAX_FRAME,
                       tls: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None) -> Client:
+                      server_hostname: str | None = None,
+                      app_id: str = "", auth_code: str = "",
+                      terminal: TerminalData | str | None = None) -> Client:
         """Connect, log on and return the session; ``LogonRejected`` names the reason code.
 
         ``id_prefix`` starts every generated cl_ord_id (default: 6 random hex digits and '-',
@@ -205,6 +228,10 @@ class Client:
         client certificate when the gateway asks for one); the server's certificate is checked
         against ``server_hostname`` (default: ``host``). A refused handshake raises
         ``ssl.SSLError``.
+
+        ``app_id`` / ``auth_code``: the application's registration with the broker (穿透式监管;
+        required when the user has registered applications). ``terminal``: the terminal
+        information to send, or ``"collect"`` to gather it here (``collect_terminal``).
         """
         loop = asyncio.get_running_loop()
         _, proto = await asyncio.wait_for(
@@ -214,7 +241,13 @@ class Client:
         client = cls(proto, user, report_queue=report_queue, on_report=on_report,
                      on_alert=on_alert, on_market_data=on_market_data, id_prefix=id_prefix)
         proto.client = client
-        client._write(Logon(user, secret, list(accounts), heartbeat_s, cancel_on_disconnect))
+        if terminal == "collect":
+            sock = proto.transport.get_extra_info("sockname") if proto.transport else None
+            terminal = collect_terminal(sock[0] if sock else "")
+        elif isinstance(terminal, str):
+            raise ValueError(f"terminal: expected TerminalData, 'collect' or None, got {terminal!r}")
+        client._write(Logon(user, secret, list(accounts), heartbeat_s, cancel_on_disconnect,
+                            app_id, auth_code, terminal))
         if proto.early:
             client._on_messages(proto.early)
             proto.early = []

@@ -54,6 +54,7 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ from gateway.protocol import (
     OrderStatusEnd,
     OrderStatusRequest,
     ProtocolError,
+    TerminalInfo,
     encode,
     encode_into,
 )
@@ -94,6 +96,7 @@ from simulator.delay_line import DelayLine
 from simulator.matching import AckOnlyEngine, Engine, MatchingEngine, Report
 
 log = logging.getLogger("fengkong.sim.exchange")
+TERMINAL_INFOS_KEPT = 10_000
 
 _X_TRADE, _X_CANCELED = int(ExecType.TRADE), int(ExecType.CANCELED)
 _REJECTED, _X_REJECTED = int(OrdStatus.REJECTED), int(ExecType.REJECTED)
@@ -110,6 +113,7 @@ class ExchangeStats:
     injected_rejects: int = 0
     swallowed: int = 0
     drops: int = 0
+    terminal_infos: int = 0
 
 
 class _SeatConnection(asyncio.Protocol):
@@ -183,7 +187,12 @@ class ExchangeServer:
             Heartbeat: self._on_heartbeat,
             Logon: self._on_logon,
             Logout: self._on_logout,
+            TerminalInfo: self._on_terminal_info,
         }
+        # Terminal information relayed by members (穿透式监管): the newest kept, each told to
+        # ``on_terminal_info`` (``fengkong sim exchange`` prints it: the simulator's own log).
+        self.terminal_infos: deque[tuple[str, TerminalInfo]] = deque(maxlen=TERMINAL_INFOS_KEPT)
+        self.on_terminal_info: Callable[[str, TerminalInfo], None] | None = None
         self._update_delays()
 
     # -- public API --------------------------------------------------------------------------
@@ -333,6 +342,17 @@ class ExchangeServer:
     def _on_logout(self, conn: _SeatConnection, msg: Logout) -> None:
         self._send(conn, Logout("logged out"))
         conn.closing = True
+
+    def _on_terminal_info(self, conn: _SeatConnection, msg: TerminalInfo) -> None:
+        """A member relays the terminal of one of its client sessions: recorded, not answered."""
+        self.stats.terminal_infos += 1
+        seat: str = conn.user  # type: ignore[assignment]
+        self.terminal_infos.append((seat, msg))
+        if self.on_terminal_info is not None:
+            try:
+                self.on_terminal_info(seat, msg)
+            except Exception:  # a listener's bug must not cost the member its seat
+                log.exception("terminal information listener failed")
 
     def _on_heartbeat(self, conn: _SeatConnection, msg: Heartbeat) -> None:
         self._send(conn, Heartbeat(time.time_ns()))

@@ -78,6 +78,12 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     risk, sim = load_sim_config(args.config)
     sim = sim_config_from_args(args, sim)
     server = await serve_exchange(risk, args.host, args.port, sim=sim)
+
+    def terminal_info(seat: str, info: Any) -> None:  # the simulator's own log of 穿透式 data
+        print("fengkong sim exchange terminal-info " + msgspec.json.encode(
+            {"seat": seat, **_named(info)}).decode(), flush=True)
+
+    server.on_terminal_info = terminal_info
     mode = ("ack-only" if sim.ack_only else "matching") + (", TLS" if sim.tls.cert else "")
     print(f"fengkong sim exchange listening on {args.host}:{server.port} "
           f"({len(risk.instruments)} instruments, {mode})", flush=True)
@@ -92,6 +98,12 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
         s = server.stats
         print(f"fengkong sim exchange stopped: {s.logons} logons, {s.orders} orders, "
               f"{s.cancels} cancels, {s.protocol_errors} protocol errors", flush=True)
+
+
+def _named(s: msgspec.Struct) -> dict[str, Any]:
+    """A struct (wire structs are encoded as arrays) as a dict of its named fields."""
+    return {f: _named(v) if isinstance(v, msgspec.Struct) else v
+            for f in s.__struct_fields__ for v in (getattr(s, f),)}
 
 
 def run(args: argparse.Namespace) -> int:

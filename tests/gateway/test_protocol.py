@@ -29,6 +29,7 @@ from gateway.protocol import (
     Logout,
     NewOrder,
     ProtocolError,
+    TerminalData,
     encode,
     encode_into,
 )
@@ -102,6 +103,8 @@ _BY_TYPE: dict[object, st.SearchStrategy] = {
     list[str]: st.lists(TEXT, max_size=5),
     int | float: st.one_of(INTS, FLOATS),
 }
+_BY_TYPE[TerminalData] = st.builds(TerminalData, *[TEXT] * len(TerminalData.__struct_fields__))
+_BY_TYPE[TerminalData | None] = st.one_of(st.none(), _BY_TYPE[TerminalData])
 
 
 def _strategy_for(cls: type) -> st.SearchStrategy:
@@ -174,7 +177,8 @@ def test_nan_and_infinities_survive(cls: type) -> None:
 def _minimal(cls: type) -> msgspec.Struct:
     """A message of type ``cls`` with every required field set to a plain value."""
     hints = typing.get_type_hints(cls)
-    plain = {int: 1, float: 1.5, str: "x", bool: True, list[str]: ["a"], int | float: 2}
+    plain = {int: 1, float: 1.5, str: "x", bool: True, list[str]: ["a"], int | float: 2,
+             TerminalData: TerminalData("10.0.0.1"), TerminalData | None: None}
     return cls(**{f: plain[hints[f]] for f in cls.__struct_fields__})
 
 
