@@ -52,6 +52,11 @@ class Pki:
         path.write_bytes(b"".join(b.bytes() for b in blobs))
         return path
 
+    def server_table(self, table: str, extra: str = "") -> str:
+        """A TOML table giving a listener the gateway's certificate (and ``extra`` lines)."""
+        return (f'\n[{table}]\ncert = "{self.dir / "gateway.pem"}"\n'
+                f'key = "{self.dir / "gateway.key"}"\n{extra}')
+
     def client(self, cn: str | None, ca: trustme.CA | None = None) -> ssl.SSLContext:
         """A client context trusting our CA; with ``cn``, presenting a certificate for it."""
         ctx = ssl.create_default_context(cafile=str(self.ca_pem))
@@ -101,15 +106,8 @@ ca = "{pki.ca_pem}"
 @pytest.fixture(scope="module")
 def tls_gateway(pki, tls_exchange, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tls")
-    gw = _start(tmp, pki, tls_exchange, "GWTLS", f"""
-[gateway.tls]
-cert = "{pki.dir / 'gateway.pem'}"
-key = "{pki.dir / 'gateway.key'}"
-
-[admin.tls]
-cert = "{pki.dir / 'gateway.pem'}"
-key = "{pki.dir / 'gateway.key'}"
-""")
+    gw = _start(tmp, pki, tls_exchange, "GWTLS",
+                pki.server_table("gateway.tls") + pki.server_table("admin.tls"))
     yield gw
     gw.stop()
 
@@ -117,13 +115,8 @@ key = "{pki.dir / 'gateway.key'}"
 @pytest.fixture(scope="module")
 def mtls_gateway(pki, tls_exchange, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mtls")
-    gw = _start(tmp, pki, tls_exchange, "GWMTLS", f"""
-[gateway.tls]
-cert = "{pki.dir / 'gateway.pem'}"
-key = "{pki.dir / 'gateway.key'}"
-client_ca = "{pki.ca_pem}"
-client_identity = "cn"
-""")
+    gw = _start(tmp, pki, tls_exchange, "GWMTLS", pki.server_table(
+        "gateway.tls", f'client_ca = "{pki.ca_pem}"\nclient_identity = "cn"\n'))
     yield gw
     gw.stop()
 
