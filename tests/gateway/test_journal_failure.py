@@ -331,11 +331,16 @@ async def test_disk_full_refuses_new_orders_still_cancels_and_recovers(
         status = gw.status()
         assert status["halted"]["code"] == Reason.JOURNAL_UNAVAILABLE
         assert status["journal"]["writable"] is False and status["journal"]["held_records"] > 0
+        # Operations see it too: /readyz names the journal, /metrics counts the failure.
+        assert [r["check"] for r in gw.metrics.not_ready()] == ["journal"]
+        assert _metric(gw, "fengkong_journal_writable") == 0
+        assert _metric(gw, "fengkong_journal_write_failures_total") >= 1
 
         disk.failing = False  # space freed: the gateway notices by itself
         back = await next_alert(client, AlertLevel.WARNING, Reason.JOURNAL_FAILURE)
         assert "writable again" in back.text and "accepted again" in back.text
         assert gw.router.halted is None and gw.status()["journal"]["held_records"] == 0
+        assert gw.metrics.not_ready() == [] and _metric(gw, "fengkong_journal_writable") == 1
         after = await client.send_order(account="A001", symbol="rb2605", side=Side.BUY,
                                         price=3193.0, qty=1)
         assert (await after.acked(timeout=T)).status == OrdStatus.NEW
@@ -363,3 +368,13 @@ async def test_disk_full_refuses_new_orders_still_cancels_and_recovers(
               and rec.msg.code == Reason.JOURNAL_FAILURE and rec.session == jmod.NO_SESSION]
     assert [a.level for a in alerts] == [AlertLevel.CRITICAL, AlertLevel.WARNING]
     assert any(type(rec) is State and rec.kind == "boot" for rec in recs)
+
+
+def _metric(gw, name: str) -> float:
+    """One unlabelled sample of the gateway's /metrics, read in-process."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(gw.metrics.registry).decode()
+    return next(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name == name)
