@@ -293,3 +293,35 @@ def test_tls_config_errors_name_the_field(pki, fields, where, problem):
         check_server(TlsServerConfig(**fields), "gw.toml", "gateway.tls", pki.dir, {"algo1"})
     assert (err.value.source, err.value.path) == ("gw.toml", where)
     assert problem in err.value.problem, err.value.problem
+
+
+async def test_handshakes_are_capped_and_bounded_in_time(pki):
+    """A peer that connects and never says hello holds a handshake slot only until
+    ``handshake_timeout_s``; past ``max_handshakes`` at once, new connections are closed."""
+    from gateway.tls import ServerTls, TlsServerConfig, create_server
+
+    cfg = TlsServerConfig(cert=str(pki.dir / "gateway.pem"), key=str(pki.dir / "gateway.key"),
+                          handshake_timeout_s=0.5, max_handshakes=1)
+    server = await create_server(_Echo, "127.0.0.1", 0, ServerTls(cfg), what="test")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
+        extra_r, extra_w = await asyncio.open_connection("127.0.0.1", port)
+        # One of the two takes the only slot; the other is closed at once, before the timeout.
+        first = await asyncio.wait_for(
+            asyncio.wait([asyncio.ensure_future(silent_r.read()),
+                          asyncio.ensure_future(extra_r.read())],
+                         return_when=asyncio.FIRST_COMPLETED), T)
+        assert len(first[0]) == 1 and server.handshake_failures == 1
+        # The silent one is cut when its handshake times out.
+        await asyncio.wait_for(asyncio.gather(*first[1]), T)
+        assert server.handshake_failures == 2
+        for w in (silent_w, extra_w):
+            w.close()
+        # Then a real client gets through.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=pki.client(None))
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(7), T) == b"None:hi"
+        writer.close()
+    finally:
+        server.close()
