@@ -429,7 +429,11 @@ async def create_server(factory: Callable[[], asyncio.BaseProtocol], host: str, 
     if tls is None:
         return TlsServer(await loop.create_server(factory, host, port, backlog=backlog), None)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=backlog)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as err:  # worded as the loop's own server says it (the CLI names the port)
+        raise OSError(err.errno, f"error while attempting to bind on address {(host, port)!r}: "
+                                 f"{(err.strerror or str(err)).lower()}") from None
     sock.setblocking(False)
     acceptor = _Acceptor(tls, factory, what, sock)
     acceptor.start()

@@ -325,3 +325,20 @@ async def test_handshakes_are_capped_and_bounded_in_time(pki):
         writer.close()
     finally:
         server.close()
+
+
+async def test_a_tls_port_in_use_is_named(pki):
+    import errno
+
+    from gateway.tls import ServerTls, TlsServerConfig, create_server
+
+    cfg = TlsServerConfig(cert=str(pki.dir / "gateway.pem"), key=str(pki.dir / "gateway.key"))
+    first = await create_server(_Echo, "127.0.0.1", 0, ServerTls(cfg), what="test")
+    port = first.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError) as err:
+            await create_server(_Echo, "127.0.0.1", port, ServerTls(cfg), what="test")
+        assert err.value.errno == errno.EADDRINUSE
+        assert f"('127.0.0.1', {port})" in str(err.value)  # what `fengkong serve` looks for
+    finally:
+        first.close()
