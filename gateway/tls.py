@@ -389,6 +389,8 @@ def _why(err: BaseException) -> str:
         return reason or str(err)
     if isinstance(err, ConnectionAbortedError):
         return str(err) or "handshake timed out"
+    if isinstance(err, (ConnectionResetError, EOFError)) and not str(err):
+        return "closed by the peer before the handshake finished"
     return str(err) or type(err).__name__
 
 
