@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CertifyError, OSError, JournalError) as e:
         print(f"fengkong certify: {e}", file=err)
         return 2
+    except KeyboardInterrupt:  # the processes were stopped on the way out; nothing anchored
+        print("fengkong certify: interrupted; no record written", file=err)
+        return 130
     _print_results(bodies, out)
     summary = bodies[-1]
     print(f"{summary['passed']} of {len(chosen)} cases passed; records in {path} (anchored in "

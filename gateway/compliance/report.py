@@ -55,7 +55,8 @@ OTR (messages ÷ orders with a fill − 1) and the estimated message fee
 
 CSV layout (one file per table, UTF-8, ``\\n`` line ends, a header row, rows sorted by their key
 columns, integers as integers, ratios with 4 decimals, money with 2, times as China time
-``YYYY-MM-DD HH:MM:SS.ffffff``): see ``COLUMNS`` and the README section "Daily surveillance
+``YYYY-MM-DD HH:MM:SS.ffffff``; a text cell that a spreadsheet would take for a formula starts
+with an apostrophe): see ``COLUMNS`` and the README section "Daily surveillance
 report".
 """
 
@@ -630,11 +631,23 @@ def table_rows(report: DailyReport, table: str) -> list[list[str]]:
     raise KeyError(table)
 
 
+def _inert(cell: str) -> str:
+    """A text cell a spreadsheet would run as a formula (an account or symbol a client chose,
+    an operator's reason) gets a leading apostrophe; numbers, negative ones too, stay as they
+    are."""
+    if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(cell)
+        except ValueError:
+            return "'" + cell
+    return cell
+
+
 def to_csv(report: DailyReport, table: str) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS[table])
-    w.writerows(table_rows(report, table))
+    w.writerows([_inert(c) for c in row] for row in table_rows(report, table))
     return buf.getvalue().encode()
 
 

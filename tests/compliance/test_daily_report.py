@@ -252,3 +252,14 @@ def test_cli_writes_csv_and_html_and_says_when_matplotlib_is_missing(journal, tm
 def test_cli_bad_input_is_one_line_and_exit_2(args, says):
     r = _cli("daily", *args)
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_client_chosen_name_never_becomes_a_spreadsheet_formula():
+    from gateway.compliance.report import ContractRow, DailyReport, ProductRow
+
+    rows = [ContractRow("=HYPERLINK(\"http://x\")", "@SUM(A1)", orders=1)]
+    products = [ProductRow("+A1", "rb", 1, 2, -0.5, 0.0)]
+    report = DailyReport("firm", "2026-11-30", 0, 1, rows, [], products, [], [], [], 1)
+    contracts = to_csv(report, "contracts").decode().splitlines()[1]
+    assert contracts.startswith('"\'=HYPERLINK(""http://x"")",\'@SUM(A1),')
+    assert to_csv(report, "products").decode().splitlines()[1] == "'+A1,rb,1,2,-0.5000,0.00"
