@@ -193,11 +193,17 @@ async def link_loss(suite: Suite) -> list[str]:
     return findings
 
 
-async def disconnect(suite: Suite) -> list[str]:
-    reply = await suite.ask("order", account=MAIN, symbol="al2701", side=Side.BUY,
-                            price=19000.0, qty=1)
+async def _resting(suite: Suite, symbol: str, price: float, qty: int) -> dict[str, Any]:
+    """Have the client place a buy the case needs working; NotProvoked if it is not."""
+    reply = await suite.ask("order", account=MAIN, symbol=symbol, side=Side.BUY, price=price,
+                            qty=qty)
     if reply.get("status") != OrdStatus.NEW:
-        raise NotProvoked(f"the resting order was not acknowledged: {reply}")
+        raise NotProvoked(f"the order the case needs working was not acknowledged: {reply}")
+    return reply
+
+
+async def disconnect(suite: Suite) -> list[str]:
+    await _resting(suite, "al2701", 19000.0, 1)
     working = working_on_wire(suite.wire.events)
     mark = suite.mark()
     if suite.cut_client() == 0:
@@ -221,11 +227,7 @@ async def disconnect(suite: Suite) -> list[str]:
 
 
 async def partial_fill(suite: Suite) -> list[str]:
-    reply = await suite.ask("order", account=MAIN, symbol="cu2701", side=Side.BUY,
-                            price=70000.0, qty=5)
-    if reply.get("status") != OrdStatus.NEW:
-        raise NotProvoked(f"the order to fill was not acknowledged: {reply}")
-    clid = reply["cl_ord_id"]
+    clid = (await _resting(suite, "cu2701", 70000.0, 5))["cl_ord_id"]
     mark = suite.mark()
     await suite.counterparty_sell("cu2701", 70000.0, 2)
     await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is ExecReport
