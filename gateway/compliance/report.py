@@ -21,7 +21,8 @@ Only these journal records are read (the journal's contract, whatever else it ho
   ties an exchange report to the client's order), ``session_closed``;
 - ``AdminAction``: kills, resets, stops and status changes, with operator and reason;
 - alerts as ``gateway.router.Router.alert`` journals them (a record carrying an ``Alert``
-  with session 0, the risk desk's copy), for "report needs correction" (reason 1314).
+  with session 0, the risk desk's copy), and the registry's ``registry_flag`` admin action,
+  for "report needs correction" (reason 1314).
 
 Outbound messages and accepted decisions are never used: the figures must not depend on them.
 
@@ -51,7 +52,8 @@ or ≥ ``hft_per_day`` a day, the strictest exchange traded) were met, and wheth
 report needs correction. Per account and product (``ProductRow``): messages, orders with a fill,
 OTR (messages ÷ orders with a fill − 1) and the estimated message fee
 (``message_fee`` × messages above ``message_fee_free``). ``ActionRow``: kills, resets and stops.
-``SeatRow``: per programmatic account, the sessions and seats it used (art. 20-21).
+``SeatRow``: per programmatic account, the sessions and seats it used (art. 20-21), with the
+applications and terminals (IP/MAC) its sessions logged on from.
 
 CSV layout (one file per table, UTF-8, ``\\n`` line ends, a header row, rows sorted by their key
 columns, integers as integers, ratios with 4 decimals, money with 2, times as China time
@@ -81,9 +83,8 @@ from gateway.config import GatewayConfig
 from gateway.protocol import Alert, CancelOrder, Logon, NewOrder
 from gateway.router import order_field_problem
 
-# REPORT_NEEDS_CORRECTION (1314): added to checks.reasons by the programmatic-trading registry
-# (issue 14 part 1); by number until that lands, so this module does not depend on its timing.
-REPORT_NEEDS_CORRECTION = int(getattr(Reason, "REPORT_NEEDS_CORRECTION", 1314))
+REPORT_NEEDS_CORRECTION = int(Reason.REPORT_NEEDS_CORRECTION)
+REGISTRY_FLAG = "registry_flag"  # the registry's AdminAction when it finds a report to correct
 _FINAL = frozenset({OrdStatus.FILLED, OrdStatus.CANCELED, OrdStatus.REJECTED})
 _STOP_ACTIONS = ("kill", "reset", "set_status", "set_programmatic", "set_limits")
 
@@ -165,6 +166,8 @@ class SeatRow:
     users: str
     sessions: int
     seats: str
+    apps: str = ""  # registered application ids the sessions logged on with
+    terminals: str = ""  # the terminals' "ip/mac" as their Logons reported them
 
 
 @dataclass
@@ -220,6 +223,8 @@ class _Session:
     user: str
     accounts: frozenset[str]
     used: bool = False
+    app_id: str = ""
+    terminal: str = ""  # "ip/mac" as the client collected them (穿透式监管)
 
 
 def parse_date(text: str) -> int:
@@ -276,10 +281,12 @@ class _Builder:
         self.prod_filled: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.exec_ids: set[str] = set()
         self.actions: list[ActionRow] = []
-        self.corrections: list[tuple[str, int, str]] = []
+        self.corrections: dict[tuple[str, int], str] = {}  # (account, ts) -> what was found
         self.seat_sessions: dict[str, set[int]] = defaultdict(set)
         self.seat_users: dict[str, set[str]] = defaultdict(set)
         self.seat_links: dict[str, set[str]] = defaultdict(set)
+        self.seat_apps: dict[str, set[str]] = defaultdict(set)
+        self.seat_terminals: dict[str, set[str]] = defaultdict(set)
         self.records = 0
 
     def today(self, ts: int) -> bool:
@@ -313,11 +320,7 @@ class _Builder:
             msg = rec.msg
             mt = type(msg)
             if mt is Logon:
-                user = self.cfg.users.get(msg.user)
-                if user is not None:
-                    allowed = frozenset(user.accounts)
-                    self.sessions[rec.session] = _Session(
-                        msg.user, frozenset(msg.accounts or user.accounts) & allowed)
+                self.logon(rec.session, msg)
             elif mt is NewOrder:
                 self._new_order(rec, msg)
             elif mt is CancelOrder:
@@ -343,6 +346,10 @@ class _Builder:
                 if s is not None:
                     s.used = True
         elif t is jr.AdminAction:
+            if self.today(rec.ts_ns) and rec.action == REGISTRY_FLAG:
+                # The registry's own record of the finding; its alert (below) says the same.
+                self.corrections.setdefault((rec.scope_value, rec.ts_ns),
+                                            f"report needs correction: {rec.reason}")
             if self.today(rec.ts_ns) and rec.action in _STOP_ACTIONS:
                 detail = ";".join(f"{k}={_cell(v)}" for k, v in sorted(rec.args.items()))
                 self.actions.append(ActionRow(rec.ts_ns, rec.operator, rec.action,
@@ -354,7 +361,16 @@ class _Builder:
             if a.code == REPORT_NEEDS_CORRECTION and self.today(rec.ts_ns):
                 kind, _, target = a.scope.partition(":")
                 if kind == "account":
-                    self.corrections.append((target.split("/", 1)[0], rec.ts_ns, a.text))
+                    self.corrections[(target.split("/", 1)[0], rec.ts_ns)] = a.text
+
+    def logon(self, session: int, msg: Logon) -> None:
+        user = self.cfg.users.get(msg.user)
+        if user is not None:
+            term = msg.terminal
+            self.sessions[session] = _Session(
+                msg.user, frozenset(msg.accounts or user.accounts) & frozenset(user.accounts),
+                app_id=msg.app_id,
+                terminal=f"{term.ip}/{term.mac}" if term is not None else "")
 
     def finish(self) -> None:
         if self.pending is not None:
@@ -385,6 +401,10 @@ class _Builder:
             s.used = True
             self.seat_sessions[msg.account].add(rec.session)
             self.seat_users[msg.account].add(s.user)
+            if s.app_id:
+                self.seat_apps[msg.account].add(s.app_id)
+            if s.terminal:
+                self.seat_terminals[msg.account].add(s.terminal)
         self.pending = (rec, o)
         self.by_clid[(s.user, msg.cl_ord_id)] = o
         return None
@@ -470,7 +490,7 @@ class _Builder:
             k = self._limits(r.account).programmatic_per_sec
             r.max_per_sec, r.busy_seconds = sessions_per_second(r.times, k)
             per_acct[r.account].append(r)
-        correction = {a for a, _, _ in self.corrections}
+        correction = {a for a, _ in self.corrections}
         stopped: dict[str, int] = defaultdict(int)
         for a in self.actions:
             if a.scope == "account":
@@ -508,10 +528,13 @@ class _Builder:
                 continue
             seats.append(SeatRow(name, " ".join(sorted(self.seat_users[name])),
                                  len(self.seat_sessions[name]),
-                                 " ".join(sorted(self.seat_links[name]))))
+                                 " ".join(sorted(self.seat_links[name])),
+                                 " ".join(sorted(self.seat_apps[name])),
+                                 " ".join(sorted(self.seat_terminals[name]))))
         return DailyReport(risk.firm.name, _iso_day(day), self.start, self.end, contracts,
                            accounts, products, sorted(self.actions, key=_action_key), seats,
-                           sorted(self.corrections), self.records, damage)
+                           sorted((a, ts, text) for (a, ts), text in self.corrections.items()),
+                           self.records, damage)
 
     def _limits(self, account: str) -> Any:
         acct = self.accounts.get(account)
@@ -558,6 +581,31 @@ def start_seq(path: Path, day: int) -> int:
     return 0
 
 
+def earlier_logons(path: Path, start: int) -> dict[int, Logon]:
+    """The Logons of the sessions the checkpoint at ``start`` carries over (it names them, not
+    the application and terminal they logged on with), read back segment by segment until
+    each is found: the report is the same wherever reading starts."""
+    first = next(iter(jr.JournalReader(path, start)))[1]
+    try:
+        wanted = {m.session for m in checkpoint.decode(first).sessions}
+    except ValueError:
+        return {}
+    found: dict[int, Logon] = {}
+    segs = [f for f, _ in jr.list_segments(path) if f < start] + [start]
+    for seg_start, seg_end in reversed(list(zip(segs, segs[1:], strict=False))):
+        if not wanted - found.keys():
+            break
+        here: dict[int, Logon] = {}
+        for seq, rec in jr.JournalReader(path, seg_start):
+            if seq >= seg_end:  # one segment at a time, newest first
+                break
+            if type(rec) is jr.Inbound and type(rec.msg) is Logon and rec.session in wanted:
+                here[rec.session] = rec.msg
+        for session, logon in here.items():  # the newest Logon of a session id wins
+            found.setdefault(session, logon)
+    return found
+
+
 def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
     """Read the journal and make trading day ``day``'s report (days since the epoch)."""
     path = Path(journal_dir)
@@ -566,7 +614,11 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
     if not jr.list_segments(path):
         raise ReportError(f"journal {path} holds no segments")
     b = _Builder(cfg, day)
-    reader = jr.JournalReader(path, start_seq(path, day))
+    start = start_seq(path, day)
+    if start:
+        for session, logon in earlier_logons(path, start).items():
+            b.logon(session, logon)
+    reader = jr.JournalReader(path, start)
     for _, rec in reader:
         if rec.ts_ns >= b.end and type(rec) is not jr.State:
             continue  # a later day: nothing of it counts
@@ -586,7 +638,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                  "hft_standard", "needs_correction", "stops"),
     "products": ("account", "product", "messages", "filled_orders", "otr", "message_fee"),
     "actions": ("time", "operator", "action", "scope", "key", "reason", "detail", "emergency"),
-    "seats": ("account", "users", "sessions", "seats"),
+    "seats": ("account", "users", "sessions", "seats", "apps", "terminals"),
     "corrections": ("account", "time", "text"),
     "firm": ("trading_day", "firm", "measure", "value"),
 }
@@ -621,7 +673,8 @@ def table_rows(report: DailyReport, table: str) -> list[list[str]]:
         return [[format_time(a.ts_ns), a.operator, a.action, a.scope, a.key, a.reason, a.detail,
                  _cell(a.emergency)] for a in report.actions]
     if table == "seats":
-        return [[r.account, r.users, str(r.sessions), r.seats] for r in report.seats]
+        return [[r.account, r.users, str(r.sessions), r.seats, r.apps, r.terminals]
+                for r in report.seats]
     if table == "corrections":
         return [[a, format_time(ts), text] for a, ts, text in report.corrections]
     if table == "firm":

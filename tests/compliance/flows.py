@@ -15,7 +15,7 @@ from checks.enums import ExecType, Hedge, Offset, OrdStatus, OrdType, Side, Tif
 from gateway import journal as jr
 from gateway.audit import AuditLog
 from gateway.config import load_gateway_config
-from gateway.protocol import CancelOrder, ExecReport, Logon, NewOrder
+from gateway.protocol import CancelOrder, ExecReport, Logon, NewOrder, TerminalData
 from gateway.server import Gateway
 from tests.conftest import EXAMPLES
 
@@ -60,10 +60,11 @@ class Live:
         r.link = self.link = FakeLink()
         r.record(jr.State(start, "boot", r.prefix.encode()))
 
-    def logon(self, sid: int, now: int, accounts: tuple[str, ...],
-              user: str = "algo1") -> FakeSession:
+    def logon(self, sid: int, now: int, accounts: tuple[str, ...], user: str = "algo1",
+              app_id: str = "", terminal: TerminalData | None = None) -> FakeSession:
         s = FakeSession(sid, user, accounts)
-        self.router.record(jr.Inbound(now, sid, Logon(user, "***", sorted(accounts), 5.0, False)))
+        self.router.record(jr.Inbound(now, sid, Logon(user, "***", sorted(accounts), 5.0, False,
+                                                      app_id, "", terminal)))
         self.gw.engine.register_session(sid, True)
         self.router.add_session(s)
         return s

@@ -29,6 +29,7 @@ import pytest
 
 from checks.calendar import ns_from_local
 from checks.enums import AlertLevel, ExecType, Offset, OrdStatus, Side, Tif
+from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.compliance.report import (
     COLUMNS,
@@ -39,7 +40,7 @@ from gateway.compliance.report import (
     to_csv,
     write_csv,
 )
-from gateway.protocol import Alert
+from gateway.protocol import Alert, TerminalData
 from gateway.server import Gateway
 from tests.compliance.flows import MS, Live
 from tests.conftest import ROOT
@@ -53,7 +54,8 @@ DAY = parse_date("2026-11-30")
 
 def _scripted_day(path: Path) -> Live:
     live = Live(path, FRIDAY - 1)
-    s = live.logon(1, FRIDAY, ("A001", "A004", "A005"))
+    s = live.logon(1, FRIDAY, ("A001", "A004", "A005"), app_id="ALGO1-APP",
+                   terminal=TerminalData("10.1.2.3", "00:16:3e:aa:bb:cc", "host1"))
     live.order(s, "y1", FRIDAY + MS, "A001", price=3100.0)  # Friday: another trading day
     t = MON_10
     for i in range(12):
@@ -80,10 +82,10 @@ def _scripted_day(path: Path) -> Live:
                             reason="self-trade review", now=t + 200 * S)
     live.gw.killswitch.reset("account", "A005", operator="risk-officer-li",
                              reason="reviewed", now=t + 300 * S)
-    # What the programmatic-trading registry journals when an account's behaviour no longer
-    # matches its report (reason 1314, REPORT_NEEDS_CORRECTION), as Router.alert does.
-    live.router.record(jr.Outbound(t + 400 * S, jr.NO_SESSION, Alert(
-        int(AlertLevel.WARNING), 1314, "account:A004", "report needs correction", t + 400 * S)))
+    # The alert the programmatic-trading registry raises when an account's behaviour no
+    # longer matches its report (reason 1314, REPORT_NEEDS_CORRECTION).
+    live.router.alert(AlertLevel.CRITICAL, Reason.REPORT_NEEDS_CORRECTION, "account:A004",
+                      "report needs correction", t + 400 * S)
     live.order(s, "n1", MON_1730, "A001", price=3100.0)  # Tuesday's trading day
     return live
 
@@ -144,7 +146,9 @@ def test_figures_match_the_hand_count(journal):
         ("reset", "A005", "risk-officer-li", "reviewed")]
     assert [a for a, _, _ in report.corrections] == ["A004"]
     seats = {r.account: r for r in report.seats}
-    assert (seats["A001"].users, seats["A001"].sessions, seats["A001"].seats) == ("algo1", 1, "GW1")
+    assert (seats["A001"].users, seats["A001"].sessions, seats["A001"].seats, seats["A001"].apps,
+            seats["A001"].terminals) == ("algo1", 1, "GW1", "ALGO1-APP",
+                                         "10.1.2.3/00:16:3e:aa:bb:cc")
     firm = {r[2]: r[3] for r in (line.split(",") for line in
                                  to_csv(report, "firm").decode().splitlines()[1:])}
     assert (firm["orders"], firm["cancels"], firm["fills"], firm["filled_lots"],
