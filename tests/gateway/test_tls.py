@@ -174,6 +174,21 @@ def test_admin_plane_over_https_with_curl(pki, tls_gateway):
     assert not any("Traceback" in out for out in tls_gateway.output)
 
 
+def test_the_cli_talks_https_to_the_admin_plane(pki, tls_gateway):
+    """`fengkong status --admin https://...` trusts the CA named by SSL_CERT_FILE; without it,
+    one line saying the certificate was not verified, and no traceback."""
+    base = f"https://127.0.0.1:{ports(tls_gateway)[1]}"
+    cmd = [sys.executable, "-m", "gateway", "status", "--admin", base, "--token", VIEWER_TOKEN]
+    env = {"PYTHONPATH": str(EXAMPLES.parent), "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=T * 3, cwd=EXAMPLES.parent,
+                        env={**env, "SSL_CERT_FILE": str(pki.ca_pem)})
+    assert ok.returncode == 0 and "A001" in ok.stdout, ok.stderr
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=T * 3,
+                             cwd=EXAMPLES.parent, env=env)
+    assert refused.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 async def test_mutual_tls_maps_the_certificate_to_its_user(pki, mtls_gateway):
     port = ports(mtls_gateway)[0]
     algo = pki.client("algo1")
