@@ -39,6 +39,13 @@ GATEWAY_TOML = ROOT / "examples" / "bench-gateway.toml"
 
 ACCOUNTS = 256
 USER, SECRET = "bench", "bench-secret"
+FIX_SESSIONS = 8  # FIX load sessions: CompIDs BENCH, BENCH-2 ... BENCH-8
+
+
+def fix_comp_id(k: int) -> str:
+    """The SenderCompID of FIX load session ``k`` (0-based), as ``simulator.fix_client``
+    numbers one user's sessions."""
+    return USER.upper() if k == 0 else f"{USER.upper()}-{k + 1}"
 KILL_USER, KILL_SECRET, KILL_ACCOUNT = "kill", "kill-secret", "K001"
 RISK_TOKEN = "bench-risk-token"
 START_LONG = 1_000
@@ -215,6 +222,16 @@ def gateway_toml() -> str:
         'ip_allow = ["127.0.0.0/8"]',
         "cancel_on_disconnect = false",
         "",
+        "[fix]                             # the harness turns it on with --fix-port (--front fix)",
+        "enabled = false",
+        "port = 0",
+        "",
+        *[line for k in range(FIX_SESSIONS) for line in (
+            "[[fix.sessions]]",
+            'sender_comp_id = "FENGKONG"',
+            f'target_comp_id = "{fix_comp_id(k)}"',
+            f'user = "{USER}"',
+            "")],
         "[[operators]]",
         f'name = "bench-risk-officer"      # token "{RISK_TOKEN}"',
         f'token_hash = "{hash_token(RISK_TOKEN)}"',

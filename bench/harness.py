@@ -70,6 +70,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIM_READY = r"listening on [\d.]+:(\d+)"
 FWD_READY = r"forwarder listening on [\d.]+:(\d+)"
 GW_READY = r"clients on [\d.]+:(\d+), admin on [\d.]+:(\d+)"
+FIX_READY = r"FIX on [\d.]+:(\d+)"
 PATHS = ("direct", "forwarder", "gateway")
 
 
@@ -216,18 +217,23 @@ class Bench:
         return fwd, int(fwd.match.group(1))
 
     def start_gateway(self, placement: Placement, sim_port: int, journal: bool,
-                      prefix: list[str] | None = None,
-                      config: Path | None = None) -> tuple[Proc, int, int]:
-        name = self._name("gateway")
+                      prefix: list[str] | None = None, config: Path | None = None,
+                      fix: bool = False) -> tuple[Proc, int, int]:
+        """The gateway; with ``fix`` its FIX acceptor on too, and the port returned is the
+        FIX port (the load then goes through the FIX front)."""
+        name = self._name("gateway-fix" if fix else "gateway")
         args = ["gateway", "serve", "--config", str(config or self.args.gateway_config), "--port", "0",
                 "--admin-port", "0", "--exchange", f"127.0.0.1:{sim_port}",
                 "--engine", self.args.engine, "--log-json"]
         if journal:
             args += ["--journal", str(self.work / f"{name}.journal")]
+        if fix:
+            args += ["--fix-port", "0"]
         gw = self.procs.start(name, (prefix or []) + args, _set(placement.proxy), GW_READY)
+        fix_port = int(gw.wait_for(FIX_READY, 30).group(1)) if fix else 0
         gw.wait_for("exchange link up", 30)
         assert gw.match is not None
-        return gw, int(gw.match.group(1)), int(gw.match.group(2))
+        return gw, fix_port or int(gw.match.group(1)), int(gw.match.group(2))
 
     def stop(self, proc: Proc) -> None:
         self.procs.stop(proc)
@@ -309,11 +315,13 @@ class Bench:
                                                  config=self.tls.gateway_config)
             seats, tls_ca = False, str(self.tls.ca)
         else:
-            middle, port, _ = self.start_gateway(placement, sim_port, journal)
+            fix = path == "gateway-fix"
+            middle, port, _ = self.start_gateway(placement, sim_port, journal, fix=fix)
             seats = False
         try:
             others = {"sim": sim} | ({"proxy": middle} if middle is not None else {})
-            spec = self.spec(path, port, seats, rate, duration, sessions)
+            spec = self.spec(path, port, seats, rate, duration, sessions,
+                             front="fix" if path == "gateway-fix" else "native")
             spec.tls_ca = tls_ca
             result, window = self.run_loadgen(spec, placement, others)
         finally:
@@ -334,12 +342,14 @@ class Bench:
                   for k, j in enumerate(journal_modes)]
         if self.tls is not None:
             paths.append(("gateway-tls", journal_modes[0]))
+        if self.args.front == "fix":  # the FIX front, on the same load, beside the native one
+            paths.append(("gateway-fix", journal_modes[0]))
         runs: dict[str, dict[str, list[PathRun]]] = {"fixed": {}, "max": {}}
         try:
             for r in range(repeat):
                 for mode, target in (("fixed", rate), ("max", 0.0)):
                     for path, journal in paths:
-                        kind = path if path == "gateway-tls" else \
+                        kind = path if path in ("gateway-tls", "gateway-fix") else \
                             "gateway" if path.startswith("gateway") else path
                         _say(f"compare [{placement.name}] {mode} {path} (round {r + 1}/{repeat})")
                         run = self.measure(kind, placement, sim, sim_port, target, duration,
@@ -581,6 +591,22 @@ def _tls_files(directory: Path, gateway_config: Path) -> TlsFiles:
     return TlsFiles(ca_path, files["sim"][0], files["sim"][1], config)
 
 
+def fix_ratios(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The FIX front against the native one, same load, same run: CPU per order in the gateway
+    process and latency added over the direct path."""
+    d, n, x = summary["direct"], summary["gateway"], summary["gateway-fix"]
+    nc, xc = cpu_per_order_us(n), cpu_per_order_us(x)
+    out: dict[str, Any] = {"native_cpu_us_per_order": nc, "fix_cpu_us_per_order": xc,
+                           "cpu_ratio": _div(xc, nc) if nc and xc else None,
+                           "throughput_ratio": _div(x["throughput"], n["throughput"])}
+    for q in ("p50", "p99"):
+        na = n["latency_us"][q] - d["latency_us"][q]
+        xa = x["latency_us"][q] - d["latency_us"][q]
+        out[f"native_added_{q}_us"], out[f"fix_added_{q}_us"] = na, xa
+        out[f"fix_extra_{q}_us"] = xa - na
+    return out
+
+
 def cpu_per_order_us(s: dict[str, Any]) -> float | None:
     pct = s["cpu_pct"].get("proxy", 0.0)
     return round(pct / 100 * 1e6 / s["throughput"], 1) if pct and s["throughput"] else None
@@ -641,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "link (path gateway-tls), against the plain gateway in the same run")
     g.add_argument("--journal", choices=("on", "off", "both"), default="on",
                    help="gateway journal (a fresh directory per gateway); both adds a row")
+    g.add_argument("--front", choices=("native", "fix"), default="native",
+                   help="fix: measure the FIX 4.4 front too (row gateway-fix), on the same load "
+                        "in the same run, and report it against the native front")
     g = p.add_argument_group("kill switch")
     g.add_argument("--kill-orders", type=int, default=10_000)
     g.add_argument("--kill-rate", type=float, default=3_000, help="orders/s while resting them")
@@ -708,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      for mode in summary}
                     if args.tls:
                         trial["tls"] = {mode: tls_cost(summary[mode]) for mode in summary}
+                    if args.front == "fix":
+                        trial["ratios_fix"] = {mode: fix_ratios(summary[mode]) for mode in summary}
                     trials.append(trial)
                 # Best placement: the one where the gateway sustains the most.
                 best_trial = max(trials, key=lambda t: t["summary"]["max"]["gateway"]["throughput"]

@@ -158,6 +158,9 @@ class LoadSpec(msgspec.Struct, kw_only=True):
     # Straight to the exchange (or a pipe forwarder) each session is its own seat: the
     # simulator gives a second logon of the same user the seat and drops the first.
     seat_per_session: bool = False
+    # "native": the msgpack protocol; "fix": the gateway's FIX 4.4 port (``port``), session k
+    # with SenderCompID ``bench.benchconfig.fix_comp_id(k)``.
+    front: str = "native"
     rate: float = 10_000.0  # orders/s over all sessions; 0 = closed loop (max throughput)
     window: int = 256  # closed loop: orders in flight per session
     duration: float = 5.0
@@ -307,6 +310,10 @@ class Session(asyncio.Protocol):
             self.transport.write(bytes(self.out))
         self.out.clear()
 
+    def heartbeat(self) -> None:
+        encode_into(Heartbeat(time.time_ns()), self.out)
+        self.flush()
+
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter_ns()
         try:
@@ -315,6 +322,9 @@ class Session(asyncio.Protocol):
             self.gen.c.errors.append(f"session {self.index}: undecodable frame: {err}")
             self.transport.abort()  # type: ignore[union-attr]
             return
+        self.handle(messages, now)
+
+    def handle(self, messages: list, now: int) -> None:
         gen = self.gen
         c = gen.c
         sent = self.sent
@@ -353,6 +363,90 @@ class Session(asyncio.Protocol):
                     c.errors.append(text)
 
 
+class FixSession(Session):
+    """The same session over the gateway's FIX port: NewOrderSingle out, ExecutionReports in
+    (parsed with the gateway's own FIX codec and handed to the same accounting as lean
+    native reports), so the FIX front is measured on exactly the native flow."""
+
+    _ET = {b"0": _NEW, b"8": _REJECTED, b"F": _TRADE, b"4": _CANCELED}
+    _SIDE = {_BUY: b"1", _SELL: b"2"}
+    _OFFSET = {_OPEN: b"0", _CLOSE: b"1"}
+
+    def __init__(self, gen: Generator, index: int, accounts: list[str]) -> None:
+        from bench.benchconfig import fix_comp_id
+        from gateway.fix.codec import FixDecoder
+
+        super().__init__(gen, index, accounts)
+        self.decoder = FixDecoder(1 << 20)
+        self.fixed = b"49=%s\x0156=FENGKONG\x01" % fix_comp_id(index).encode()
+        self.out_seq = 1
+
+    def _emit(self, msg_type: bytes, body: bytes) -> None:
+        from gateway.fix.codec import frame, now_timestamp
+
+        self.out += frame(msg_type, self.fixed + b"34=%d\x0152=%s\x01" % (self.out_seq,
+                                                                      now_timestamp()), body)
+        self.out_seq += 1
+
+    def logon(self, user: str, secret: str) -> None:
+        self._emit(b"A", b"98=0\x01108=30\x01141=Y\x01553=%s\x01554=%s\x01"
+                   % (user.encode(), secret.encode()))
+        self.flush()
+
+    def heartbeat(self) -> None:
+        self._emit(b"0", b"")
+        self.flush()
+
+    def queue(self, n: int, now: int) -> None:
+        from gateway.fix.codec import format_float, frame, now_timestamp
+
+        flow, pos, sent, out = self.flow, self.pos, self.sent, self.out
+        size = len(flow)
+        ts = now_timestamp()
+        fixed, side_of, offset_of = self.fixed, self._SIDE, self._OFFSET
+        for _ in range(n):
+            account, symbol, side, offset, price, qty = flow[pos]
+            pos = pos + 1 if pos + 1 < size else 0
+            self.seq += 1
+            clid = f"{self.prefix}{self.seq:x}"
+            sent[clid] = now
+            out += frame(b"D", fixed + b"34=%d\x0152=%s\x01" % (self.out_seq, ts),
+                         b"11=%s\x011=%s\x0155=%s\x0154=%s\x0138=%d\x0140=2\x0144=%s\x01"
+                         b"59=0\x0120002=%s\x0160=%s\x01" % (
+                             clid.encode(), account.encode(), symbol.encode(), side_of[side],
+                             qty, format_float(price), offset_of[offset], ts))
+            self.out_seq += 1
+        self.pos = pos
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        try:
+            items = self.decoder.feed(data)
+        except Exception as err:  # Oversized: nothing the gateway should ever send
+            self.gen.c.errors.append(f"session {self.index}: bad FIX: {err}")
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        messages = []
+        et_of = self._ET
+        for m in items:
+            mt = getattr(m, "msg_type", None)
+            if mt == b"8":
+                f = m.fields
+                et = et_of.get(f.get(150, b""))
+                if et is not None:
+                    reason = f.get(20001)
+                    messages.append(_ExecReport(f.get(11, b"").decode(), "", "", "", 0, et,
+                                                int(reason) if reason else 0))
+            elif mt == b"A":
+                messages.append(_LogonAck())
+            elif mt == b"5":
+                messages.append(_Logout(m.text(58)))
+            elif mt == b"1":
+                self._emit(b"0", b"112=" + m.fields.get(112, b"") + b"\x01")
+                self.flush()
+        self.handle(messages, now)
+
+
 class Generator:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
@@ -383,9 +477,10 @@ class Generator:
         spec = self.spec
         tls = ssl.create_default_context(cafile=spec.tls_ca) if spec.tls_ca else None
         for k, accounts in enumerate(accounts_per_session):
+            cls = FixSession if spec.front == "fix" else Session
             _, s = await loop.create_connection(
-                lambda k=k, accounts=accounts: Session(self, k, accounts), spec.host, spec.port,
-                ssl=tls, server_hostname=spec.host if tls is not None else None)
+                lambda k=k, accounts=accounts, cls=cls: cls(self, k, accounts), spec.host,
+                spec.port, ssl=tls, server_hostname=spec.host if tls is not None else None)
             self.sessions.append(s)
             name = f"{user}{k + 1}" if spec.seat_per_session else user
             s.logon(name, secret)
@@ -401,8 +496,7 @@ class Generator:
         while True:
             await asyncio.sleep(2.0)
             for s in self.sessions:
-                encode_into(Heartbeat(time.time_ns()), s.out)
-                s.flush()
+                s.heartbeat()
 
     async def run_load(self) -> LoadResult:
         spec = self.spec

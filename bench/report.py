@@ -22,6 +22,7 @@ import msgspec
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_ADDED_RATIO = 1.25
 TARGET_KILL_MS = 50.0
+TARGET_FIX_CPU_RATIO = 2.0  # the FIX front: CPU per order at most twice the native front's
 
 
 def machine() -> dict[str, Any]:
@@ -292,6 +293,8 @@ def _compare_md(data: dict[str, Any], compare: dict[str, Any]) -> list[str]:
                     out += _ratio_lines(trial[key][mode], mode, label)
             if "tls" in trial:
                 out += _tls_lines(trial["tls"][mode])
+            if "ratios_fix" in trial:
+                out += _fix_lines(trial["ratios_fix"][mode], mode)
             errs = [f"{p}: {s['rejected']} rejected, {s['lost']} lost {s['errors'][:1]}"
                     for p, s in trial["summary"][mode].items() if s["rejected"] or s["lost"] or s["errors"]]
             if errs:
@@ -326,6 +329,20 @@ def _tls_lines(t: dict[str, Any]) -> list[str]:
     for q in ("p50", "p99"):
         out.append(f"- added latency {q}: {_f(t[f'tls_added_{q}_us'])} µs with TLS vs "
                    f"{_f(t[f'plain_added_{q}_us'])} µs without -> **{t[f'tls_extra_{q}_us']:+,.0f} µs**")
+    return out
+
+
+def _fix_lines(r: dict[str, Any], mode: str) -> list[str]:
+    out = ["*FIX 4.4 front vs native front (gateway-fix vs gateway, same load):*",
+           f"- CPU per order in the gateway process: {_f(r['fix_cpu_us_per_order'], '{:.1f}')} µs "
+           f"over FIX vs {_f(r['native_cpu_us_per_order'], '{:.1f}')} µs native -> "
+           f"**{_f(r['cpu_ratio'], '{:.2f}')}×** (target ≤ {TARGET_FIX_CPU_RATIO}: "
+           f"{_verdict(r['cpu_ratio'], TARGET_FIX_CPU_RATIO, False)})"]
+    if mode == "max":
+        out.append(f"- throughput / native throughput: {_f(r['throughput_ratio'], '{:.2f}')}")
+    for q in ("p50", "p99"):
+        out.append(f"- added latency {q} over direct: {_f(r[f'fix_added_{q}_us'])} µs over FIX vs "
+                   f"{_f(r[f'native_added_{q}_us'])} µs native ({_f(r[f'fix_extra_{q}_us'])} µs more)")
     return out
 
 

@@ -101,3 +101,22 @@ def test_placement_parsing() -> None:
     assert harness.Placement.parse("free").proxy is None
     with pytest.raises(Exception, match="expected loadgen=N"):
         harness.Placement.parse("gateway=1")
+
+
+@pytest.mark.timeout(120)
+def test_fix_front_is_measured_beside_the_native_one(tmp_path: Path) -> None:
+    code = harness.main([
+        "--engine", _engine(), "--out", str(tmp_path), "--phases", "compare", "--front", "fix",
+        "--placement", "free", "--quiet-pct", "100", "--retries", "0",
+        "--rate", "300", "--duration", "0.6", "--warmup", "0.3", "--window", "32",
+    ])
+    run = next(tmp_path.iterdir())
+    data = json.loads((run / "report.json").read_text())
+    assert code == 0, data.get("error")
+    trial = data["compare"]["trials"][0]
+    for mode in ("fixed", "max"):
+        fix = trial["summary"][mode]["gateway-fix"]
+        assert fix["throughput"] > 0 and fix["rejected"] == 0 and fix["lost"] == 0, fix
+        r = trial["ratios_fix"][mode]
+        assert {"cpu_ratio", "fix_added_p50_us", "native_added_p99_us"} <= set(r)
+    assert "FIX 4.4 front vs native front" in (run / "report.md").read_text()
