@@ -170,6 +170,8 @@ class FixConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     # Where the per-session message stores live; empty: beside the journal directory
     # ("<journal.dir>.fix"); with no journal the stores are in memory only.
     store_dir: str = ""
+    # TLS on the FIX port, as on the native one (certificate, key, optional mutual TLS).
+    tls: TlsServerConfig = TlsServerConfig()
     sessions: list[FixSessionConfig] = []
 
 
@@ -308,10 +310,12 @@ def load_gateway_config(path: str | Path, data: bytes | None = None) -> GatewayC
         file.admin.tls, source, "admin.tls", base, {o.name for o in file.operators}))
     exchange = msgspec.structs.replace(file.exchange, tls=check_client(
         file.exchange.tls, source, "exchange.tls", base))
+    fix = msgspec.structs.replace(file.fix, tls=check_server(file.fix.tls, source, "fix.tls",
+                                                             base, users))
     return GatewayConfig(source=source, risk=risk, gateway=g, exchange=exchange,
                          admin=admin, auth=file.auth, users=users,
                          operators=list(file.operators), journal=file.journal, kafka=file.kafka,
-                         metrics=m, fix=file.fix, compliance=c)
+                         metrics=m, fix=fix, compliance=c)
 
 
 def _check_fix(source: str, fix: FixConfig, users: dict[str, UserConfig],

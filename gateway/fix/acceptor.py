@@ -15,6 +15,10 @@ report's account gets it as an ExecutionReport (8) — *whether or not it is con
 numbered and stored, so a back office that was away receives what it missed by the ordinary
 FIX resend when it logs on again (its Logon shows our higher MsgSeqNum; its engine asks).
 
+TLS: ``[fix.tls]`` as for the native port (``gateway.tls``): only a connection whose handshake
+succeeded reaches a ``FixConnection``; with mutual TLS its certificate's user must be the
+Username of its Logon.
+
 Timers: one task ticks every connection twice a second (heartbeats, test requests); another
 fsyncs dirty stores every ``[journal].fsync_interval_ms`` when the journal's policy is
 ``interval``.
@@ -37,6 +41,7 @@ from checks.enums import ExecType
 from gateway.fix.session import FixConnection, FixSession
 from gateway.fix.store import FixStore
 from gateway.protocol import ExecReport
+from gateway.tls import ServerTls, TlsServer, create_server
 
 if TYPE_CHECKING:
     from gateway.router import Router
@@ -78,7 +83,7 @@ class FixAcceptor:
         self.stats: Counter[str] = Counter()
         self._exec_prefix = f"{gcfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
         self._exec_seq = 0
-        self.server: asyncio.Server | None = None
+        self.server: TlsServer | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         if self.drop_copies:
@@ -104,9 +109,10 @@ class FixAcceptor:
                                   error=str(err))
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: FixConnection(self), self.cfg.host,
-                                               self.cfg.port)
+        gcfg = self.router.cfg
+        tls = ServerTls.optional(self.cfg.tls, gcfg.users, gcfg.source, "fix.tls")
+        self.server = await create_server(lambda: FixConnection(self), self.cfg.host,
+                                          self.cfg.port, tls, what="FIX")
         self.port = self.server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._tick(), name="fix-timers"))
         if self.fsync == "interval" and self.directory is not None:

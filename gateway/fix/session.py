@@ -207,6 +207,7 @@ class FixConnection(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._dup_probe = ""  # ClOrdID of a PossDup order being offered to the router
         self.dropped_reason = ""
+        self.peer_user: str | None = None  # mutual TLS: the user its certificate stands for
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -568,6 +569,11 @@ class FixConnection(asyncio.Protocol):
         name, secret = msg.text(553), msg.text(554)
         user, refused = await self.guard.authenticate(name, secret, self.peer,
                                                       lambda: self.closed)
+        if refused is None and user is not None and self.peer_user is not None \
+                and user.name != self.peer_user:
+            log.warning("FIX logon refused: the client certificate belongs to another user",
+                        user=name, certificate_user=self.peer_user)
+            refused, user = Reason.AUTH_FAILED, None
         if refused is None and user is not None and user.name != s.cfg.user:
             refused, user = Reason.AUTH_FAILED, None
             self.guard.lockout.failed(name, time.time_ns(), self.peer)

@@ -68,7 +68,7 @@ class Initiator:
 
     def __init__(self, directory: Path, port: int, sender: str = "ALGO1", target: str = "FENGKONG",
                  username: str = "algo1", password: str = "algo-secret", heartbeat: int = 30,
-                 reset: bool = False, extra: str = "") -> None:
+                 reset: bool = False, extra: str = "", tls: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         cfg = directory / "initiator.cfg"
@@ -81,8 +81,9 @@ class Initiator:
             f"[SESSION]\nBeginString=FIX.4.4\nSenderCompID={sender}\nTargetCompID={target}\n")
         self.app = App(username, password)
         self.settings = fix.SessionSettings(str(cfg))
-        self.initiator = fix.SocketInitiator(self.app, fix.FileStoreFactory(self.settings),
-                                             self.settings, fix.FileLogFactory(self.settings))
+        kind = fix.SSLSocketInitiator if tls else fix.SocketInitiator
+        self.initiator = kind(self.app, fix.FileStoreFactory(self.settings), self.settings,
+                              fix.FileLogFactory(self.settings))
         self.started = False
         _KEEP.append(self)
 

@@ -44,3 +44,8 @@ def test_limits_are_checked(tmp_path):
     path.write_text(path.read_text().replace("garbled_limit = 20", "garbled_limit = 0"))
     with pytest.raises(ConfigError, match=r"fix\.garbled_limit"):
         load_gateway_config(path)
+
+
+def test_a_bad_fix_tls_certificate_names_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"fix\.tls\.(cert|key)"):
+        load(tmp_path, '\n[fix.tls]\ncert = "no-such.pem"\nkey = "no-such.key"\n')
