@@ -28,6 +28,7 @@ order; no regular expressions and no per-field objects beyond the (tag, value) p
 
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
@@ -91,7 +92,8 @@ class FixMessage:
     def seq(self) -> int:
         """MsgSeqNum (34), or 0 if missing or not a positive number."""
         v = self.fields.get(34)
-        return int(v) if v is not None and v.isdigit() else 0
+        # At most 18 digits: a number the store's 8-byte field holds (FIX's are far smaller).
+        return int(v) if v is not None and v.isdigit() and len(v) <= 18 else 0
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"FixMessage({self.raw.replace(SOH, b'|')!r})"
@@ -286,7 +288,10 @@ def fields_bytes(fields: list[tuple[int, object]]) -> bytes:
 
 
 def format_float(value: float) -> bytes:
-    """A price or quantity as FIX wants it: no exponent, no trailing zeros beyond one."""
+    """A price or quantity as FIX wants it: no exponent, no trailing zeros beyond one (a NaN
+    or infinity, which FIX cannot say, as 0: only ever an echo of a refused order)."""
+    if not math.isfinite(value):
+        return b"0"
     if value == int(value) and abs(value) < 1e15:
         return b"%d" % int(value)
     return (b"%.8f" % value).rstrip(b"0").rstrip(b".")

@@ -26,6 +26,8 @@ China futures fields FIX 4.4 lacks, as custom tags (README, "FIX"):
 
 from __future__ import annotations
 
+import math
+
 from checks.enums import ExecType, Hedge, Offset, OrdStatus, OrdType, Side, Tif
 from checks.reasons import Reason
 from gateway.fix.codec import (
@@ -124,7 +126,10 @@ def new_order(msg: FixMessage) -> NewOrder | Problem:
     price = _number(msg, 44, 0.0)
     if type(price) is tuple:
         return price
-    q: int | float = int(qty) if qty == int(qty) and abs(qty) < 1e15 else qty  # type: ignore[arg-type]
+    # A whole number goes as an int; anything else (1.5, NaN, inf) as it is, for the engine
+    # to refuse with its own reason (403), as for a native client.
+    q: int | float = int(qty) if math.isfinite(qty) and qty == int(qty) and abs(qty) < 1e15 \
+        else qty  # type: ignore[arg-type]
     return NewOrder(clid.decode("utf-8", "replace"), msg.text(1), msg.text(55), side, offset,
                     hedge, ord_type, tif, price, q)  # type: ignore[arg-type]
 

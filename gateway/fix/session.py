@@ -480,7 +480,7 @@ class FixConnection(asyncio.Protocol):
         s = self.session
         assert s is not None
         v = msg.fields.get(36)
-        if v is None or not v.isdigit():
+        if v is None or not v.isdigit() or len(v) > 18:
             if gap_fill:
                 s.store.set_next_in(msg.seq + 1)
             self._reject(msg, R_REQUIRED_MISSING if v is None else 5, 36,
@@ -498,7 +498,8 @@ class FixConnection(asyncio.Protocol):
 
     def _resend_request(self, msg: FixMessage) -> None:
         b, e = msg.fields.get(7), msg.fields.get(16)
-        if b is None or e is None or not b.isdigit() or not e.isdigit():
+        if b is None or e is None or not b.isdigit() or not e.isdigit() or len(b) > 18 \
+                or len(e) > 18:
             self._reject(msg, R_REQUIRED_MISSING, 7 if b is None or not b.isdigit() else 16,
                          "BeginSeqNo (7) and EndSeqNo (16) are required numbers")
             return
@@ -609,6 +610,7 @@ class FixConnection(asyncio.Protocol):
         self.state = State.ACTIVE
         self.guard.leave(self)
         store = s.store
+        store.compact_if_large()
         expected = store.next_in
         if seq == expected:
             store.set_next_in(seq + 1)

@@ -30,7 +30,10 @@ losing the *outbound* tail could reuse numbers the peer saw, which is why sent m
 written before they are sent.
 
 Bounds: at most ``MAX_STORED`` sent messages are kept in memory for resend (oldest first out;
-older ones are gap-filled), far above a session's trading day.
+older ones are gap-filled), far above a session's trading day. The file is compacted (rewritten
+to a new file holding just the numbers and those messages, then renamed over the old one) when
+it passes ``COMPACT_BYTES``, at open and at each logon, so a session never reset still has a
+bounded file.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import structlog
 log = structlog.get_logger("fengkong.fix.store")
 _REC = struct.Struct(">IIcQ")  # length of (kind + seq + data), crc32 of it, kind, seq
 MAX_STORED = 250_000
+COMPACT_BYTES = 64 * 1024 * 1024
 
 
 class FixStore:
@@ -62,10 +66,12 @@ class FixStore:
         self.dirty = False  # written, not yet fsynced
         self._fd = -1
         self.cut: str = ""  # what a damaged tail was, if one was cut at open
+        self.size = 0  # bytes in the file
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             self._load()
+            self.compact_if_large()
 
     def _load(self) -> None:
         data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
@@ -97,6 +103,7 @@ class FixStore:
             log.warning("FIX store tail damaged; cut", path=str(self.path), damage=self.cut,
                         kept_bytes=pos)
             os.ftruncate(self._fd, pos)
+        self.size = pos
 
     def _remember(self, seq: int, entry: tuple[bytes, bytes, bytes]) -> None:
         self.sent[seq] = entry
@@ -106,9 +113,39 @@ class FixStore:
     def _append(self, kind: bytes, seq: int, data: bytes = b"") -> None:
         if self._fd < 0:
             return
-        payload = kind + seq.to_bytes(8, "big") + data
-        self._buf += struct.pack(">II", len(payload), zlib.crc32(payload))
-        self._buf += payload
+        self._buf += _record(kind, seq, data)
+
+    def compact_if_large(self) -> None:
+        if self._fd >= 0 and self.size + len(self._buf) > COMPACT_BYTES:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the file as just its state (numbers, messages kept for resend): written to
+        a new file, fsynced, renamed over the old one — a crash leaves one or the other."""
+        assert self.path is not None
+        self._buf.clear()
+        out = bytearray(_record(b"o", self.next_out - 1) if self.next_out > 1 else b"")
+        for seq, (mt, st, body) in self.sent.items():
+            out += _record(b"O", seq, mt + b"\x00" + st + b"\x00" + body)
+        out += _record(b"I", self.next_in)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, out)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        log.info("FIX store compacted", path=str(self.path), before=self.size, after=len(out))
+        self.size = len(out)
+        self.dirty = False
 
     # ------------------------------------------------------------------ changes
     def sent_app(self, seq: int, msg_type: bytes, sending_time: bytes, body: bytes) -> None:
@@ -131,6 +168,7 @@ class FixStore:
         self._buf.clear()
         if self._fd >= 0:
             os.ftruncate(self._fd, 0)
+            self.size = 0
             self.dirty = True
 
     # ------------------------------------------------------------------ disk
@@ -138,6 +176,7 @@ class FixStore:
         """Write what is buffered (before the bytes it describes leave)."""
         if self._buf and self._fd >= 0:
             os.write(self._fd, self._buf)
+            self.size += len(self._buf)
             self._buf.clear()
             if self.fsync_mode == "record":
                 os.fdatasync(self._fd)
@@ -157,3 +196,8 @@ class FixStore:
                 os.fdatasync(self._fd)
             os.close(self._fd)
             self._fd = -1
+
+
+def _record(kind: bytes, seq: int, data: bytes = b"") -> bytes:
+    payload = kind + seq.to_bytes(8, "big") + data
+    return struct.pack(">II", len(payload), zlib.crc32(payload)) + payload

@@ -164,3 +164,30 @@ def test_nothing_but_logon_before_logon(shared_fix_gateway):
     raw = RawFix(shared_fix_gateway.fix_port, sender="NOBODY")
     raw.send("A", [(98, 0), (108, 30), (553, "manual1"), (554, "manual-secret")])
     assert raw.wait_closed() == []
+
+
+def test_absurd_numbers_are_ordinary_rejects(shared_fix_gateway):
+    raw = RawFix(shared_fix_gateway.fix_port)
+    raw.logon()
+    for n, (qty, price) in enumerate([("1e400", 3200), ("nan", 3200), ("2", "nan"), ("2", "inf"),
+                                      ("-3", 3200), ("1.5", 3200), ("2", "-1"),
+                                      ("9" * 40, 3200)]):
+        fields = order_fields(f"N{n}")
+        fields[4], fields[6] = (38, qty), (44, price)
+        raw.send("D", fields)
+        er = raw.wait("8", "3")
+        assert er.msg_type == b"8" and er.fields[150] == b"8", (qty, price, er)
+        assert int(er.fields[20001]) in (403, 406, 408), er
+    raw.send("1", [(112, "still")])
+    assert raw.wait("0").fields.get(112) == b"still"
+
+
+def test_two_logons_of_one_session_at_once_one_wins(shared_fix_gateway):
+    a, b = RawFix(shared_fix_gateway.fix_port), RawFix(shared_fix_gateway.fix_port)
+    logon = [(98, 0), (108, 30), (141, "Y"), (553, "manual1"), (554, "manual-secret")]
+    a.send("A", logon)
+    b.send("A", logon)
+    answers = [m.msg_type if (m := r.recv(timeout=5)) is not None else None for r in (a, b)]
+    assert answers.count(b"A") == 1 and answers.count(None) == 1, answers
+    a.close()
+    b.close()
