@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from checks.enums import ExecType
+from checks.reasons import Reason
 from gateway.fix.session import FixConnection, FixSession
 from gateway.fix.store import FixStore
 from gateway.protocol import ExecReport
@@ -83,6 +84,9 @@ class FixAcceptor:
         self.stats: Counter[str] = Counter()
         self._exec_prefix = f"{gcfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
         self._exec_seq = 0
+        # ClOrdID of a PossDup order being offered to the router: its duplicate refusal is not
+        # a real reject (the order exists), so neither the session nor the drop copy shows it.
+        self.dup_probe = ""
         self.server: TlsServer | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,6 +102,9 @@ class FixAcceptor:
     def drop_copy(self, rep: ExecReport) -> None:
         """Router observer: every execution report, to the drop-copy sessions that see its
         account (stored and numbered even while they are away)."""
+        if self.dup_probe and rep.cl_ord_id == self.dup_probe \
+                and rep.reason == Reason.DUPLICATE_CL_ORD_ID:
+            return
         for s in self.drop_copies:
             if s.accounts is None or rep.account in s.accounts:
                 s.exec_report(rep)

@@ -652,11 +652,11 @@ class FixConnection(asyncio.Protocol):
                              session=self.session_id, cl_ord_id=o.cl_ord_id)
                     self._status_report(o)
                     return
-            self._dup_probe = order.cl_ord_id
+            self._dup_probe = self.acceptor.dup_probe = order.cl_ord_id
             try:
                 self.router.new_order(self, order)
             finally:
-                self._dup_probe = ""
+                self._dup_probe = self.acceptor.dup_probe = ""
             return
         self.router.new_order(self, order)
 

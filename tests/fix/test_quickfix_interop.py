@@ -205,6 +205,19 @@ def test_restart_resumes_sequence_numbers_and_possdup_resend_is_no_second_order(
         _, status = admin(gw, "GET", "/v1/status", token="demo-viewer-token")
         assert status["working_orders"] == 4 and status["stats"]["accepted"] == 4
         assert qf.seqnums()[1] > seq_in  # our numbers resumed where they were, not reset
+        # The drop copy (away all along) gets every report by resend, and no reject for the
+        # PossDup orders: they were never refused, they exist.
+        dc = Initiator(tmp_path / "dc", port, sender="BACKOFFICE", username="backoffice1",
+                       password="backoffice-secret").start()
+        try:
+            seen = []
+            while not seen or seen[-1][:2] != ("P3", "0"):
+                m = dc.next_app(lambda m: m.get(35) == "8")
+                seen.append((m[11], m[150], m.get(20001)))
+            assert not [s for s in seen if s[1] == "8"], seen
+            assert {c for c, et, _ in seen if et == "0"} == {"P0", "P1", "P2", "P3"}
+        finally:
+            dc.stop()
     finally:
         qf.stop()
         gw.stop()
