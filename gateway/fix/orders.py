@@ -42,6 +42,11 @@ from gateway.protocol import CancelOrder, CancelReject, ExecReport, NewOrder
 TAG_REASON = 20001
 TAG_OFFSET = 20002
 TAG_HEDGE = 20003
+# On Logon (35=A): the client application and terminal (穿透式监管, ``gateway.terminal``).
+TAG_APP_ID = 20011
+TAG_AUTH_CODE = 20012
+# TerminalData's fields in order: ip, mac, device_name, device_id, os, extra.
+TAG_TERMINAL = (20013, 20014, 20015, 20016, 20017, 20018)
 
 Problem = tuple[int, int, str]  # (SessionRejectReason 373, RefTagID 371, text)
 

@@ -72,8 +72,18 @@ from gateway.fix.codec import (
     now_timestamp,
 )
 from gateway.fix.store import FixStore
-from gateway.protocol import Alert, CancelReject, ExecReport, Logon, Logout, NewOrder
+from gateway.protocol import (
+    Alert,
+    CancelReject,
+    ExecReport,
+    Logon,
+    Logout,
+    NewOrder,
+    TerminalData,
+    terminal_problem,
+)
 from gateway.session import State, new_session_id
+from gateway.terminal import check_application, journaled_logon
 
 if TYPE_CHECKING:
     from gateway.config import FixSessionConfig, UserConfig
@@ -568,8 +578,24 @@ class FixConnection(asyncio.Protocol):
 
     async def _logon_checked(self, msg: FixMessage, s: FixSession, hb: int) -> None:
         name, secret = msg.text(553), msg.text(554)
+        # The same Logon a native client sends, application and terminal fields from their
+        # custom tags (穿透式监管, ``gateway.terminal``): checked, journaled and relayed alike.
+        f = msg.fields
+        terminal = TerminalData(*(msg.text(t) for t in orders.TAG_TERMINAL)) \
+            if any(t in f for t in orders.TAG_TERMINAL) else None
+        logon = Logon(name, secret, [], float(hb), True, msg.text(orders.TAG_APP_ID),
+                      msg.text(orders.TAG_AUTH_CODE), terminal)
+        problem = terminal_problem(logon)
+        if problem is not None:
+            self._logon_refused(f"{int(Reason.TERMINAL_INFO_INVALID)} "
+                                f"{Reason.TERMINAL_INFO_INVALID.description} ({problem})")
+            return
         user, refused = await self.guard.authenticate(name, secret, self.peer,
                                                       lambda: self.closed)
+        if refused is None and user is not None and not await check_application(
+                self.guard, user, logon):
+            locked = self.guard.lockout.failed(name, time.time_ns(), self.peer)
+            refused, user = (Reason.LOCKED_OUT if locked else Reason.APP_NOT_REGISTERED), None
         if refused is None and user is not None and self.peer_user is not None \
                 and user.name != self.peer_user:
             log.warning("FIX logon refused: the client certificate belongs to another user",
@@ -597,9 +623,10 @@ class FixConnection(asyncio.Protocol):
             self._logon_refused(f"MsgSeqNum too low, expecting {store.next_in} but received "
                                 f"{seq}")
             return
-        self._logon_ok(user, s, hb, reset, seq)
+        self._logon_ok(user, s, hb, reset, seq, logon)
 
-    def _logon_ok(self, user: UserConfig, s: FixSession, hb: int, reset: bool, seq: int) -> None:
+    def _logon_ok(self, user: UserConfig, s: FixSession, hb: int, reset: bool, seq: int,
+                  logon: Logon) -> None:
         now = time.time_ns()
         self.guard.lockout.succeeded(user.name, now, self.peer)
         self.user = user.name
@@ -621,11 +648,15 @@ class FixConnection(asyncio.Protocol):
         if not s.drop_copy:
             self.accounts = frozenset(user.accounts)
             router = self.router
-            # Journaled as a native logon (secret masked): recovery re-creates the session.
-            router.record(jr.Inbound(now, self.session_id, Logon(
-                user.name, "***", sorted(self.accounts), float(hb), self.cancel_on_disconnect)))
+            logon.accounts = sorted(self.accounts)
+            logon.cancel_on_disconnect = self.cancel_on_disconnect
+            # Journaled as a native logon (secret and auth code masked): recovery re-creates
+            # the session.
+            router.record(jr.Inbound(now, self.session_id, journaled_logon(logon)))
             router.engine.register_session(self.session_id, self.automated)
             router.add_session(self)
+            if router.on_logon is not None:  # terminal information to the exchange
+                router.on_logon(self, logon, now)
         self.acceptor.stats["logons"] += 1
         log.info("FIX logon", session=self.session_id, fix=s.name, user=self.user,
                  peer=self.peer, kind=s.cfg.kind, heartbeat_s=hb, reset=reset,

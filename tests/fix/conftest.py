@@ -13,7 +13,18 @@ from tests.conftest import EXAMPLES, Proc, start_exchange, start_gateway
 # Secret "backoffice-secret" (scrypt N = 2**14 like the other demo users).
 BACKOFFICE_HASH = ("scrypt$16384$8$1$66656e676b6f6e672d64656d6f2d3034$"
                    "579bc254202a94857ca78fa7ef174158d337f43704da11ea3775b4914c1a9988")
+# A desk whose application is registered (穿透式监管): its FIX Logon must carry it.
+APP_ID, AUTH_CODE = "hq-trader-4.2", "AUTH-7F3A-19C2"
+APP_HASH = ("scrypt$16384$8$1$66656e676b6f6e672d64656d6f2d3035$"
+            "0f564d500a2132087127cb18eeb20eade81c21bba502618d2e8665e645fa3d0f")
 FIX_SECTION = f"""
+[[users]]
+name = "appdesk"
+secret_hash = "{BACKOFFICE_HASH}"
+accounts = ["A003"]
+automated = false
+apps = [{{ app_id = "{APP_ID}", auth_code_hash = "{APP_HASH}" }}]
+
 [[users]]
 name = "backoffice1"
 secret_hash = "{BACKOFFICE_HASH}"
@@ -44,6 +55,11 @@ user = "algo1"
 sender_comp_id = "FENGKONG"
 target_comp_id = "MANUAL1"
 user = "manual1"
+
+[[fix.sessions]]
+sender_comp_id = "FENGKONG"
+target_comp_id = "APPDESK"
+user = "appdesk"
 
 [[fix.sessions]]
 sender_comp_id = "FENGKONG"

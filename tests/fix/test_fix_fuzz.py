@@ -191,3 +191,19 @@ def test_two_logons_of_one_session_at_once_one_wins(shared_fix_gateway):
     assert answers.count(b"A") == 1 and answers.count(None) == 1, answers
     a.close()
     b.close()
+
+
+def test_a_registered_application_must_be_named_on_the_fix_logon(shared_fix_gateway):
+    from tests.fix.conftest import APP_ID, AUTH_CODE
+
+    base = [(98, 0), (108, 30), (141, "Y"), (553, "appdesk"), (554, "backoffice-secret")]
+    for extra in ([], [(20011, APP_ID), (20012, "wrong")]):
+        raw = RawFix(shared_fix_gateway.fix_port, sender="APPDESK")
+        raw.send("A", base + extra)
+        out = raw.wait_closed()
+        assert out and out[-1].msg_type == b"5" and out[-1].fields[58].startswith(b"110 "), out
+    raw = RawFix(shared_fix_gateway.fix_port, sender="APPDESK")
+    raw.send("A", base + [(20011, APP_ID), (20012, AUTH_CODE), (20013, "10.0.0.7"),
+                          (20017, "Linux 6.1")])
+    assert raw.wait("A", "5").msg_type == b"A"
+    raw.close()
