@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.runtime-stamp
 TESTENV := $(VENV)/.test-stamp
 UV_VERSION := 0.13.9
-PYX    := $(wildcard cext/*.pyx cext/*.pxd)
+PYX    := $(wildcard cext/*.pyx cext/*.pxd gateway/*.pyx)
 
 .PHONY: demo test bench lint clean build build-test lock system-deps
 
@@ -75,4 +75,4 @@ lint: $(TESTENV)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build cext/*.c cext/*.so *.egg-info
+	rm -rf $(VENV) build cext/*.c cext/*.so gateway/*.c gateway/*.so *.egg-info

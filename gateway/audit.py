@@ -1,9 +1,9 @@
 """Write-ahead batching between the router and the journal, and what happens when the disk fails.
 
-The router appends a handful of records per order (inbound, decision, outbound, exchange
-event). One ``os.write`` each would cost more than the risk checks, so records collect in a
-batch and go to the journal with one ``append_many`` (one write, one fsync under the
-``record`` policy: group commit).
+The router appends a record per message it receives (a client's order, the exchange's reports;
+a refused order's decision too). One ``os.write`` each would cost more than the risk checks, so
+records collect in a batch and go to the journal with one ``append_many`` (one write, one fsync
+under the ``record`` policy: group commit).
 
 Write-ahead still holds: nothing the gateway sends is visible before its records are written,
 because every connection (``gateway.framed``) calls ``flush`` as its ``before_write`` hook
@@ -38,8 +38,9 @@ send is risk-reducing or a statement of fact, and holding it is the greater risk
 No new order reaches the exchange after the failure is known. The one exception is the loop
 turn in which the write fails: a failure is only known by trying, so the orders the engine
 accepted in that turn (the write was carrying their records) are already queued on the exchange
-link, in the same buffer as any cancels. ``on_failure`` is told their exchange ids and the
-gateway cancels them at once: the cancels leave in the same write, right behind the orders, so
+link, in the same buffer as any cancels. ``on_failure`` is told the orders that were in the
+batch, as (session, cl_ord_id) of their ``Inbound`` records; the gateway finds those it accepted
+and cancels them at once: the cancels leave in the same write, right behind the orders, so
 none of them is left working on the exchange without a journal record. (Holding them back
 instead would need the router to reject them to their clients; it is the better end state and
 needs a hook in the router and the exchange link.)
@@ -57,7 +58,7 @@ from typing import Any
 
 import structlog
 
-from gateway.journal import EXCHANGE_LINK, Journal, JournalError, JournalIOError, Outbound, frame
+from gateway.journal import Inbound, Journal, JournalError, JournalIOError, frame
 from gateway.protocol import NewOrder
 
 log = structlog.get_logger("fengkong.audit")
@@ -68,11 +69,11 @@ RETRY_MAX_S = 2.0
 
 class AuditLog:
     def __init__(self, journal: Journal,
-                 on_failure: Callable[[JournalIOError, list[str]], None] | None = None,
+                 on_failure: Callable[[JournalIOError, list[tuple[int, str]]], None] | None = None,
                  on_recovery: Callable[[str], None] | None = None) -> None:
         self.journal = journal
         # Told once when records start being held (the gateway halts new orders, alerts, and
-        # cancels the new orders whose records were in the failed write: their exchange ids),
+        # cancels the new orders whose records were in the failed write: (session, cl_ord_id)),
         # and once when they are all written again.
         self.on_failure = on_failure
         self.on_recovery = on_recovery
@@ -176,8 +177,8 @@ class AuditLog:
             raise err from None  # offline: the caller decides; the batch is kept
         self._retry_task = loop.create_task(self._retry(), name="journal-retry")
         if self.on_failure is not None:
-            self.on_failure(err, [r.msg.cl_ord_id for r in self._batch if type(r) is Outbound
-                                  and r.session == EXCHANGE_LINK and type(r.msg) is NewOrder])
+            self.on_failure(err, [(r.session, r.msg.cl_ord_id) for r in self._batch
+                                  if type(r) is Inbound and type(r.msg) is NewOrder])
 
     def _sync_failed(self, err: JournalIOError) -> None:
         """The background flusher's fsync failed: hold new records and retry it."""

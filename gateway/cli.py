@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seat", help="exchange seat user (overrides [exchange].user)")
     p.add_argument("--engine", choices=("cython", "reference"), default="cython",
                    help="risk engine: the Cython hot path, or the Python reference (same decisions)")
+    p.add_argument("--router", choices=("fast", "reference"), default="fast",
+                   help="order path: compiled (gateway/fastroute.pyx), or the Python reference "
+                        "(same decisions, sends and journal)")
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS, type=str.lower,
                    help="least severe log level written (default: info)")
     p.add_argument("--log-json", action="store_true", default=None,
@@ -216,10 +219,11 @@ def _serve(args: argparse.Namespace) -> int:
     engine_cls = None
     if args.engine == "reference":
         from checks.engine import Engine as engine_cls
+    from gateway.fast_router import router_class
     from gateway.journal import JournalError
 
     try:
-        uvloop.run(serve(cfg, engine_cls=engine_cls))
+        uvloop.run(serve(cfg, engine_cls=engine_cls, router_cls=router_class(args.router)))
     except (JournalError, OSError) as err:
         # A second gateway on the same journal directory ("already open by another writer"),
         # a port already in use, a directory it may not write: one line naming it, no traceback.

@@ -154,10 +154,15 @@ class Outbound(_Record, tag="out"):
 
 
 class ExchangeEvent(_Record, tag="exch"):
-    """An execution report that came from the exchange."""
+    """An execution report that came from the exchange; ``session`` and ``client_id`` say whose
+    order it is (the session that owned it then and the client's cl_ord_id; 0 and "" for an
+    order the gateway did not know): what the client was told is derived from this record, so
+    the drop copy and the audit trail read it here."""
 
     report: ExecReport
     link: str = ""
+    session: int = 0
+    client_id: str = ""
 
 
 class AdminAction(_Record, tag="admin"):

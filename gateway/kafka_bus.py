@@ -7,9 +7,9 @@ Theory of operation
 goes to the audit topic keyed by its account (so one account's records stay in order on one
 partition). ``route`` is the one place that decides what else goes where: the alert the router
 journals once for risk officers (``Outbound`` to ``NO_SESSION``) also goes to the alerts topic,
-while its per-session delivery copies stay on audit only, so one alert is one alerts record; an
-execution report sent to a client session also goes to the drop-copy topic (the broker's copy of
-what each client was told). Every Kafka record carries the gateway id and the journal sequence
+so one alert is one alerts record; what a client was told about its orders (the exchange's
+reports on them, refusals, reports the gateway derived) also goes to the drop-copy topic (the
+broker's copy), see ``route``. Every Kafka record carries the gateway id and the journal sequence
 number, in its headers and in its JSON value, so consumers de-duplicate on ``(gateway_id, seq)``:
 delivery is at least once, and exactly once after de-duplication.
 
@@ -79,6 +79,8 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from gateway.journal import (
     NO_SESSION,
+    Decision,
+    ExchangeEvent,
     JournalDamage,
     JournalReader,
     JournalRecord,
@@ -106,11 +108,19 @@ class Topics(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def route(record: JournalRecord, topics: Topics) -> tuple[str, ...]:
-    """The topics a journal record is published to: always audit; the alert journaled once for risk
-    officers (session 0) also alerts, its per-session delivery copies not; an execution report for a
-    client's order also drop copy — sent to its session (> 0) or, with no client connected to hear
-    it, journaled for the back office alone (session 0)."""
-    if type(record) is Outbound:
+    """The topics a journal record is published to: always audit; the alert journaled once for
+    risk officers (session 0) also alerts. Drop copy — the broker's record of what each client
+    was told about its orders — gets the exchange's reports on a client's order (``ExchangeEvent``
+    with the order's ``client_id``: the client's report is derived from it), every refused order
+    (``Decision``: the reject) and the reports the gateway derived itself, e.g. an order the
+    exchange lost (``Outbound`` ``ExecReport`` to a session, or to none when no client was
+    connected to hear it)."""
+    t = type(record)
+    if t is ExchangeEvent:
+        return (topics.audit, topics.drop_copy) if record.client_id else (topics.audit,)
+    if t is Decision:
+        return (topics.audit, topics.drop_copy) if record.reason else (topics.audit,)
+    if t is Outbound:
         msg = record.msg
         if record.session == NO_SESSION and isinstance(msg, Alert):
             return (topics.audit, topics.alerts)

@@ -18,8 +18,9 @@ Which records are inputs:
   orders keep the ids the exchange knows them by), ``session_closed``;
 - ``Inbound`` ``Logon``: re-creates the session (user, permitted accounts, automated or not,
   cancel-on-disconnect) — from any day: a session may span the day boundary;
-- ``Inbound`` ``NewOrder``: decided again; the journaled ``Decision`` that follows must agree
-  (a disagreement means the code changed what it decides, and is reported);
+- ``Inbound`` ``NewOrder``: decided again; a refused order's ``Decision`` follows it, an
+  accepted order has none, and the replay must agree (a disagreement means the code changed
+  what it decides, and is reported);
 - ``Outbound`` ``CancelOrder`` to the exchange: every cancel the gateway requested, whoever
   caused it (client, kill switch, disconnect) — counted by the engine as it was then;
 - ``Outbound`` ``OrderStatusRequest`` and ``Inbound`` ``OrderStatusEnd``: a reconciliation's
@@ -53,11 +54,12 @@ import structlog
 from checks.calendar import trading_day_bounds, trading_day_number
 from checks.config import merge_limits
 from checks.digest import digest
-from checks.enums import AccountStatus, KillScope, ProgReg
+from checks.enums import AccountStatus, KillScope, OrdStatus, ProgReg
 from gateway import checkpoint
 from gateway import journal as jr
 from gateway.protocol import (
     CancelOrder,
+    ExecReport,
     Logon,
     MarketData,
     NewOrder,
@@ -199,22 +201,30 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
                             "which has no logon in the journal")
                         continue
                     report.orders += 1
-                    # The engine decided the order live only if its decision follows at once.
-                    # One refused before the engine saw it (link down, journal failing, safe
-                    # mode: journaled with such a reason, or by older versions with none) is
-                    # refused again, never decided on a book that cannot know the link was down.
+                    # A refused order has its ``Decision`` right behind it; an accepted one has
+                    # none (older versions journaled ``Decision`` 0). One refused before the
+                    # engine saw it (link down, journal failing, safe mode; by the oldest
+                    # versions journaled as just the reject sent to the client) is refused
+                    # again, never decided on a book that cannot know the link was down.
                     held = next(records, None)
-                    decided = held is not None and type(held[1]) is jr.Decision \
-                        and held[1].cl_ord_id == msg.cl_ord_id
-                    live_only = decided and held[1].reason in LIVE_ONLY_REFUSALS  # type: ignore[index]
+                    nxt = held[1] if held is not None else None
+                    decided = type(nxt) is jr.Decision and nxt.cl_ord_id == msg.cl_ord_id
+                    live_only = (decided and nxt.reason in LIVE_ONLY_REFUSALS) \
+                        or _old_live_refusal(nxt, rec.session, msg.cl_ord_id)
                     before = router.stats["accepted"]
-                    router.new_order(s, msg, rec.ts_ns, engine_saw=decided and not live_only)
-                    if live_only:  # that decision is handled: not compared, it was not the engine's
+                    router.new_order(s, msg, rec.ts_ns, engine_saw=not live_only)
+                    if live_only and decided:  # handled: not compared, it was not the engine's
                         report.records += 1
                         report.last_seq = held[0]  # type: ignore[index]
                         held = None
                         continue
-                    pending_decision = (msg.cl_ord_id, 0 if router.stats["accepted"] > before else -1)
+                    accepted = router.stats["accepted"] > before
+                    if decided:
+                        pending_decision = (msg.cl_ord_id, 0 if accepted else -1)
+                    elif not live_only and not accepted:
+                        report.disagreements.append(
+                            f"record {seq}: {msg.cl_ord_id} was accepted then (no refusal "
+                            "follows it), rejected on replay")
                 elif mt is MarketData:
                     router.market_data(msg, rec.ts_ns)
                 elif mt is OrderStatusEnd and rec.session == jr.EXCHANGE_LINK:
@@ -253,6 +263,13 @@ def replay_journal(gw: Gateway, journal: jr.Journal, now_ns: int | None = None) 
     for d in report.disagreements[:20]:
         log.error("replay disagreement", detail=d)
     return report
+
+
+def _old_live_refusal(nxt: jr.JournalRecord | None, session: int, cl_ord_id: str) -> bool:
+    """Journals of the oldest versions marked an order refused before the engine saw it only
+    by the reject they sent: an ``Outbound`` REJECTED report for it, right behind it."""
+    return (type(nxt) is jr.Outbound and nxt.session == session and type(nxt.msg) is ExecReport
+            and nxt.msg.cl_ord_id == cl_ord_id and nxt.msg.status == OrdStatus.REJECTED)
 
 
 def end_replayed_sessions(gw: Gateway) -> int:

@@ -192,8 +192,16 @@ class LinkPort:
 
     def send(self, msg: Any) -> bool: ...
 
+class RouterBase:
+    """The router's state and everything but the order path: sessions, held cancels,
+    reconciliation, alerts, views. ``Router`` adds the order path in Python (the reference);
+    ``gateway.fast_router.FastRouter`` adds the same order path compiled. The order path is
+    ``record``, ``new_order``, ``cancel``, ``exchange_report`` and the helpers they share
+    (``_reject``, ``_send_cancel``, ``_settle``, ``_report``, ``_forget``, ...): the methods
+    below call them on ``self`` and get whichever the concrete class has."""
 
-class Router:
+    order_type: Any = RoutedOrder  # what ``_adopt`` makes an order of
+
     def __init__(self, cfg: GatewayConfig, engine: Any, audit: AuditLog | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self.cfg = cfg
@@ -249,17 +257,6 @@ class Router:
         self.ack_latency: Any = None
 
     # ------------------------------------------------------------------ plumbing
-    def record(self, record: Any) -> None:
-        """Append a record to the journal (write-ahead: before its effect is visible)."""
-        if self.audit is not None and not self.replaying:
-            if record.ts_ns >= self.day_end:
-                self._new_day(record.ts_ns)
-            self.audit.append(record)
-
-    def _at(self, now: int) -> None:
-        if now >= self.day_end:
-            self._new_day(now)
-
     def _new_day(self, now: int) -> None:
         """The trading day changed: forget the day's ids, and checkpoint (live)."""
         boundary = self.cfg.risk.day_boundary_s
@@ -272,18 +269,6 @@ class Router:
         self.finished.clear()
         if not first and self.on_day_start is not None and not self.replaying:
             self.on_day_start(day, now)
-
-    def _to_session(self, session: SessionPort | None, msg: Any, now: int) -> None:
-        if session is None or self.replaying or session.closed:
-            return
-        self.record(jr.Outbound(now, session.session_id, msg))
-        session.send(msg)
-
-    def _to_exchange(self, msg: Any, now: int) -> None:
-        if self.replaying or self.link is None:
-            return
-        self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
-        self.link.send(msg)
 
     def link_up(self) -> bool:
         return self.link is not None and self.link.up
@@ -316,152 +301,10 @@ class Router:
         return sum(self.cancel_refs([o.ref for o in owned],
                                     f"cancel-on-disconnect of session {session.session_id}", now))
 
-    def _clids(self, user: str, now: int) -> set[str]:
-        """The cl_ord_ids ``user`` used this trading day (they must be unique per day)."""
-        self._at(now)
-        return self.used_clids.setdefault(user, set())
-
     def owned(self, session_id: int) -> int:
         return sum(1 for o in self.orders.values() if o.session_id == session_id)
 
-    # ------------------------------------------------------------------ new orders
-    def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None,
-                  engine_saw: bool = True) -> None:
-        """A client's order. On replay ``engine_saw`` says whether the journal has the engine's
-        decision for it: an order refused live before the engine saw it (link down, journal
-        failing, safe mode) is refused again, never decided on a book that cannot know why."""
-        now = self.clock() if now is None else now
-        self._at(now)
-        self.record(jr.Inbound(now, session.session_id, msg))
-        self.stats["orders"] += 1
-        bad = order_field_problem(msg)
-        if bad is not None:
-            return self._reject(session, msg, Reason.INVALID_FIELD, bad, now)
-        if msg.account not in session.accounts:
-            return self._reject(session, msg, Reason.ACCOUNT_NOT_PERMITTED,
-                                f"session {session.session_id} may not trade {msg.account!r}", now)
-        used = self._clids(session.user, now)
-        if msg.cl_ord_id in used:
-            return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
-                                f"cl_ord_id {msg.cl_ord_id!r}", now)
-        if len(used) >= MAX_CLIDS_PER_USER_DAY:
-            return self._reject(session, msg, Reason.INVALID_FIELD,
-                                f"user {session.user!r} used {MAX_CLIDS_PER_USER_DAY} cl_ord_ids "
-                                "today, the most the gateway remembers; new orders are refused "
-                                "until the next trading day", now)
-        used.add(msg.cl_ord_id)
-        if self.replaying and not engine_saw:
-            self.stats["rejected"] += 1
-            return None
-        if not self.replaying:
-            refusal = self.halted if self.halted is not None else \
-                None if self.link_up() else (int(Reason.EXCHANGE_UNAVAILABLE), "")
-            if refusal is not None:
-                # Journaled as a decision: replay cannot see the link or the disk as they were,
-                # and must not decide (and accept) this order again.
-                self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account,
-                                        msg.symbol, refusal[0], refusal[1], 0))
-                return self._reject(session, msg, refusal[0], refusal[1], now)
-        decision = self.engine.decide(msg, now, session.session_id)
-        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
-                                int(decision.reason), decision.text,
-                                decision.ref if decision.reason == 0 else 0))
-        if decision.alerts:
-            self._alerts(decision.alerts, now)
-        if self.on_counted is not None:
-            self.on_counted(msg.account, now, int(decision.reason))
-        if decision.reason:
-            self._reject(session, msg, decision.reason, None, now, text=decision.text)
-        else:
-            self.stats["accepted"] += 1
-            qty = int(msg.qty)
-            self.order_seq += 1
-            exch_id = f"{self.prefix}{self.order_seq:x}"
-            o = RoutedOrder(decision.ref, session, session.user, msg.cl_ord_id, exch_id,
-                            msg.account, msg.symbol, msg.side, msg.price, qty, now)
-            self._track(o)
-            self._to_exchange(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset,
-                                       msg.hedge, msg.ord_type, msg.tif, msg.price, qty), now)
-        if decision.trigger:
-            self._trigger(msg.account, decision.trigger, now)
-        return None
-
-    def _track(self, o: RoutedOrder) -> None:
-        self.orders[o.ref] = o
-        self.by_exch[o.exch_id] = o.ref
-        self.by_clid[(o.user, o.cl_ord_id)] = o.ref
-
-    def _reject(self, session: SessionPort, msg: NewOrder, reason: int, detail: str | None,
-                now: int, text: str | None = None) -> None:
-        self.stats["rejected"] += 1
-        self.rejects_by_reason[reason] += 1
-        if text is None:
-            text = Reason(reason).description + (f" ({detail})" if detail else "")
-        qty = msg.qty if type(msg.qty) is int else 0
-        price = msg.price if type(msg.price) is float else 0.0
-        # Echoed identifiers are bounded, so a reject always fits a frame (see ``echo``).
-        rep = ExecReport(
-            echo(msg.cl_ord_id, MAX_ID_BYTES), "", echo(msg.account, MAX_ACCOUNT_BYTES),
-            echo(msg.symbol, MAX_SYMBOL_BYTES), OrdStatus.REJECTED, ExecType.REJECTED,
-            int(reason), text, 0, 0.0, 0, 0, now, msg.side, price, qty)
-        self._to_session(session, rep, now)
-        if self.report_observers and not self.replaying:
-            for observe in self.report_observers:
-                observe(rep)
-        if self.storm_handler is not None and not self.replaying:
-            times = self.reject_times.setdefault(session.session_id,
-                                                 deque(maxlen=self.cfg.gateway.reject_storm))
-            times.append(now)
-            if len(times) == times.maxlen and times[0] > now - NS:
-                times.clear()
-                self.storm_handler(session.session_id)
-
     # ------------------------------------------------------------------ cancels
-    def cancel(self, session: SessionPort, msg: CancelOrder, now: int | None = None) -> None:
-        """A client's cancel: any working order of its user in an account the session may
-        trade, whichever connection placed it. Never refused for a down link: it waits."""
-        now = self.clock() if now is None else now
-        self._at(now)
-        self.record(jr.Inbound(now, session.session_id, msg))
-        bad = cancel_field_problem(msg)
-        if bad is not None:
-            self._to_session(session, CancelReject(
-                echo(msg.cl_ord_id, MAX_ID_BYTES), echo(msg.orig_cl_ord_id, MAX_ID_BYTES),
-                int(Reason.INVALID_FIELD), f"{Reason.INVALID_FIELD.description} ({bad})"), now)
-            return
-        ref = self.by_clid.get((session.user, msg.orig_cl_ord_id))
-        o = self.orders.get(ref) if ref is not None else None
-        if o is None or o.account != msg.account or o.account not in session.accounts:
-            used = self.used_clids.get(session.user, ())
-            reason = (Reason.ORDER_FINISHED if o is None and msg.orig_cl_ord_id in used
-                      else Reason.UNKNOWN_ORDER)
-            self._to_session(session, CancelReject(msg.cl_ord_id, msg.orig_cl_ord_id, int(reason),
-                                                   Reason(reason).description), now)
-            return
-        self._send_cancel(o, msg.cl_ord_id, now)
-
-    def _send_cancel(self, o: RoutedOrder, client_id: str, now: int) -> bool:
-        """Count and journal a cancel, and send it if the link is up; True if it left now."""
-        self.stats["cancels"] += 1
-        outcome = self.engine.cancel_request(o.ref, now)
-        if outcome.alerts:
-            self._alerts(outcome.alerts, now)
-        if self.on_counted is not None:
-            self.on_counted(o.account, now, 0)
-        self._cancel_seq += 1
-        cancel_id = f"{self.prefix}c{self._cancel_seq:x}"
-        self._remember_cancel(o, cancel_id, client_id)
-        msg = CancelOrder(cancel_id, o.exch_id, o.account)
-        sent = False
-        if not self.replaying:
-            self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))  # the request, sent or held
-            if self.link_up():
-                assert self.link is not None
-                sent = self.link.send(msg)
-        if outcome.trigger:
-            self._trigger(o.account, outcome.trigger, now)
-        return sent
-
     def replay_cancel(self, msg: CancelOrder, now: int) -> None:
         """Recovery: a journaled cancel request, counted by the engine as it was then."""
         self._at(now)
@@ -472,19 +315,6 @@ class Router:
             if self.on_counted is not None:
                 self.on_counted(o.account, now, 0)
             self._remember_cancel(o, msg.cl_ord_id, "")
-
-    def _remember_cancel(self, o: RoutedOrder, cancel_id: str, client_id: str) -> None:
-        """The order's latest cancel request; earlier ones stay routable (their answers go to
-        the client) up to ``MAX_CANCELS_PER_ORDER``, and all go when the order does."""
-        if o.cancel_id:
-            old = o.old_cancels
-            if old is None:
-                old = o.old_cancels = []
-            old.append(o.cancel_id)
-            if len(old) >= MAX_CANCELS_PER_ORDER:
-                self.cancels.pop(old.pop(0), None)
-        o.cancel_id = cancel_id
-        self.cancels[cancel_id] = (o.ref, client_id)
 
     def cancel_refs(self, refs: list[int], why: str, now: int | None = None) -> tuple[int, int]:
         """Cancel working orders (kill switch, disconnect): (sent now, held until the link is
@@ -521,139 +351,6 @@ class Router:
         return count
 
     # ------------------------------------------------------------------ exchange side
-    def exchange_report(self, rep: ExecReport, now: int | None = None) -> None:
-        now = self.clock() if now is None else now
-        self._at(now)
-        self.record(jr.ExchangeEvent(now, rep))
-        et = rep.exec_type
-        if et == ExecType.TRADE and rep.exec_id:
-            if rep.exec_id in self.exec_ids:
-                self.stats["duplicate_fills"] += 1
-                log.info("execution already applied", exec_id=rep.exec_id, exch_id=rep.cl_ord_id)
-                return
-        ref = self.by_exch.get(rep.cl_ord_id)
-        o = self.orders.get(ref) if ref is not None else None
-        if o is None:
-            o = self.finished.get(rep.cl_ord_id)
-            if o is None:
-                self._unknown_report(rep, now)
-                return
-        if et == ExecType.STATUS:
-            self._reconcile(o, rep, now)
-            return
-        if et == ExecType.NEW:
-            event = Event.ACK
-        elif et == ExecType.TRADE:
-            if rep.last_qty <= 0 or (o.status not in FINAL and rep.last_qty > o.leaves):
-                self._seen_execution(rep)
-                self._surprise(o, f"a fill of {rep.last_qty} lots against {o.leaves} working "
-                               f"(execution {rep.exec_id or 'without id'}) was not booked",
-                               now, AlertLevel.CRITICAL)
-                return
-            event = Event.FULL_FILL if rep.last_qty == o.leaves else Event.PARTIAL_FILL
-        elif et == ExecType.CANCELED:
-            event = Event.CANCELED
-        elif et == ExecType.REJECTED:
-            event = Event.REJECTED
-        else:
-            log.warning("report with an unknown exec type", exec_type=et, exch_id=rep.cl_ord_id)
-            return
-        self._settle(o, event, rep, now)
-
-    def _settle(self, o: RoutedOrder, event: Event, rep: ExecReport, now: int) -> None:
-        """Move ``o`` by one exchange event: the lifecycle table first, then the engine, the
-        order and its owner."""
-        status, action = step(o.status, event)
-        if action == Action.REPEAT:
-            log.info("report repeats a known state", exch_id=o.exch_id, status=o.status,
-                     lifecycle_event=event.name)
-            return
-        if action == Action.LATE:
-            self._seen_execution(rep)
-            self._surprise(o, f"a fill of {rep.last_qty} lots at {rep.last_px} (execution "
-                           f"{rep.exec_id or 'without id'}) came after the order ended as "
-                           f"{OrdStatus(o.status).name}; the book could not take it",
-                           now, AlertLevel.CRITICAL)
-            return
-        engine = self.engine
-        et = rep.exec_type
-        if event == Event.ACK:
-            engine.apply_ack(o.ref, now)
-            if self.ack_latency is not None and not self.replaying:
-                self.ack_latency.observe(now - o.ts_ns)
-        elif event in (Event.PARTIAL_FILL, Event.FULL_FILL):
-            outcome = engine.apply_fill(o.ref, rep.last_qty, rep.last_px, now, rep.self_trade)
-            if not outcome.known:  # the table and the book disagree: a bug, say it loudly
-                log.error("fill refused by the book", exch_id=o.exch_id, qty=rep.last_qty)
-                return
-            self._seen_execution(rep)
-            self.stats["fills"] += 1
-            o.cum += rep.last_qty
-            o.leaves -= rep.last_qty
-            if outcome.alerts:
-                self._alerts(outcome.alerts, now)
-            if outcome.trigger:
-                self._trigger(o.account, outcome.trigger, now)
-        elif event == Event.CANCELED:
-            outcome = engine.apply_canceled(o.ref, now)
-            if outcome.alerts:
-                self._alerts(outcome.alerts, now)
-        else:
-            engine.apply_reject(o.ref, now)
-        if action == Action.SURPRISE:
-            self._surprise(o, f"the exchange rejected the order after it was "
-                           f"{OrdStatus(o.status).name} ({rep.text or 'no reason given'}); "
-                           f"it is closed here too", now, AlertLevel.WARNING)
-        o.status = status
-        if not o.order_id and rep.order_id:
-            o.order_id = rep.order_id
-        reason = rep.reason if et in (ExecType.REJECTED, ExecType.CANCELED) else 0
-        if et == ExecType.REJECTED and not reason:
-            reason = int(Reason.EXCHANGE_REJECT)
-        out = ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, status, et, reason,
-                         rep.text, rep.last_qty if et == ExecType.TRADE else 0,
-                         rep.last_px if et == ExecType.TRADE else 0.0, o.cum, o.leaves, now,
-                         o.side, o.price, o.qty, rep.self_trade, rep.exec_id)
-        self._report(o, out, now)
-        if status in FINAL:
-            self._forget(o)
-
-    def _report(self, o: RoutedOrder, out: ExecReport, now: int) -> None:
-        """An order's report to its owner; with no client connected to hear it, journaled for
-        the drop copy and the audit trail all the same."""
-        s = o.owner
-        if s is not None and not s.closed:
-            self._to_session(s, out, now)
-        elif not self.replaying:
-            self.record(jr.Outbound(now, jr.NO_SESSION, out))
-        if self.report_observers and not self.replaying:
-            for observe in self.report_observers:
-                observe(out)
-
-    def _forget(self, o: RoutedOrder) -> None:
-        self.orders.pop(o.ref, None)
-        self.by_exch.pop(o.exch_id, None)
-        if self.by_clid.get((o.user, o.cl_ord_id)) == o.ref:
-            del self.by_clid[(o.user, o.cl_ord_id)]
-        if o.cancel_id:
-            self.cancels.pop(o.cancel_id, None)
-            o.cancel_id = ""
-        if o.old_cancels is not None:
-            for cancel_id in o.old_cancels:
-                self.cancels.pop(cancel_id, None)
-            o.old_cancels = None
-        self.finished[o.exch_id] = o
-        if len(self.finished) > FINISHED_MEMORY:
-            self.finished.popitem(last=False)
-
-    def _seen_execution(self, rep: ExecReport) -> None:
-        """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
-        when the exchange says it again (a trade query after a reconnect) nothing repeats."""
-        if rep.exec_id:
-            self.exec_ids[rep.exec_id] = None
-            if len(self.exec_ids) > EXEC_ID_MEMORY:
-                self.exec_ids.popitem(last=False)
-
     def _surprise(self, o: RoutedOrder, text: str, now: int, level: AlertLevel) -> None:
         self.stats["surprises"] += 1
         log.error("exchange surprise", exch_id=o.exch_id, account=o.account, text=text)
@@ -781,7 +478,7 @@ class Router:
         decision = self.engine.decide(msg, now, 0)
         if decision.reason:
             return False
-        o = RoutedOrder(decision.ref, None, "", rep.cl_ord_id, rep.cl_ord_id, rep.account,
+        o = self.order_type(decision.ref, None, "", rep.cl_ord_id, rep.cl_ord_id, rep.account,
                         rep.symbol, rep.side, rep.price, rep.qty, now)
         o.adopted = True
         self._track(o)
@@ -901,3 +598,332 @@ class Router:
 
     def open_order_views(self, account: str | None = None) -> list[dict[str, Any]]:
         return [o.view() for o in self.orders.values() if account is None or o.account == account]
+
+
+class Router(RouterBase):
+    """The reference order path: every client order, cancel and exchange report, in Python.
+    ``gateway/fastroute.pyx`` is the same, compiled; the differential test
+    (tests/gateway/test_fastroute.py) holds the two together."""
+
+    # ------------------------------------------------------------------ plumbing
+    def record(self, record: Any) -> None:
+        """Append a record to the journal (write-ahead: before its effect is visible)."""
+        if self.audit is not None and not self.replaying:
+            if record.ts_ns >= self.day_end:
+                self._new_day(record.ts_ns)
+            self.audit.append(record)
+
+    def _at(self, now: int) -> None:
+        if now >= self.day_end:
+            self._new_day(now)
+
+    # What the gateway sends is derived from what it received: the journal holds the inputs
+    # (and the few facts replay cannot derive), so these two only send. See the module docstring.
+    def _to_session(self, session: SessionPort | None, msg: Any, now: int) -> None:
+        if session is None or self.replaying or session.closed:
+            return
+        session.send(msg)
+
+    def _to_exchange(self, msg: Any, now: int) -> None:
+        if self.replaying or self.link is None:
+            return
+        self.link.send(msg)
+
+    def _clids(self, user: str, now: int) -> set[str]:
+        """The cl_ord_ids ``user`` used this trading day (they must be unique per day)."""
+        self._at(now)
+        return self.used_clids.setdefault(user, set())
+
+    # ------------------------------------------------------------------ new orders
+    def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None,
+                  engine_saw: bool = True) -> None:
+        """A client's order. On replay ``engine_saw`` says whether the journal has the engine's
+        decision for it: an order refused live before the engine saw it (link down, journal
+        failing, safe mode) is refused again, never decided on a book that cannot know why."""
+        now = self.clock() if now is None else now
+        self._at(now)
+        self.record(jr.Inbound(now, session.session_id, msg))
+        self.stats["orders"] += 1
+        bad = order_field_problem(msg)
+        if bad is not None:
+            return self._reject(session, msg, Reason.INVALID_FIELD, bad, now)
+        if msg.account not in session.accounts:
+            return self._reject(session, msg, Reason.ACCOUNT_NOT_PERMITTED,
+                                f"session {session.session_id} may not trade {msg.account!r}", now)
+        used = self._clids(session.user, now)
+        if msg.cl_ord_id in used:
+            return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
+                                f"cl_ord_id {msg.cl_ord_id!r}", now)
+        if len(used) >= MAX_CLIDS_PER_USER_DAY:
+            return self._reject(session, msg, Reason.INVALID_FIELD,
+                                f"user {session.user!r} used {MAX_CLIDS_PER_USER_DAY} cl_ord_ids "
+                                "today, the most the gateway remembers; new orders are refused "
+                                "until the next trading day", now)
+        used.add(msg.cl_ord_id)
+        if self.replaying and not engine_saw:
+            self.stats["rejected"] += 1
+            return None
+        if not self.replaying:
+            refusal = self.halted if self.halted is not None else \
+                None if self.link_up() else (int(Reason.EXCHANGE_UNAVAILABLE), "")
+            if refusal is not None:
+                # Journaled as a refusal (every refusal is): replay cannot see the link or the
+                # disk as they were, and must not decide (and accept) this order again.
+                return self._reject(session, msg, refusal[0], refusal[1], now)
+        decision = self.engine.decide(msg, now, session.session_id)
+        if decision.alerts:
+            self._alerts(decision.alerts, now)
+        if self.on_counted is not None:
+            self.on_counted(msg.account, now, int(decision.reason))
+        if decision.reason:
+            self._reject(session, msg, decision.reason, None, now, text=decision.text)
+        else:
+            self.stats["accepted"] += 1
+            qty = int(msg.qty)
+            self.order_seq += 1
+            exch_id = f"{self.prefix}{self.order_seq:x}"
+            o = RoutedOrder(decision.ref, session, session.user, msg.cl_ord_id, exch_id,
+                            msg.account, msg.symbol, msg.side, msg.price, qty, now)
+            self._track(o)
+            self._to_exchange(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset,
+                                       msg.hedge, msg.ord_type, msg.tif, msg.price, qty), now)
+        if decision.trigger:
+            self._trigger(msg.account, decision.trigger, now)
+        return None
+
+    def _track(self, o: RoutedOrder) -> None:
+        self.orders[o.ref] = o
+        self.by_exch[o.exch_id] = o.ref
+        self.by_clid[(o.user, o.cl_ord_id)] = o.ref
+
+    def _reject(self, session: SessionPort, msg: NewOrder, reason: int, detail: str | None,
+                now: int, text: str | None = None) -> None:
+        """Refuse an order: journaled as a ``Decision`` right behind its ``Inbound`` (an accepted
+        order has none: replay decides it again), then the reject to the client."""
+        self.stats["rejected"] += 1
+        self.rejects_by_reason[reason] += 1
+        if text is None:
+            text = Reason(reason).description + (f" ({detail})" if detail else "")
+        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
+                                int(reason), text, 0))
+        qty = msg.qty if type(msg.qty) is int else 0
+        price = msg.price if type(msg.price) is float else 0.0
+        # Echoed identifiers are bounded, so a reject always fits a frame (see ``echo``).
+        rep = ExecReport(
+            echo(msg.cl_ord_id, MAX_ID_BYTES), "", echo(msg.account, MAX_ACCOUNT_BYTES),
+            echo(msg.symbol, MAX_SYMBOL_BYTES), OrdStatus.REJECTED, ExecType.REJECTED,
+            int(reason), text, 0, 0.0, 0, 0, now, msg.side, price, qty)
+        self._to_session(session, rep, now)
+        if self.report_observers and not self.replaying:
+            for observe in self.report_observers:
+                observe(rep)
+        if self.storm_handler is not None and not self.replaying:
+            times = self.reject_times.setdefault(session.session_id,
+                                                 deque(maxlen=self.cfg.gateway.reject_storm))
+            times.append(now)
+            if len(times) == times.maxlen and times[0] > now - NS:
+                times.clear()
+                self.storm_handler(session.session_id)
+
+    # ------------------------------------------------------------------ cancels
+    def cancel(self, session: SessionPort, msg: CancelOrder, now: int | None = None) -> None:
+        """A client's cancel: any working order of its user in an account the session may
+        trade, whichever connection placed it. Never refused for a down link: it waits."""
+        now = self.clock() if now is None else now
+        self._at(now)
+        self.record(jr.Inbound(now, session.session_id, msg))
+        bad = cancel_field_problem(msg)
+        if bad is not None:
+            self._to_session(session, CancelReject(
+                echo(msg.cl_ord_id, MAX_ID_BYTES), echo(msg.orig_cl_ord_id, MAX_ID_BYTES),
+                int(Reason.INVALID_FIELD), f"{Reason.INVALID_FIELD.description} ({bad})"), now)
+            return
+        ref = self.by_clid.get((session.user, msg.orig_cl_ord_id))
+        o = self.orders.get(ref) if ref is not None else None
+        if o is None or o.account != msg.account or o.account not in session.accounts:
+            used = self.used_clids.get(session.user, ())
+            reason = (Reason.ORDER_FINISHED if o is None and msg.orig_cl_ord_id in used
+                      else Reason.UNKNOWN_ORDER)
+            self._to_session(session, CancelReject(msg.cl_ord_id, msg.orig_cl_ord_id, int(reason),
+                                                   Reason(reason).description), now)
+            return
+        self._send_cancel(o, msg.cl_ord_id, now)
+
+    def _send_cancel(self, o: RoutedOrder, client_id: str, now: int) -> bool:
+        """Count and journal a cancel, and send it if the link is up; True if it left now."""
+        self.stats["cancels"] += 1
+        outcome = self.engine.cancel_request(o.ref, now)
+        if outcome.alerts:
+            self._alerts(outcome.alerts, now)
+        if self.on_counted is not None:
+            self.on_counted(o.account, now, 0)
+        self._cancel_seq += 1
+        cancel_id = f"{self.prefix}c{self._cancel_seq:x}"
+        self._remember_cancel(o, cancel_id, client_id)
+        msg = CancelOrder(cancel_id, o.exch_id, o.account)
+        sent = False
+        if not self.replaying:
+            self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))  # the request, sent or held
+            if self.link_up():
+                assert self.link is not None
+                sent = self.link.send(msg)
+        if outcome.trigger:
+            self._trigger(o.account, outcome.trigger, now)
+        return sent
+
+    def _remember_cancel(self, o: RoutedOrder, cancel_id: str, client_id: str) -> None:
+        """The order's latest cancel request; earlier ones stay routable (their answers go to
+        the client) up to ``MAX_CANCELS_PER_ORDER``, and all go when the order does."""
+        if o.cancel_id:
+            old = o.old_cancels
+            if old is None:
+                old = o.old_cancels = []
+            old.append(o.cancel_id)
+            if len(old) >= MAX_CANCELS_PER_ORDER:
+                self.cancels.pop(old.pop(0), None)
+        o.cancel_id = cancel_id
+        self.cancels[cancel_id] = (o.ref, client_id)
+
+    # ------------------------------------------------------------------ exchange side
+    def exchange_report(self, rep: ExecReport, now: int | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._at(now)
+        ref = self.by_exch.get(rep.cl_ord_id)
+        o = self.orders.get(ref) if ref is not None else None
+        if o is None:
+            o = self.finished.get(rep.cl_ord_id)
+        # The input, with whose order it is: the drop copy's record of what the client heard.
+        if o is None:
+            self.record(jr.ExchangeEvent(now, rep))
+        else:
+            self.record(jr.ExchangeEvent(now, rep, "", o.session_id, o.cl_ord_id))
+        et = rep.exec_type
+        if et == ExecType.TRADE and rep.exec_id:
+            if rep.exec_id in self.exec_ids:
+                self.stats["duplicate_fills"] += 1
+                log.info("execution already applied", exec_id=rep.exec_id, exch_id=rep.cl_ord_id)
+                return
+        if o is None:
+            self._unknown_report(rep, now)
+            return
+        if et == ExecType.STATUS:
+            self._reconcile(o, rep, now)
+            return
+        if et == ExecType.NEW:
+            event = Event.ACK
+        elif et == ExecType.TRADE:
+            if rep.last_qty <= 0 or (o.status not in FINAL and rep.last_qty > o.leaves):
+                self._seen_execution(rep)
+                self._surprise(o, f"a fill of {rep.last_qty} lots against {o.leaves} working "
+                               f"(execution {rep.exec_id or 'without id'}) was not booked",
+                               now, AlertLevel.CRITICAL)
+                return
+            event = Event.FULL_FILL if rep.last_qty == o.leaves else Event.PARTIAL_FILL
+        elif et == ExecType.CANCELED:
+            event = Event.CANCELED
+        elif et == ExecType.REJECTED:
+            event = Event.REJECTED
+        else:
+            log.warning("report with an unknown exec type", exec_type=et, exch_id=rep.cl_ord_id)
+            return
+        self._settle(o, event, rep, now, derived=False)
+
+    def _settle(self, o: RoutedOrder, event: Event, rep: ExecReport, now: int,
+                derived: bool = True) -> None:
+        """Move ``o`` by one exchange event: the lifecycle table first, then the engine, the
+        order and its owner. ``derived``: the event is the gateway's conclusion (from a
+        reconciliation), not a report it journaled as it came; the client's report is then
+        journaled too, for the drop copy."""
+        status, action = step(o.status, event)
+        if action == Action.REPEAT:
+            log.info("report repeats a known state", exch_id=o.exch_id, status=o.status,
+                     lifecycle_event=event.name)
+            return
+        if action == Action.LATE:
+            self._seen_execution(rep)
+            self._surprise(o, f"a fill of {rep.last_qty} lots at {rep.last_px} (execution "
+                           f"{rep.exec_id or 'without id'}) came after the order ended as "
+                           f"{OrdStatus(o.status).name}; the book could not take it",
+                           now, AlertLevel.CRITICAL)
+            return
+        engine = self.engine
+        et = rep.exec_type
+        if event == Event.ACK:
+            engine.apply_ack(o.ref, now)
+            if self.ack_latency is not None and not self.replaying:
+                self.ack_latency.observe(now - o.ts_ns)
+        elif event in (Event.PARTIAL_FILL, Event.FULL_FILL):
+            outcome = engine.apply_fill(o.ref, rep.last_qty, rep.last_px, now, rep.self_trade)
+            if not outcome.known:  # the table and the book disagree: a bug, say it loudly
+                log.error("fill refused by the book", exch_id=o.exch_id, qty=rep.last_qty)
+                return
+            self._seen_execution(rep)
+            self.stats["fills"] += 1
+            o.cum += rep.last_qty
+            o.leaves -= rep.last_qty
+            if outcome.alerts:
+                self._alerts(outcome.alerts, now)
+            if outcome.trigger:
+                self._trigger(o.account, outcome.trigger, now)
+        elif event == Event.CANCELED:
+            outcome = engine.apply_canceled(o.ref, now)
+            if outcome.alerts:
+                self._alerts(outcome.alerts, now)
+        else:
+            engine.apply_reject(o.ref, now)
+        if action == Action.SURPRISE:
+            self._surprise(o, f"the exchange rejected the order after it was "
+                           f"{OrdStatus(o.status).name} ({rep.text or 'no reason given'}); "
+                           f"it is closed here too", now, AlertLevel.WARNING)
+        o.status = status
+        if not o.order_id and rep.order_id:
+            o.order_id = rep.order_id
+        reason = rep.reason if et in (ExecType.REJECTED, ExecType.CANCELED) else 0
+        if et == ExecType.REJECTED and not reason:
+            reason = int(Reason.EXCHANGE_REJECT)
+        out = ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, status, et, reason,
+                         rep.text, rep.last_qty if et == ExecType.TRADE else 0,
+                         rep.last_px if et == ExecType.TRADE else 0.0, o.cum, o.leaves, now,
+                         o.side, o.price, o.qty, rep.self_trade, rep.exec_id)
+        self._report(o, out, now, derived)
+        if status in FINAL:
+            self._forget(o)
+
+    def _report(self, o: RoutedOrder, out: ExecReport, now: int, derived: bool) -> None:
+        """An order's report to its owner (if one is connected to hear it). A report the
+        gateway derived rather than received is journaled for the drop copy and the audit
+        trail (to the session, or to none); one straight from the exchange is there already."""
+        s = o.owner
+        live = s is not None and not s.closed
+        if derived and not self.replaying:
+            self.record(jr.Outbound(now, s.session_id if live else jr.NO_SESSION, out))
+        if live:
+            self._to_session(s, out, now)
+        if self.report_observers and not self.replaying:
+            for observe in self.report_observers:
+                observe(out)
+
+    def _forget(self, o: RoutedOrder) -> None:
+        self.orders.pop(o.ref, None)
+        self.by_exch.pop(o.exch_id, None)
+        if self.by_clid.get((o.user, o.cl_ord_id)) == o.ref:
+            del self.by_clid[(o.user, o.cl_ord_id)]
+        if o.cancel_id:
+            self.cancels.pop(o.cancel_id, None)
+            o.cancel_id = ""
+        if o.old_cancels is not None:
+            for cancel_id in o.old_cancels:
+                self.cancels.pop(cancel_id, None)
+            o.old_cancels = None
+        self.finished[o.exch_id] = o
+        if len(self.finished) > FINISHED_MEMORY:
+            self.finished.popitem(last=False)
+
+    def _seen_execution(self, rep: ExecReport) -> None:
+        """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
+        when the exchange says it again (a trade query after a reconnect) nothing repeats."""
+        if rep.exec_id:
+            self.exec_ids[rep.exec_id] = None
+            if len(self.exec_ids) > EXEC_ID_MEMORY:
+                self.exec_ids.popitem(last=False)
+

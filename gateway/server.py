@@ -28,13 +28,13 @@ from gateway.compliance.conformance import Conformance
 from gateway.compliance.registry import Registry, grace_ns
 from gateway.config import GatewayConfig
 from gateway.exchange_link import ExchangeLink
+from gateway.fast_router import router_class
 from gateway.journal import FsyncPolicy, Journal, JournalError
 from gateway.kafka_bus import ControlConsumer, OutboxPublisher, Topics
 from gateway.killswitch import KillSwitch
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import Logout
 from gateway.recovery import RecoveryReport, end_replayed_sessions, replay_journal
-from gateway.router import Router
 from gateway.session import ClientSession, LogonGuard, last_session_id, next_session_ids
 from gateway.terminal import TerminalRelay
 from gateway.tls import ServerTls, TlsServer, create_server
@@ -49,7 +49,7 @@ def _cython_engine() -> Any:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, engine_cls: Any = None) -> None:
+    def __init__(self, cfg: GatewayConfig, engine_cls: Any = None, router_cls: Any = None) -> None:
         self.cfg = cfg
         # The Cython engine; the reference engine can stand in (it decides identically).
         self.engine = (engine_cls or _cython_engine())(cfg.risk)
@@ -62,7 +62,9 @@ class Gateway:
             audit = AuditLog(self.journal, on_failure=self._journal_failed,
                              on_recovery=self._journal_recovered)
         self.audit = audit
-        self.router = Router(cfg, self.engine, audit)
+        # The compiled order path (gateway/fastroute.pyx) unless told otherwise; the reference
+        # router decides, sends and journals the same.
+        self.router = (router_cls or router_class())(cfg, self.engine, audit)
         self.killswitch = KillSwitch(self.router)
         self.link = ExchangeLink(self.router, cfg.exchange)
         self.logons = LogonGuard(cfg)  # logon timeout, connection caps, lockout, hash pool
@@ -144,16 +146,22 @@ class Gateway:
         return (f"To repair: stop the gateway; `fengkong journal verify {d}`; "
                 f"`fengkong journal repair {d}` (dry run), then with `--apply`; start it again.")
 
-    def _journal_failed(self, err: jr.JournalIOError, unjournaled: list[str]) -> None:
+    def _journal_failed(self, err: jr.JournalIOError, unjournaled: list[tuple[int, str]]) -> None:
         """The journal cannot be written (AuditLog holds the records and retries): fail closed.
-        ``unjournaled``: exchange ids of orders accepted in the turn whose write failed, already
-        on their way out; they get cancels right behind them (see ``gateway.audit``)."""
+        ``unjournaled``: (session, cl_ord_id) of the orders in the turn whose write failed; those
+        accepted are already on their way out and get cancels right behind them (see
+        ``gateway.audit``)."""
         where = err.path.name if err.path is not None else str(self.cfg.journal.dir)
         r = self.router
         if r.halted is None or r.halted[0] == Reason.JOURNAL_UNAVAILABLE:
             r.halted = (int(Reason.JOURNAL_UNAVAILABLE),
                         f"journal {err.op} failed at record {err.seq} in {where}: {err.strerror}")
-        refs = [r.by_exch[e] for e in unjournaled if e in r.by_exch]
+        refs = []
+        for sid, clid in unjournaled:
+            s = r.sessions.get(sid)
+            ref = r.by_clid.get((s.user, clid)) if s is not None else None
+            if ref is not None:  # accepted (a refused one was never working)
+                refs.append(ref)
         if refs:
             r.cancel_refs(refs, "accepted as the journal write failed")
         r.alert(AlertLevel.CRITICAL, Reason.JOURNAL_FAILURE, "firm",
@@ -401,9 +409,9 @@ def _ensure_fd_headroom(pending: int) -> None:
 
 
 async def serve(cfg: GatewayConfig, ready: asyncio.Event | None = None,
-                engine_cls: Any = None) -> None:
+                engine_cls: Any = None, router_cls: Any = None) -> None:
     """Run until SIGTERM or SIGINT."""
-    gw = Gateway(cfg, engine_cls=engine_cls)
+    gw = Gateway(cfg, engine_cls=engine_cls, router_cls=router_cls)
     await gw.start()
     print(f"fengkong gateway {cfg.gateway.id}: clients on {cfg.gateway.host}:{gw.port}, "
           f"admin on {cfg.admin.host}:{gw.admin.port}", flush=True)

@@ -26,6 +26,7 @@ from gateway.audit import AuditLog
 from gateway.config import load_gateway_config
 from gateway.journal import (
     EXCHANGE_LINK,
+    Decision,
     FsyncPolicy,
     Inbound,
     Journal,
@@ -138,7 +139,7 @@ class Health:
         self.recoveries: list[str] = []
         self.recovered = asyncio.Event()
 
-    def failed(self, err: JournalIOError, unjournaled: list[str]) -> None:
+    def failed(self, err: JournalIOError, unjournaled: list[tuple[int, str]]) -> None:
         self.failures.append((err, unjournaled))
 
     def back(self, text: str) -> None:
@@ -154,13 +155,15 @@ async def test_records_are_held_while_writes_fail_and_written_once_when_they_wor
     audit.append(order(0))
     audit.flush()
     disk.failing = True
-    sent = NewOrder("gw.1", "A1", "rb2510", 1, 1, 1, 1, 1, 3500.0, 1)
+    refused = Decision(T0, 7, "c1", "A1", "rb2510", 1208, "", 0)
     audit.append(order(1))
-    audit.append(Outbound(T0, EXCHANGE_LINK, sent))
+    audit.append(refused)
     audit.flush()  # fails: must not raise into the socket layer
     assert len(health.failures) == 1 and audit.pending == 2
     err, unjournaled = health.failures[0]
-    assert err.op == "write" and err.seq == 2 and unjournaled == ["gw.1"]
+    # The orders in the failed write, as (session, cl_ord_id): the gateway cancels those it
+    # accepted.
+    assert err.op == "write" and err.seq == 2 and unjournaled == [(7, "c1")]
     for i in range(2, 6):  # records keep coming while the disk is failing, and are kept
         audit.append(order(i))
         audit.flush()
@@ -173,7 +176,7 @@ async def test_records_are_held_while_writes_fail_and_written_once_when_they_wor
     audit.close()
     got = read_all(tmp_path)
     assert [s for s, _ in got] == list(range(1, 9))  # gap-free, nothing twice
-    assert [r for _, r in got] == [order(0), order(1), Outbound(T0, EXCHANGE_LINK, sent),
+    assert [r for _, r in got] == [order(0), order(1), refused,
                                    *(order(i) for i in range(2, 7))]
 
 
@@ -358,9 +361,9 @@ async def test_disk_full_refuses_new_orders_still_cancels_and_recovers(
                       if type(rec) is Inbound and type(rec.msg) is NewOrder)
     for h in (resting, first, refused, after):
         assert inbound[h.cl_ord_id] == 1
-    rejects = [rec.msg for rec in recs if type(rec) is Outbound and type(rec.msg) is ExecReport
-               and rec.msg.cl_ord_id == refused.cl_ord_id]
-    assert [m.reason for m in rejects] == [Reason.JOURNAL_UNAVAILABLE]
+    refusals = [rec for rec in recs if type(rec) is Decision
+                and rec.cl_ord_id == refused.cl_ord_id]
+    assert [d.reason for d in refusals] == [Reason.JOURNAL_UNAVAILABLE]
     cancels = Counter(rec.msg.orig_cl_ord_id for rec in recs if type(rec) is Outbound
                       and rec.session == EXCHANGE_LINK and type(rec.msg) is CancelOrder)
     assert sorted(cancels.values()) == [1, 1, 1]  # first (automatic), resting, after

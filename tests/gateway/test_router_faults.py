@@ -22,6 +22,7 @@ from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.audit import AuditLog
 from gateway.config import load_gateway_config
+from gateway.kafka_bus import Topics, route
 from gateway.lifecycle import FINAL, TRANSITIONS, Action, Event
 from gateway.protocol import (
     Alert,
@@ -430,17 +431,29 @@ def test_adoption_falls_back_to_cancel_when_the_exchange_does_not_give_the_terms
 
 
 def test_a_report_with_no_client_to_hear_it_is_still_journaled_for_the_drop_copy(tmp_path):
+    """The exchange's report is journaled with whose order it is, client or no client, and
+    goes to the drop copy; a report the gateway derives (an order the exchange lost) is
+    journaled as the report itself, to no session."""
     live = Live(tmp_path)
     s = live.logon(1, MON_10)
     x = live.order(s, "o1", MON_10 + MS)
+    y = live.order(s, "o2", MON_10 + MS)
     s.closed = True
     live.router.remove_session(s, False, MON_10 + 2 * MS)  # the client is gone
     live.report(x, ExecType.NEW, MON_10 + 3 * MS, status=OrdStatus.NEW)
+    live.router.recon_begin(OrderStatusRequest("r1", "", True, True, [x, y]), MON_10 + 4 * MS)
+    live.report(x, ExecType.STATUS, MON_10 + 5 * MS, status=OrdStatus.NEW)
+    live.router.reconciled(OrderStatusEnd("r1", 1), MON_10 + 6 * MS)  # o2 is lost
     live.audit.close()
     with jr.Journal.open(tmp_path) as j:
-        out = [r for _, r in j.read() if type(r) is jr.Outbound and type(r.msg) is ExecReport]
-    assert [(r.session, r.msg.cl_ord_id, r.msg.status) for r in out] == \
-        [(jr.NO_SESSION, "o1", OrdStatus.NEW)]
+        recs = [r for _, r in j.read()]
+    topics = Topics()
+    drop = [r for r in recs if topics.drop_copy in route(r, topics)]
+    assert [(type(r).__name__, r.session) for r in drop] == \
+        [("ExchangeEvent", 0), ("ExchangeEvent", 0), ("Outbound", jr.NO_SESSION)]
+    assert [r.client_id for r in drop[:2]] == ["o1", "o1"]
+    assert (drop[2].msg.cl_ord_id, drop[2].msg.status) == ("o2", OrdStatus.REJECTED)  # never acked
+    assert not any(type(r) is jr.Decision for r in recs)  # both orders accepted: no decisions
 
 
 def test_an_order_refused_for_a_down_link_is_refused_again_on_replay(tmp_path):

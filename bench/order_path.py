@@ -1,0 +1,206 @@
+"""The gateway's own per-order work, without sockets: router + engine + journal, in one process.
+
+The end-to-end harness (``fengkong bench``) measures what a client sees, sockets and all, on a
+machine shared with the load generator and the simulator; it takes minutes and is noisy. This
+drives the same code a live gateway runs for each order — ``Router.new_order`` on a client's
+``NewOrder``, then ``Router.exchange_report`` on the exchange's ack and its fill — with a
+session and an exchange link that only count, the bench configuration's 256 accounts and 8
+contracts, and the journal on a real directory (one write per batch of orders, as one socket
+read gives). What it leaves out is what the bare forwarder pays as well: decoding and encoding
+frames and the socket calls.
+
+Run: ``.venv/bin/python -m bench.order_path [--orders N] [--batch B] [--journal DIR|off]
+[--engine cython|reference] [--router fast|reference|both] [--rounds R] [--profile]``; it prints
+CPU µs per order (order + ack + fill). ``--router both`` measures the compiled order path and
+the reference alternately in one process, ``--rounds`` times each, and gives each one's best
+round and their ratio: on a shared machine the ratio of one run is the figure to trust.
+``bench/test_bench_order_path.py`` runs the same loop under pytest-benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench import benchconfig as bc
+from bench.loadgen import InstrumentSpec, build_flow
+from checks.enums import ExecType, Hedge, OrdStatus, OrdType, Tif
+from gateway import journal as jr
+from gateway.config import load_gateway_config
+from gateway.protocol import ExecReport, Logon, NewOrder
+from gateway.fast_router import router_class
+from gateway.server import Gateway
+
+SESSION_ID = 1
+
+
+class CountingSession:
+    """A logged-on client session that keeps only a count of what it was sent."""
+
+    def __init__(self, user: str, accounts: frozenset[str]) -> None:
+        self.session_id = SESSION_ID
+        self.user = user
+        self.accounts = accounts
+        self.cancel_on_disconnect = False
+        self.automated = True
+        self.closed = False
+        self.count = 0
+
+    def send(self, msg: Any) -> None:
+        self.count += 1
+
+
+class CountingLink:
+    """An exchange link that is up and keeps the last order it was sent (for its id)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.last: Any = None
+
+    def send(self, msg: Any) -> bool:
+        self.last = msg
+        return True
+
+
+class OrderPath:
+    """A gateway in-process with one session, ready to take orders."""
+
+    def __init__(self, journal: Path | None, engine: str = "cython", router: str = "fast") -> None:
+        cfg = load_gateway_config(bc.GATEWAY_TOML)
+        cfg = msgspec.structs.replace(
+            cfg, journal=msgspec.structs.replace(cfg.journal, dir=str(journal) if journal else ""))
+        engine_cls = None
+        if engine == "reference":
+            from checks.engine import Engine as engine_cls  # noqa: N813
+        self.gw = Gateway(cfg, engine_cls=engine_cls, router_cls=router_class(router))
+        self.router = r = self.gw.router
+        r.link = self.link = CountingLink()
+        universe = bc.load_bench_universe()
+        user = cfg.users[bc.USER]
+        self.session = CountingSession(bc.USER, frozenset(user.accounts))
+        now = time.time_ns()
+        r.record(jr.Inbound(now, SESSION_ID, Logon(bc.USER, "***", list(user.accounts), 5.0,
+                                                   False)))
+        self.gw.engine.register_session(SESSION_ID, True)
+        r.add_session(self.session)
+        specs = [InstrumentSpec(i.symbol, i.tick, i.reference) for i in universe.instruments]
+        self.flow = build_flow(list(universe.accounts), specs)
+        self.pos = 0
+        self.seq = 0
+
+    def orders(self, n: int) -> list[NewOrder]:
+        out = []
+        flow, size = self.flow, len(self.flow)
+        for _ in range(n):
+            account, symbol, side, offset, price, qty = flow[self.pos]
+            self.pos = self.pos + 1 if self.pos + 1 < size else 0
+            self.seq += 1
+            out.append(NewOrder(f"c{self.seq:x}", account, symbol, side, offset, Hedge.SPEC,
+                                OrdType.LIMIT, Tif.GFD, price, qty))
+        return out
+
+    def run_batch(self, orders: list[NewOrder]) -> None:
+        """Each order in, its ack and its fill back, as one read's worth of work; then the
+        journal's write-ahead flush (what the session does before its write)."""
+        r, s, link = self.router, self.session, self.link
+        clock = time.time_ns
+        acked = []
+        for msg in orders:
+            r.new_order(s, msg, clock())
+            sent = link.last
+            if sent is not None:
+                acked.append(sent)
+                link.last = None
+        for i, o in enumerate(acked):
+            r.exchange_report(ExecReport(o.cl_ord_id, f"X{i}", o.account, o.symbol,
+                                         OrdStatus.NEW, ExecType.NEW), clock())
+        for i, o in enumerate(acked):
+            r.exchange_report(ExecReport(o.cl_ord_id, f"X{i}", o.account, o.symbol,
+                                         OrdStatus.FILLED, ExecType.TRADE, last_qty=o.qty,
+                                         last_px=o.price, exec_id=f"E{o.cl_ord_id}"), clock())
+        if r.audit is not None:
+            r.audit.flush()
+
+    def close(self) -> None:
+        if self.gw.audit is not None:
+            self.gw.audit.close()
+
+
+def measure(path: OrderPath, n: int, batch: int) -> float:
+    """CPU µs per order (order + ack + fill) over ``n`` orders in batches of ``batch``, inside
+    an event loop as the gateway runs (the journal batches what one loop turn appends)."""
+    return asyncio.run(_measure(path, n, batch))
+
+
+async def _measure(path: OrderPath, n: int, batch: int) -> float:
+    batches = [path.orders(batch) for _ in range(n // batch)]
+    accepted_before = path.router.stats["accepted"]
+    journal = path.gw.journal
+    # Interval fsyncs in a worker thread, as the gateway runs them (its CPU counts here too).
+    flusher = asyncio.create_task(journal.run_flusher()) if journal is not None else None
+    await asyncio.sleep(0)
+    start = time.process_time_ns()
+    for b in batches:
+        path.run_batch(b)
+        await asyncio.sleep(0)  # the loop turn between two reads: the flusher may run
+    spent = time.process_time_ns() - start
+    if flusher is not None:
+        flusher.cancel()
+    done = len(batches) * batch
+    accepted = path.router.stats["accepted"] - accepted_before
+    if accepted != done:
+        raise SystemExit(f"only {accepted} of {done} orders were accepted: the flow is off")
+    return spent / done / 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--orders", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--journal", default="", help="a directory, or 'off' (default: a temp dir)")
+    p.add_argument("--engine", choices=("cython", "reference"), default="cython")
+    p.add_argument("--router", choices=("fast", "reference", "both"), default="fast")
+    p.add_argument("--rounds", type=int, default=1, help="measurements of each router; best kept")
+    p.add_argument("--profile", action="store_true", help="cProfile the measured loop")
+    args = p.parse_args(argv)
+    routers = ("fast", "reference") if args.router == "both" else (args.router,)
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        paths = {}
+        for name in routers:
+            journal = None if args.journal == "off" else Path(args.journal or tmp) / f"j-{name}"
+            paths[name] = OrderPath(journal, args.engine, name)
+        try:
+            for path in paths.values():
+                measure(path, 5_000, args.batch)  # warm-up
+            for _ in range(args.rounds):
+                for name, path in paths.items():
+                    if args.profile:
+                        prof = cProfile.Profile()
+                        prof.enable()
+                    us = measure(path, args.orders, args.batch)
+                    if args.profile:
+                        prof.disable()
+                        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+                    best[name] = min(us, best.get(name, us))
+        finally:
+            for path in paths.values():
+                path.close()
+    for name, us in best.items():
+        print(f"{us:.2f} µs CPU per order (order + ack + fill), router {name}, journal "
+              f"{args.journal or 'on'}, engine {args.engine}, batch {args.batch}")
+    if len(best) == 2:
+        print(f"reference / fast: {best['reference'] / best['fast']:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""The compiled order path decides, sends and journals exactly like the reference router.
+
+``gateway.router.Router`` (Python) is the reference; ``gateway.fast_router.FastRouter`` runs the
+same order path compiled (``gateway/fastroute.pyx``). Hypothesis generates flows — orders (good
+and bad), cancels, acks, partial and full fills (some repeated), cancels and rejects from the
+exchange, cancel rejects, link drops and returns, sessions closing with and without
+cancel-on-disconnect, reconciliations, reports for orders nobody knows — and drives each through
+both, at the same instants, each with its own engine and journal. Everything observable must be
+identical: the bytes each client session and the exchange link were sent, every journal record,
+the engine's book, the router's counters and working orders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from checks.calendar import ns_from_local
+from checks.digest import digest
+from checks.engine import Engine as ReferenceEngine
+from checks.enums import ExecType, Hedge, Offset, OrdStatus, OrdType, Side, Tif
+from gateway import journal as jr
+from gateway.audit import AuditLog
+from gateway.config import load_gateway_config
+from gateway.fast_router import FastRouter
+from gateway.protocol import (
+    CancelOrder,
+    CancelReject,
+    ExecReport,
+    Logon,
+    NewOrder,
+    OrderStatusEnd,
+    encode,
+)
+from gateway.router import Router
+from gateway.server import Gateway
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.skipif(FastRouter is None, reason="gateway/fastroute.pyx is not built")
+
+T0 = ns_from_local(2026, 11, 30, 10, 0)  # Monday, day session
+MS = 1_000_000
+USER = "algo1"
+ACCOUNTS = ("A001", "A004")
+
+
+class Session:
+    """A client session that keeps the bytes it was sent."""
+
+    def __init__(self, sid: int) -> None:
+        self.session_id = sid
+        self.user = USER
+        self.accounts = frozenset(ACCOUNTS)
+        self.cancel_on_disconnect = False
+        self.automated = True
+        self.closed = False
+        self.sent: list[bytes] = []
+
+    def send(self, msg: Any) -> None:
+        self.sent.append(encode(msg))
+
+
+class Link:
+    """The exchange link: what it was sent, and whether it is up."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.sent: list[Any] = []
+
+    def send(self, msg: Any) -> bool:
+        if not self.up:
+            return False
+        self.sent.append(msg)
+        return True
+
+
+class Side_:
+    """One router (reference or compiled) with its own engine, journal, sessions and link."""
+
+    def __init__(self, router_cls: type, path: Path, engine_cls: Any) -> None:
+        cfg = load_gateway_config(EXAMPLES / "gateway.toml")
+        self.path = path
+        self.gw = Gateway(cfg, engine_cls=engine_cls, router_cls=router_cls)
+        self.audit = AuditLog(jr.Journal.open(path))
+        r = self.router = self.gw.router
+        assert type(r) is router_cls
+        r.audit = self.audit
+        r.prefix = "gw.t."  # the same exchange ids on both sides
+        r.link = self.link = Link()
+        r.record(jr.State(T0 - 1, "boot", r.prefix.encode()))
+        self.sessions: dict[int, Session] = {}
+        for sid in (1, 2):
+            self.logon(sid, T0)
+
+    def logon(self, sid: int, now: int) -> None:
+        s = self.sessions[sid] = Session(sid)
+        self.router.record(jr.Inbound(now, sid, Logon(USER, "***", list(ACCOUNTS), 5.0, False)))
+        self.gw.engine.register_session(sid, True)
+        self.router.add_session(s)
+
+    def exch_orders(self) -> list[NewOrder]:
+        return [m for m in self.link.sent if type(m) is NewOrder]
+
+    def exch_cancels(self) -> list[CancelOrder]:
+        return [m for m in self.link.sent if type(m) is CancelOrder]
+
+    def observed(self) -> dict[str, Any]:
+        self.audit.flush()
+        journal = [rec for _, rec in jr.JournalReader(self.path)]  # the records so far
+        r = self.router
+        return {
+            "sessions": {sid: s.sent for sid, s in self.sessions.items()},
+            "link": [encode(m) for m in self.link.sent],
+            "journal": journal,
+            "book": digest(self.gw.engine.snapshot()),
+            "stats": dict(r.stats),
+            "orders": sorted((v["exch_id"], v["status"], v["cum"], v["leaves"], v["cancel_id"],
+                              v["session_id"]) for v in r.open_order_views()),
+            "alerts": [(a.level, a.code, a.scope, a.text) for a in r.alerts],
+            "pending": r.pending_cancels(),
+        }
+
+
+def _report(side: Side_, k: int, et: int, status: int, **kw: Any) -> ExecReport | None:
+    orders = side.exch_orders()
+    if not orders:
+        return None
+    o = orders[k % len(orders)]
+    return ExecReport(o.cl_ord_id, f"X{k % len(orders)}", o.account, o.symbol, status, et, **kw)
+
+
+def apply(side: Side_, step: tuple, now: int) -> None:
+    r = side.router
+    kind = step[0]
+    if kind == "order":
+        _, sid, clid, account, side_, offset, ticks, qty = step
+        s = side.sessions.get(sid)
+        if s is not None and not s.closed:
+            r.new_order(s, NewOrder(f"c{clid}", account, "rb2605", side_, offset, Hedge.SPEC,
+                                    OrdType.LIMIT, Tif.GFD, 3200.0 + ticks, qty), now)
+    elif kind == "cancel":
+        _, sid, clid, account = step
+        s = side.sessions.get(sid)
+        if s is not None and not s.closed:
+            r.cancel(s, CancelOrder(f"x{now}", f"c{clid}", account), now)
+    elif kind == "ack":
+        rep = _report(side, step[1], ExecType.NEW, OrdStatus.NEW)
+        if rep is not None:
+            r.exchange_report(rep, now)
+    elif kind == "fill":
+        _, k, qty, exec_n = step
+        rep = _report(side, k, ExecType.TRADE, OrdStatus.PARTIALLY_FILLED, last_qty=qty,
+                      last_px=3200.0, exec_id=f"E{exec_n}")
+        if rep is not None:
+            r.exchange_report(rep, now)
+    elif kind == "canceled":
+        rep = _report(side, step[1], ExecType.CANCELED, OrdStatus.CANCELED)
+        if rep is not None:
+            r.exchange_report(rep, now)
+    elif kind == "reject":
+        rep = _report(side, step[1], ExecType.REJECTED, OrdStatus.REJECTED, reason=step[2],
+                      text="exchange says no")
+        if rep is not None:
+            r.exchange_report(rep, now)
+    elif kind == "cxl_reject":
+        cancels = side.exch_cancels()
+        if cancels:
+            c = cancels[step[1] % len(cancels)]
+            r.cancel_reject(CancelReject(c.cl_ord_id, c.orig_cl_ord_id, 1204, "too late"), now)
+    elif kind == "unknown":
+        r.exchange_report(ExecReport("nobody", "X", "A001", "rb2605", OrdStatus.NEW, ExecType.NEW),
+                          now)
+    elif kind == "link":
+        up = step[1]
+        if up and not side.link.up:
+            side.link.up = True
+            req = r.recon_request("r")
+            r.recon_begin(req, now)
+            for i, o in enumerate(sorted(r.orders.values(), key=lambda o: o.exch_id)):
+                if i % 3 != 2:  # one in three the exchange no longer has
+                    r.exchange_report(ExecReport(o.exch_id, "X", o.account, o.symbol,
+                                                 OrdStatus.NEW, ExecType.STATUS,
+                                                 cum_qty=o.cum, leaves_qty=o.leaves), now)
+            r.reconciled(OrderStatusEnd("r", len(r.orders)), now)
+            r.link_restored()
+        else:
+            side.link.up = up
+    elif kind == "close":
+        _, sid, cod = step
+        s = side.sessions.get(sid)
+        if s is not None and not s.closed:
+            s.closed = True
+            r.remove_session(s, cod, now)
+    elif kind == "logon":
+        s = side.sessions.get(step[1])
+        if s is not None and s.closed:
+            side.logon(step[1], now)
+    elif kind == "cancel_all":
+        r.cancel_refs(sorted(r.orders), "test: cancel all", now)
+
+
+clids = st.integers(0, 12)
+steps = st.one_of(
+    st.tuples(st.just("order"), st.sampled_from((1, 2)), clids,
+              st.sampled_from(("A001", "A004", "A001", "X999")),
+              st.sampled_from((Side.BUY, Side.SELL)), st.sampled_from((Offset.OPEN, Offset.CLOSE)),
+              st.integers(-3, 3), st.integers(0, 6)),
+    st.tuples(st.just("order"), st.sampled_from((1, 2)), st.just(99), st.just("A001"),
+              st.just(Side.BUY), st.just(Offset.OPEN), st.just(0),
+              st.sampled_from((1, 2.5, 10**9))),  # whole, fractional, absurd quantities
+    st.tuples(st.just("cancel"), st.sampled_from((1, 2)), clids,
+              st.sampled_from(("A001", "A004"))),
+    st.tuples(st.just("ack"), st.integers(0, 20)),
+    st.tuples(st.just("fill"), st.integers(0, 20), st.integers(0, 4), st.integers(0, 15)),
+    st.tuples(st.just("canceled"), st.integers(0, 20)),
+    st.tuples(st.just("reject"), st.integers(0, 20), st.sampled_from((0, 1202))),
+    st.tuples(st.just("cxl_reject"), st.integers(0, 20)),
+    st.tuples(st.just("unknown")),
+    st.tuples(st.just("link"), st.booleans()),
+    st.tuples(st.just("close"), st.sampled_from((1, 2)), st.booleans()),
+    st.tuples(st.just("logon"), st.sampled_from((1, 2))),
+    st.tuples(st.just("cancel_all")),
+)
+
+
+def run_both(tmp_path: Path, flow: list[tuple], engine_cls: Any = ReferenceEngine) -> None:
+    ref = Side_(Router, tmp_path / "reference", engine_cls)
+    fast = Side_(FastRouter, tmp_path / "fast", engine_cls)
+    try:
+        for i, step in enumerate(flow):
+            now = T0 + (i + 1) * MS
+            apply(ref, step, now)
+            apply(fast, step, now)
+            a, b = ref.observed(), fast.observed()
+            for key in a:
+                assert a[key] == b[key], f"step {i} {step}: {key} differs"
+    finally:
+        ref.audit.close()
+        fast.audit.close()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(flow=st.lists(steps, min_size=1, max_size=40))
+def test_the_compiled_order_path_matches_the_reference(tmp_path_factory, flow):
+    run_both(tmp_path_factory.mktemp("flow"), flow)
+
+
+def test_a_typical_day_matches_with_the_cython_engine_too(tmp_path):
+    """The same comparison over a fixed flow touching every handler, with the Cython engine."""
+    from cext.engine import Engine as CythonEngine
+
+    flow = [("order", 1, k, "A001", Side.BUY, Offset.OPEN, k % 3 - 1, 2) for k in range(6)]
+    flow += [("ack", k) for k in range(5)] + [("fill", 0, 1, 1), ("fill", 0, 1, 1),
+                                              ("fill", 1, 2, 2), ("cancel", 1, 2, "A001"),
+                                              ("canceled", 2), ("reject", 3, 0), ("unknown",),
+                                              ("link", False), ("cancel", 2, 4, "A001"),
+                                              ("link", True), ("close", 1, True),
+                                              ("cxl_reject", 0), ("order", 2, 3, "A001",
+                                                                   Side.SELL, Offset.CLOSE, 2, 1)]
+    run_both(tmp_path, flow, CythonEngine)
