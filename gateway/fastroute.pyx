@@ -24,10 +24,6 @@ from gateway.lifecycle import TRANSITIONS
 from gateway.protocol import CancelOrder, CancelReject, ExecReport, NewOrder
 
 from gateway.router import (
-    MAX_CLIDS_PER_USER_DAY,
-    EXEC_ID_MEMORY,
-    FINISHED_MEMORY,
-    MAX_CANCELS_PER_ORDER,
     NS,
     cancel_field_problem,
     echo,
@@ -172,6 +168,10 @@ cdef class RouterCore:
     cdef public str prefix
     cdef public int64_t order_seq
     cdef public int64_t _cancel_seq
+    cdef public int64_t max_clids_per_user_day
+    cdef public int64_t exec_id_memory
+    cdef public int64_t finished_memory
+    cdef public int64_t max_cancels_per_order
     cdef public dict stats
     cdef public list rejects_by_reason
     cdef public list report_observers
@@ -234,9 +234,9 @@ cdef class RouterCore:
         clid = msg.cl_ord_id
         if clid in used:
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID, f"cl_ord_id {clid!r}", t)
-        if len(used) >= MAX_CLIDS_PER_USER_DAY:
+        if len(used) >= self.max_clids_per_user_day:
             return self._reject(session, msg, R_INVALID_FIELD,
-                                f"user {user!r} used {MAX_CLIDS_PER_USER_DAY} cl_ord_ids "
+                                f"user {user!r} used {self.max_clids_per_user_day} cl_ord_ids "
                                 "today, the most the gateway remembers; new orders are refused "
                                 "until the next trading day", t)
         used.add(clid)
@@ -360,7 +360,7 @@ cdef class RouterCore:
             if old is None:
                 old = o.old_cancels = []
             old.append(o.cancel_id)
-            if len(old) >= MAX_CANCELS_PER_ORDER:
+            if len(old) >= self.max_cancels_per_order:
                 self.cancels.pop(old.pop(0), None)
         o.cancel_id = cancel_id
         self.cancels[cancel_id] = (o.ref, client_id)
@@ -508,7 +508,7 @@ cdef class RouterCore:
             o.old_cancels = None
         finished = self.finished
         finished[o.exch_id] = o
-        if len(finished) > FINISHED_MEMORY:
+        if len(finished) > self.finished_memory:
             finished.popitem(last=False)
 
     def _seen_execution(self, rep):
@@ -516,7 +516,7 @@ cdef class RouterCore:
         if exec_id:
             exec_ids = self.exec_ids
             exec_ids[exec_id] = None
-            if len(exec_ids) > EXEC_ID_MEMORY:
+            if len(exec_ids) > self.exec_id_memory:
                 exec_ids.popitem(last=False)
 
 

@@ -247,6 +247,11 @@ class RouterBase:
         self.on_logon: Callable[[Any, Any, int], None] | None = None
         self.prefix = f"{cfg.gateway.id}.{time.time_ns() // 1_000_000 % 10**10:x}."
         self.order_seq = 0  # exchange ids of orders: deterministic, so replay gives the same ids
+        # The memory caps above, per instance (a test may lower one before it builds a router).
+        self.max_clids_per_user_day = MAX_CLIDS_PER_USER_DAY
+        self.exec_id_memory = EXEC_ID_MEMORY
+        self.finished_memory = FINISHED_MEMORY
+        self.max_cancels_per_order = MAX_CANCELS_PER_ORDER
         self._cancel_seq = 0
         self.stats = {"orders": 0, "accepted": 0, "rejected": 0, "cancels": 0, "fills": 0,
                       "duplicate_fills": 0, "surprises": 0}
@@ -654,9 +659,9 @@ class Router(RouterBase):
         if msg.cl_ord_id in used:
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID,
                                 f"cl_ord_id {msg.cl_ord_id!r}", now)
-        if len(used) >= MAX_CLIDS_PER_USER_DAY:
+        if len(used) >= self.max_clids_per_user_day:
             return self._reject(session, msg, Reason.INVALID_FIELD,
-                                f"user {session.user!r} used {MAX_CLIDS_PER_USER_DAY} cl_ord_ids "
+                                f"user {session.user!r} used {self.max_clids_per_user_day} cl_ord_ids "
                                 "today, the most the gateway remembers; new orders are refused "
                                 "until the next trading day", now)
         used.add(msg.cl_ord_id)
@@ -779,7 +784,7 @@ class Router(RouterBase):
             if old is None:
                 old = o.old_cancels = []
             old.append(o.cancel_id)
-            if len(old) >= MAX_CANCELS_PER_ORDER:
+            if len(old) >= self.max_cancels_per_order:
                 self.cancels.pop(old.pop(0), None)
         o.cancel_id = cancel_id
         self.cancels[cancel_id] = (o.ref, client_id)
@@ -916,7 +921,7 @@ class Router(RouterBase):
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
         self.finished[o.exch_id] = o
-        if len(self.finished) > FINISHED_MEMORY:
+        if len(self.finished) > self.finished_memory:
             self.finished.popitem(last=False)
 
     def _seen_execution(self, rep: ExecReport) -> None:
@@ -924,6 +929,6 @@ class Router(RouterBase):
         when the exchange says it again (a trade query after a reconnect) nothing repeats."""
         if rep.exec_id:
             self.exec_ids[rep.exec_id] = None
-            if len(self.exec_ids) > EXEC_ID_MEMORY:
+            if len(self.exec_ids) > self.exec_id_memory:
                 self.exec_ids.popitem(last=False)
 
