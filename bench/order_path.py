@@ -35,8 +35,8 @@ from bench.loadgen import InstrumentSpec, build_flow
 from checks.enums import ExecType, Hedge, OrdStatus, OrdType, Tif
 from gateway import journal as jr
 from gateway.config import load_gateway_config
-from gateway.protocol import ExecReport, Logon, NewOrder
 from gateway.fast_router import router_class
+from gateway.protocol import ExecReport, Logon, NewOrder
 from gateway.server import Gateway
 
 SESSION_ID = 1
