@@ -357,3 +357,25 @@ async def test_a_tls_port_in_use_is_named(pki):
         assert f"('127.0.0.1', {port})" in str(err.value)  # what `fengkong serve` looks for
     finally:
         first.close()
+
+
+def test_the_exchange_link_presents_a_client_certificate_when_the_exchange_asks(pki, tmp_path):
+    """An exchange that requires member certificates ([sim.tls] client_ca): the link logs on
+    with the one in [exchange.tls] cert/key."""
+    seat = pki.ca.issue_cert("gw-seat.members.test", common_name="GWSEAT")
+    cert, key = tmp_path / "seat.pem", tmp_path / "seat.key"
+    cert.write_bytes(b"".join(b.bytes() for b in seat.cert_chain_pems))
+    key.write_bytes(seat.private_key_pem.bytes())
+    ex = start_exchange(0, "--tls-cert", str(pki.dir / "exchange.pem"),
+                        "--tls-key", str(pki.dir / "exchange.key"),
+                        "--tls-client-ca", str(pki.ca_pem))
+    try:
+        config = gateway_toml(tmp_path, f'[exchange.tls]\nca = "{pki.ca_pem}"\n'
+                                        f'cert = "{cert}"\nkey = "{key}"\n')
+        gw = start_gateway(int(ex.match.group(1)), "--seat", "GWSEAT", config=config)
+        try:
+            gw.wait_for("exchange link up", T)
+        finally:
+            gw.stop()
+    finally:
+        ex.stop()
