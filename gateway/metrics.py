@@ -6,8 +6,12 @@ The order path must not get slower for being watched, so almost nothing here is 
 order. ``/metrics`` is a *custom collector*: at scrape time it reads what the gateway keeps
 anyway — the router's ``stats`` counters and working-order table, the engine's accounts and
 kills, the sessions, the exchange link, the journal, the audit log, the Kafka outbox — and
-turns it into metric families. A scrape costs one pass over the accounts (``account_view``
-each; ~a millisecond per thousand accounts with the Cython engine), nothing between scrapes.
+turns it into metric families. Nothing is spent between scrapes; a scrape runs on the event
+loop and holds it for its duration — measured on the project's 2-core VM under load, with the
+Cython engine: ~2 ms for the sample config's 7 accounts, ~6 ms for the bench config's 257
+(1.4 ms of it the pass over ``account_view``, the rest writing ~400 samples). At a 15 s scrape
+interval that is one order in a few hundred thousand delayed by a few milliseconds; keep
+``max_accounts`` modest and the interval sane.
 
 Three measurements do not exist elsewhere and are taken on the path itself, each kept as a
 plain bucket array (``Histogram`` below: one ``bisect`` and two integer adds; no lock, no label
