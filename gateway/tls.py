@@ -19,7 +19,9 @@ application protocol (a ``ClientSession``, the admin plane's HTTP handler, the F
 A handshake that fails (a plaintext client, a certificate the CA did not sign, no certificate
 when one is required, a handshake that takes longer than ``handshake_timeout_s``) is logged
 once, as one warning line naming the port, the peer and why, and the connection is closed; no
-traceback, and no other connection notices. Letting asyncio wrap the listener itself
+traceback, and no other connection notices. A client stuck retrying gets one line a minute per
+address and reason (with the number refused meanwhile), so it cannot flood the log; every
+refusal is counted (``fengkong_tls_handshake_failures_total``). Letting asyncio wrap the listener itself
 (``create_server(ssl=...)``) would drop such a connection silently, in debug mode only saying
 so: the operator would never learn that a client is misconfigured.
 
@@ -46,6 +48,8 @@ import asyncio
 import hashlib
 import socket
 import ssl
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +60,8 @@ import structlog
 from checks.config import ConfigError
 
 log = structlog.get_logger("fengkong.tls")
+LOG_EVERY_S = 60.0  # a refused peer's line at most this often per address and reason
+LOG_KEYS_KEPT = 4096  # addresses and reasons remembered for that
 
 __all__ = ["ServerTls", "TlsClientConfig", "TlsServerConfig", "check_client", "check_server",
            "client_context", "create_server", "fingerprint", "peer_user", "server_context"]
@@ -296,6 +302,27 @@ class _Acceptor:
         self.handshakes = 0  # completed, ever
         self.failures = 0  # refused at the handshake, ever (plaintext, bad or unknown cert)
         self._task: asyncio.Task[None] | None = None
+        # (address, what happened) -> (monotonic time of the last line, refusals not logged
+        # since): a client stuck retrying in plaintext gets a line a minute, not one a try.
+        self._logged: OrderedDict[tuple[str, str, str], list[float]] = OrderedDict()
+
+    def refused(self, event: str, peer: str, **fields: Any) -> None:
+        """Count a refused connection and log it — once per address and reason per
+        ``LOG_EVERY_S``, with how many were refused meanwhile without a line."""
+        self.failures += 1
+        key = (peer.rpartition(":")[0] or peer, event, str(fields.get("error", "")))
+        now = time.monotonic()
+        seen = self._logged.get(key)
+        if seen is not None and now - seen[0] < LOG_EVERY_S:
+            seen[1] += 1
+            return
+        suppressed = int(seen[1]) if seen is not None else 0
+        self._logged[key] = [now, 0]
+        self._logged.move_to_end(key)
+        if len(self._logged) > LOG_KEYS_KEPT:
+            self._logged.popitem(last=False)
+        log.warning(event, port=self.what, peer=peer, **fields,
+                    **({"not_logged_since": suppressed} if suppressed else {}))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._accept(),
@@ -313,9 +340,8 @@ class _Acceptor:
                 continue
             peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
             if len(self.pending) >= self.tls.cfg.max_handshakes:
-                self.failures += 1
-                log.warning("TLS connection refused: too many handshakes in progress",
-                            port=self.what, peer=peer, max_handshakes=self.tls.cfg.max_handshakes)
+                self.refused("TLS connection refused: too many handshakes in progress", peer,
+                             max_handshakes=self.tls.cfg.max_handshakes)
                 conn.close()
                 continue
             conn.setblocking(False)
@@ -331,9 +357,7 @@ class _Acceptor:
                 ssl_handshake_timeout=self.tls.cfg.handshake_timeout_s)
         except (OSError, EOFError) as err:  # SSLError and handshake timeouts are OSErrors
             # The loop closed the transport (and the socket with it).
-            self.failures += 1
-            log.warning("TLS handshake failed; connection closed", port=self.what, peer=peer,
-                        error=_why(err))
+            self.refused("TLS handshake failed; connection closed", peer, error=_why(err))
 
     def attach(self, guard: _Guard, transport: asyncio.BaseTransport) -> None:
         """Handshake done: map the certificate to a user (mutual TLS), then let the application
@@ -341,9 +365,8 @@ class _Acceptor:
         try:
             user = self.tls.user_of(transport)
         except UnknownPeer as err:
-            self.failures += 1
-            log.warning("TLS client certificate refused; connection closed", port=self.what,
-                        peer=guard.peer, error=str(err))
+            self.refused("TLS client certificate refused; connection closed", guard.peer,
+                         error=str(err))
             transport.abort()
             return
         self.handshakes += 1

@@ -379,3 +379,30 @@ def test_the_exchange_link_presents_a_client_certificate_when_the_exchange_asks(
             gw.stop()
     finally:
         ex.stop()
+
+
+async def test_a_client_retrying_in_plaintext_is_counted_every_time_and_logged_once(pki):
+    from structlog.testing import capture_logs
+
+    from gateway.tls import ServerTls, TlsServerConfig, create_server
+
+    cfg = TlsServerConfig(cert=str(pki.dir / "gateway.pem"), key=str(pki.dir / "gateway.key"))
+    server = await create_server(_Echo, "127.0.0.1", 0, ServerTls(cfg), what="test")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with capture_logs() as logs:
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"\x00\x00\x00\x05hello")
+                try:  # closed, unanswered (a reset says the same)
+                    assert await asyncio.wait_for(reader.read(), T) == b""
+                except ConnectionResetError:
+                    pass
+                writer.close()
+            assert server.acceptor is not None
+            await asyncio.wait_for(asyncio.gather(*server.acceptor.pending), T)
+        assert server.handshake_failures == 3
+        lines = [e for e in logs if e["event"].startswith("TLS handshake failed")]
+        assert len(lines) == 1 and "not a TLS client" in lines[0]["error"], logs
+    finally:
+        server.close()
