@@ -258,7 +258,9 @@ class GatewayMetrics:
         failures = CounterMetricFamily(p + "tls_handshake_failures",
                                        "TLS connections refused at the handshake (plaintext, "
                                        "bad or unknown certificate)", labels=("port",))
-        for port, server in (("client", gw.server), ("admin", gw.admin.tls_server)):
+        fix = getattr(gw, "fix", None)  # the FIX acceptor, when [fix] is enabled
+        for port, server in (("client", gw.server), ("admin", gw.admin.tls_server),
+                             ("fix", fix.server if fix is not None else None)):
             if server is not None and server.acceptor is not None:
                 failures.add_metric((port,), server.handshake_failures)
         yield failures
