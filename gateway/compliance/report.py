@@ -581,29 +581,33 @@ def start_seq(path: Path, day: int) -> int:
     return 0
 
 
-def earlier_logons(path: Path, start: int) -> dict[int, Logon]:
+def earlier_logons(path: Path, start: int) -> tuple[dict[int, Logon], str]:
     """The Logons of the sessions the checkpoint at ``start`` carries over (it names them, not
     the application and terminal they logged on with), read back segment by segment until
-    each is found: the report is the same wherever reading starts."""
+    each is found: the report is the same wherever reading starts. Also: damage met on the
+    way (a session's application and terminal may then be missing)."""
     first = next(iter(jr.JournalReader(path, start)))[1]
     try:
         wanted = {m.session for m in checkpoint.decode(first).sessions}
     except ValueError:
-        return {}
+        return {}, ""
     found: dict[int, Logon] = {}
     segs = [f for f, _ in jr.list_segments(path) if f < start] + [start]
     for seg_start, seg_end in reversed(list(zip(segs, segs[1:], strict=False))):
         if not wanted - found.keys():
             break
         here: dict[int, Logon] = {}
-        for seq, rec in jr.JournalReader(path, seg_start):
+        reader = jr.JournalReader(path, seg_start)
+        for seq, rec in reader:
             if seq >= seg_end:  # one segment at a time, newest first
                 break
             if type(rec) is jr.Inbound and type(rec.msg) is Logon and rec.session in wanted:
                 here[rec.session] = rec.msg
         for session, logon in here.items():  # the newest Logon of a session id wins
             found.setdefault(session, logon)
-    return found
+        if reader.damage is not None:
+            return found, str(reader.damage)
+    return found, ""
 
 
 def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
@@ -615,8 +619,10 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
         raise ReportError(f"journal {path} holds no segments")
     b = _Builder(cfg, day)
     start = start_seq(path, day)
+    damage = ""
     if start:
-        for session, logon in earlier_logons(path, start).items():
+        logons, damage = earlier_logons(path, start)
+        for session, logon in logons.items():
             b.logon(session, logon)
     reader = jr.JournalReader(path, start)
     for _, rec in reader:
@@ -624,7 +630,7 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
             continue  # a later day: nothing of it counts
         b.feed(rec)
     b.finish()
-    return b.report(day, str(reader.damage) if reader.damage is not None else "")
+    return b.report(day, str(reader.damage) if reader.damage is not None else damage)
 
 
 # ----------------------------------------------------------------------------- CSV

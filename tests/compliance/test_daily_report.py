@@ -267,3 +267,63 @@ def test_a_client_chosen_name_never_becomes_a_spreadsheet_formula():
     contracts = to_csv(report, "contracts").decode().splitlines()[1]
     assert contracts.startswith('"\'=HYPERLINK(""http://x"")",\'@SUM(A1),')
     assert to_csv(report, "products").decode().splitlines()[1] == "'+A1,rb,1,2,-0.5000,0.00"
+
+
+def test_a_damaged_journal_reports_up_to_the_damage_and_says_so(journal, tmp_path):
+    copy = tmp_path / "damaged"
+    copy.mkdir()
+    for seg in sorted(journal.glob("*.journal")):
+        (copy / seg.name).write_bytes(seg.read_bytes())
+    first = jr.segment_name(start_seq(copy, DAY))  # the segment the day's report reads
+    first = copy / first
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of it
+    first.write_bytes(bytes(data))
+    report = build(_cfg(), copy, DAY)
+    assert report.damage and first.name in report.damage
+    r = _cli("daily", "--date", "2026-11-30", "--journal", str(copy), "--out", str(tmp_path / "o"),
+             "--no-html")
+    assert r.returncode == 1 and "journal is damaged" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "o" / "daily-20261130-contracts.csv").exists()
+
+
+async def test_a_day_through_real_gateway_and_simulator_processes(tmp_path):
+    """The journal a real gateway writes (whatever it holds beyond the contract) gives the
+    figures of a small flow: counts only, no timing."""
+    import time
+
+    from checks.calendar import trading_day_number
+    from simulator.client import Client
+    from tests.conftest import start_exchange, start_gateway
+
+    ex = start_exchange()
+    gw = start_gateway(int(ex.match.group(1)), "--journal", str(tmp_path / "j"))
+    try:
+        gw.wait_for("exchange link up")
+        port = int(gw.match.group(1))
+        c = await Client.connect("127.0.0.1", port, "algo1", "algo-secret",
+                                 accounts=["A001", "H001"])
+        buy = await c.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=3200.0,
+                                 qty=2)
+        await buy.acked(timeout=10)
+        sell = await c.send_order(account="H001", symbol="rb2605", side=Side.SELL, price=3200.0,
+                                  qty=1)
+        await sell.wait_done(timeout=10)
+        await buy.wait_status(OrdStatus.PARTIALLY_FILLED, timeout=10)
+        await c.cancel(buy.cl_ord_id)
+        await buy.wait_done(timeout=10)
+        bad = await c.send_order(account="A001", symbol="nope", side=Side.BUY, price=1.0, qty=1)
+        assert (await bad.acked(timeout=10)).reason == 401
+        await c.close()
+    finally:
+        gw.stop()
+        ex.stop()
+    cfg = _cfg()
+    day = trading_day_number(time.time_ns(), cfg.risk.day_boundary_s)
+    report = build(cfg, tmp_path / "j", day)
+    rows = {(r.account, r.symbol): r for r in report.contracts}
+    a, h = rows[("A001", "rb2605")], rows[("H001", "rb2605")]
+    assert (a.orders, a.refused, a.cancels, a.fills, a.filled_lots, a.open_volume) == \
+        (1, 0, 1, 1, 1, 1)
+    assert (h.orders, h.fills, h.filled_lots) == (1, 1, 1)
+    assert (rows[("A001", "nope")].orders, rows[("A001", "nope")].refused) == (1, 1)
