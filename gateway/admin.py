@@ -231,7 +231,8 @@ class AdminApi:
         gw.metrics.add_routes(self.app, self._operator)  # /metrics, /healthz, /readyz
         from gateway.compliance.registry_admin import register_routes
 
-        register_routes(self)  # /v1/registry...: the programmatic-trading registry
+        register_routes(self.app, gw, self._operator, self._decode,  # /v1/registry...
+                        self._change_control)
         self.runner: web.AppRunner | None = None
         self.tls_server: TlsServer | None = None
         self.port = 0

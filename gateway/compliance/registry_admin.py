@@ -19,6 +19,7 @@ HFT maxima) needs ``"emergency": true`` and a reason while a trading session is 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,7 +36,7 @@ from gateway.compliance.registry import (
 )
 
 if TYPE_CHECKING:
-    from gateway.admin import AdminApi
+    from gateway.server import Gateway
 
 
 class StepRequest(_Request):
@@ -45,20 +46,22 @@ class StepRequest(_Request):
     emergency: bool = False
 
 
-def register_routes(api: AdminApi) -> None:
-    """Add the registry's routes to the admin plane (one call, from ``AdminApi``)."""
-    gw = api.gw
-    r = api.app.router
+def register_routes(app: web.Application, gw: Gateway, operator: Callable[..., str],
+                    decode: Callable[..., Awaitable[Any]],
+                    change_control: Callable[[str, bool, str], None]) -> None:
+    """Add the registry's routes to the admin plane (one call, from ``AdminApi``), with its
+    token check (``operator(request, role)``), body decoding and change control."""
+    r = app.router
 
     def registry_error(err: RegistryError) -> AdminError:
         return AdminError(err.status, str(err), **({"field": err.field} if err.field else {}))
 
     async def list_all(request: web.Request) -> web.Response:
-        api._operator(request, "viewer")
+        operator(request, "viewer")
         return web.json_response(gw.registry.views(time.time_ns()))
 
     async def one(request: web.Request) -> web.Response:
-        api._operator(request, "viewer")
+        operator(request, "viewer")
         try:
             return web.json_response(gw.registry.view(request.match_info["account"],
                                                       time.time_ns()))
@@ -66,7 +69,7 @@ def register_routes(api: AdminApi) -> None:
             raise registry_error(err) from None
 
     async def export(request: web.Request) -> web.Response:
-        api._operator(request, "viewer")
+        operator(request, "viewer")
         q = request.query
         exchange = q.get("exchange", "")
         if not exchange:
@@ -84,8 +87,8 @@ def register_routes(api: AdminApi) -> None:
         return web.json_response(export_json(rows, exchange, which))
 
     async def step(request: web.Request) -> web.Response:
-        op = api._operator(request, "risk")
-        req = await api._decode(request, StepRequest)
+        op = operator(request, "risk")
+        req = await decode(request, StepRequest)
         account, name = request.match_info["account"], request.match_info["step"]
         try:
             report = parse_report(req.report) if req.report is not None else None
@@ -96,7 +99,7 @@ def register_routes(api: AdminApi) -> None:
                                          "carry one)", "report")
             looser = registry.looser(account, name)
             if looser:
-                api._change_control(f"{name} of account {account}'s report ({looser})",
+                change_control(f"{name} of account {account}'s report ({looser})",
                                     req.emergency, req.reason)
             registry.step(account, name, operator=op, reason=req.reason, now=time.time_ns(),
                           report=report, exchange_ref=req.exchange_ref,

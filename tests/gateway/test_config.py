@@ -51,3 +51,38 @@ def test_serve_reports_a_bad_config_and_exits_2(tmp_path):
                           env={"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "config error" in proc.stderr and "gateway.port" in proc.stderr
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ("[compliance]\ncorrection_grace_s = nan\n", "compliance.correction_grace_s"),
+    ("[compliance]\ncorrection_grace_s = -1\n", "compliance.correction_grace_s"),
+    ("[compliance]\nprogrammatic_per_sec = 0\n", "compliance.programmatic_per_sec"),
+    ("[compliance]\ncolour = 1\n", "compliance"),
+])
+def test_compliance_mistakes_name_the_field(tmp_path, extra, field):
+    text = (EXAMPLES / "gateway.toml").read_text().replace(
+        'risk_config = "risk.toml"', f'risk_config = "{EXAMPLES / "risk.toml"}"') + extra
+    (tmp_path / "g.toml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_gateway_config(tmp_path / "g.toml")
+    assert err.value.path.startswith(field), str(err.value)
+
+
+DEMO_HASH = ("scrypt$16384$8$1$66656e676b6f6e672d64656d6f2d3032$"
+             "c908d2b8f8382d57f831ec80e76d0c4f118dcb56901c613fc76d2e11ca2353f0")
+
+
+@pytest.mark.parametrize(("apps", "field"), [
+    ('apps = [{ app_id = "", auth_code_hash = "x" }]', "apps[0].app_id"),
+    ('apps = [{ app_id = "a", auth_code_hash = "plaintext" }]', "apps[0].auth_code_hash"),
+    (f'apps = [{{ app_id = "a", auth_code_hash = "{DEMO_HASH}" }}, '
+     f'{{ app_id = "a", auth_code_hash = "{DEMO_HASH}" }}]', "apps[1].app_id"),
+])
+def test_registered_apps_mistakes_name_the_field(tmp_path, apps, field):
+    text = (EXAMPLES / "gateway.toml").read_text().replace(
+        'risk_config = "risk.toml"', f'risk_config = "{EXAMPLES / "risk.toml"}"').replace(
+        'ip_allow = ["127.0.0.0/8"]\n', f'ip_allow = ["127.0.0.0/8"]\n{apps}\n', 1)
+    (tmp_path / "g.toml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_gateway_config(tmp_path / "g.toml")
+    assert err.value.path.endswith(field), str(err.value)

@@ -215,3 +215,57 @@ async def test_registry_cli_hft_limits_then_correction_close_only_survives_resta
         assert "A003" in out and "NEEDS CORRECTION (close-only)" in out
     finally:
         gw2.stop()
+
+
+def _http(gw: Proc, method: str, path: str, body: bytes | dict | None = None,
+          token: str = RISK) -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(f"http://127.0.0.1:{ports(gw)[1]}{path}", method=method,
+                                 data=data, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=T) as resp:
+            raw = resp.read()
+            return resp.status, raw.decode() if resp.headers.get_content_type() == "text/csv" \
+                else json.loads(raw)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_registry_http_refusals_name_what_is_wrong(procs):
+    _, gw = procs
+    ok = {"report": HFT_REPORT, "reason": "new client"}
+    code, out = _http(gw, "POST", "/v1/registry/A001/draft", ok, token="demo-viewer-token")
+    assert code == 403 and "needs 'risk'" in out["error"]
+    assert _http(gw, "POST", "/v1/registry/ZZ9/draft", ok)[0] == 404
+    code, out = _http(gw, "POST", "/v1/registry/A001/approve", ok)
+    assert code == 400 and "unknown step 'approve'" in out["error"]
+    bad = json.loads(json.dumps(HFT_REPORT))
+    bad["hft"]["max_per_sec"] = -3
+    code, out = _http(gw, "POST", "/v1/registry/A001/draft", {"report": bad})
+    assert code == 400 and out["field"] == "report.hft.max_per_sec", out
+    code, out = _http(gw, "POST", "/v1/registry/A001/draft",
+                      b'{"report": {"basics": {"trader_name": NaN}}}')
+    assert code == 400 and "report.basics.trader_name" in out["error"], out
+    code, out = _http(gw, "POST", "/v1/registry/A001/draft", {**ok, "colour": "red"})
+    assert code == 400 and out["field"] == "colour"
+    code, out = _http(gw, "POST", "/v1/registry/A001/submit", {"reason": "x"})
+    assert code == 409 and "has no report yet: cannot submit it; allowed now: draft" in out["error"]
+    code, out = _http(gw, "POST", "/v1/registry/A001/draft", {**ok, "exchange_ref": "x" * 201})
+    assert code == 400 and out["field"] == "exchange_ref"
+    # nothing above changed anything
+    code, view = _http(gw, "GET", "/v1/registry/A001", token="demo-viewer-token")
+    assert code == 200 and view["state"] is None and view["allowed"] == ["draft"]
+    assert _http(gw, "POST", "/v1/registry/A001/draft", ok)[0] == 200
+    code, out = _http(gw, "POST", "/v1/registry/A001/submit", {"report": HFT_REPORT})
+    assert code == 400 and out["field"] == "report"  # a submit takes no report
+    code, listing = _http(gw, "GET", "/v1/registry", token="demo-viewer-token")
+    assert [v["account"] for v in listing if v["state"]] == ["A001"]
+    code, csv_text = _http(gw, "GET", "/v1/registry/export?exchange=SHFE&format=csv",
+                           token="demo-viewer-token")
+    assert code == 200 and csv_text.splitlines()[1].startswith("SHFE,81000777,A001,DRAFT,0,0,,")
+    code, out = _http(gw, "GET", "/v1/registry/export?exchange=SHFE&format=xml",
+                      token="demo-viewer-token")
+    assert code == 400 and out["field"] == "format"
