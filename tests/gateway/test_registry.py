@@ -403,3 +403,20 @@ def test_export_layout_per_exchange(tmp_path):
     assert ",1,market making,3,100," in lines[2] and ",0,,0,0," in lines[1]
     assert export_csv(rows) == text  # the same registry, the same bytes
     h.close()
+
+
+def test_the_daily_report_lists_the_account_whose_report_needs_correction(tmp_path):
+    """The contract with the daily report: the 1314 alert is journaled on the day it is
+    raised, so the report rebuilt from the journal lists the account (part 2 of issue 14)."""
+    from gateway.compliance.report import build
+
+    h = Harness(tmp_path, grace_s=30)
+    t = time.time_ns()
+    for sec in range(2):
+        for i in range(3):
+            h.order("A003", t + 2 * sec * S + i, price=3200.0 + sec)
+    day = h.gw.router.day
+    h.close()
+    daily = build(h.gw.cfg, tmp_path / "journal", day)
+    assert [c[0] for c in daily.corrections] == ["A003"]
+    assert [a.account for a in daily.accounts if a.needs_correction] == ["A003"]
