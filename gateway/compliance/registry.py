@@ -70,7 +70,8 @@ class AccountBasics(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     """Who trades: art. 10 (1)."""
 
     trader_name: Text  # the client (natural person or institution)
-    trading_codes: dict[Code, Code]  # exchange -> trading code (交易编码)
+    # exchange -> trading code (交易编码); a client has one per exchange, so a few at most
+    trading_codes: Annotated[dict[Code, Code], msgspec.Meta(max_length=16)]
     futures_company: Text
     product_manager: OptText = ""  # for an asset-management product: its manager
 

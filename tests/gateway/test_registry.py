@@ -193,6 +193,8 @@ def test_unknown_account_and_unknown_step_are_named():
     (lambda r: r["basics"].pop("trader_name"), "report.basics"),
     (lambda r: r["basics"].update(trader_name=""), "report.basics.trader_name"),
     (lambda r: r["basics"].update(trading_codes={}), "report.basics.trading_codes"),
+    (lambda r: r["basics"].update(trading_codes={f"X{i}": "1" for i in range(17)}),
+     "report.basics.trading_codes"),
     (lambda r: r["software"].update(software_version="x" * 201), "report.software.software_version"),
     (lambda r: r["software"].update(colour="red"), "report.software"),
     (lambda r: r["hft"].update(max_per_sec=0), "report.hft.max_per_sec"),
