@@ -481,6 +481,7 @@ class AdminApi:
                                   time.time_ns(), emergency=req.emergency,
                                   registration=registration.name)
         self.gw.engine.set_programmatic(account, registration)
+        self.gw.conformance.refresh()  # which accounts the registry's watch counts
         return web.json_response({"ok": True, "looser": looser})
 
     async def set_limits(self, request: web.Request) -> web.Response:

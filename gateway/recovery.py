@@ -314,6 +314,7 @@ def _apply_admin(gw: Gateway, rec: jr.AdminAction) -> None:
             engine.set_status(rec.scope_value, AccountStatus[rec.args["status"]])
         elif rec.action == "set_programmatic":
             engine.set_programmatic(rec.scope_value, ProgReg[rec.args["registration"]])
+            gw.conformance.refresh()  # as the admin plane did live
         elif rec.action.startswith("registry_"):
             gw.registry.apply(rec.action, rec.scope_value, rec.args, rec.operator, rec.reason,
                               rec.ts_ns)

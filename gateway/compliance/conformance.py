@@ -17,6 +17,9 @@ here are rebuilt by a restart exactly as the engine's are. A report needs correc
 - the engine refuses an order for the HFT standard or the reported maxima (802, 803, 804):
   the account tried to trade faster than its report allows.
 
+Only the accounts that can produce a finding are counted (``refresh``): registered accounts
+outside a group with an unregistered member, and without an HFT report, cost one set lookup.
+
 A finding goes to ``Registry.flag`` — live only: on replay the journaled ``registry_flag``
 action restores it — which journals it, alerts 1314 and starts the grace period. Each window
 is exact and O(1) a message: the k-th most recent time decides (``checks.state.recent``).
@@ -66,6 +69,24 @@ class Conformance:
         self.active: dict[str, set[str]] = {}  # group -> accounts that sent something today
         self.hft: dict[str, tuple[int, int, deque[int]]] = {}  # account -> (per_sec, day, times)
         self.day_count: dict[str, int] = {}
+        self.watched: frozenset[str] = frozenset()
+        registry.on_apply = self.refresh
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Which accounts are counted: the unregistered ones, every member of a group with an
+        unregistered member, and those with a confirmed HFT report. Every other account's
+        message costs one set lookup (the order path's budget). Called whenever a registration
+        can change — a registry step, a checkpoint restored, a registration set by an operator
+        (live and on replay) — so the set is a function of journaled state and a replay counts
+        what the live gateway counted."""
+        unregistered = {a for a in self.group_of if not self.registry.registered(a)}
+        watched = set(unregistered)
+        for members in self.members.values():
+            if len(members) > 1 and not unregistered.isdisjoint(members):
+                watched.update(members)
+        watched.update(a for a in self.group_of if self.registry.reported_hft(a) is not None)
+        self.watched = frozenset(watched)
 
     def _roll(self, now: int) -> None:
         day = trading_day_number(now, self.boundary)
@@ -78,17 +99,17 @@ class Conformance:
 
     def message(self, account: str, now: int, reason: int) -> None:
         """One order decided (``reason`` its verdict) or one cancel counted (reason 0)."""
-        group = self.group_of.get(account)
-        if group is None:
-            return  # an unknown account: the engine refused it, nothing to count
-        if now >= self.day_end:
-            self._roll(now)
         if reason:
             if reason in HFT_REFUSALS:
                 self._finding(account, now, f"an order was refused for trading faster than "
                               f"{'its report allows' if reason == Reason.HFT_LIMIT else 'the HFT standard'}"
                               f" ({Reason(reason).name})")
             return
+        if account not in self.watched:
+            return
+        group = self.group_of[account]
+        if now >= self.day_end:
+            self._roll(now)
         self.active.setdefault(group, set()).add(account)
         if self._count(self.accounts, account, now):
             self._programmatic([account], now, f"{self.occasions} seconds today with >= "

@@ -216,6 +216,7 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         self.corrections: dict[str, Correction] = {}
         self.on_change: Any = None  # called after a new finding (wakes the grace timer)
+        self.on_apply: Any = None  # called after any change of reports (conformance.refresh)
 
     # ------------------------------------------------------------------ the table
     def allowed(self, account: str) -> list[str]:
@@ -301,6 +302,10 @@ class Registry:
         else:
             self.apply_step(name, account, args, operator, reason, now)
 
+    def _applied(self) -> None:
+        if self.on_apply is not None:
+            self.on_apply()
+
     def apply_step(self, step: str, account: str, args: dict[str, Any], operator: str,
                    reason: str, now: int) -> None:
         to = self.target(account, step)
@@ -329,6 +334,7 @@ class Registry:
                                         to_state=to.value, operator=operator, reason=reason,
                                         version=working))
         del entry.history[:-HISTORY_KEPT]
+        self._applied()
 
     def _enforce_in_force(self, entry: Entry) -> None:
         """The confirmed version's figures become the account's registration (§4.8)."""
@@ -411,6 +417,7 @@ class Registry:
         self.entries.clear()
         self.corrections.clear()
         if not data:
+            self._applied()
             return
         snap = msgspec.msgpack.decode(data, type=Snapshot)
         for e in snap.entries:
@@ -423,6 +430,7 @@ class Registry:
         for c in snap.corrections:
             if c.account in self.accounts:
                 self.corrections[c.account] = c
+        self._applied()
 
     # ------------------------------------------------------------------ views
     def view(self, account: str, now: int | None = None) -> dict[str, Any]:

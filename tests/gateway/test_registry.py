@@ -346,6 +346,7 @@ def test_related_accounts_are_counted_together(tmp_path):
         h.gw.killswitch.audit("risk-officer-li", "set_programmatic", KillScope.ACCOUNT, a,
                               "registration withdrawn", t, registration="NONE")
         h.gw.engine.set_programmatic(a, ProgReg.NONE)
+    h.gw.conformance.refresh()
     for sec in range(2):
         for i, a in enumerate(("A004", "A005", "A004")):
             assert h.order(a, t + 2 * sec * S + i, price=3200.0 + sec) == 0
