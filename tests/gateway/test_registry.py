@@ -119,6 +119,12 @@ class Harness:
         reports = [m for m in self.session.out[before:] if type(m).__name__ == "ExecReport"]
         return reports[0].reason if reports else 0
 
+    def busy_seconds(self, accounts: tuple[str, ...], t: int, gap: int = 1) -> list[int]:
+        """Two busy seconds (2 s apart): one order per account named, ``gap`` ns apart, in
+        each; the standard configured here is 2 seconds of >= 3. Returns the reasons."""
+        return [self.order(a, t + 2 * sec * S + i * gap, price=3200.0 + sec)
+                for sec in range(2) for i, a in enumerate(accounts)]
+
     def step(self, account: str, step: str, now: int, **kw) -> None:
         rep = kw.pop("report", None)
         self.gw.registry.step(account, step, operator="risk-officer-li", reason=f"{step} it",
@@ -297,9 +303,7 @@ def test_unregistered_programmatic_behaviour_is_flagged_then_close_only_after_th
     h = Harness(tmp_path, grace_s=30)
     t = time.time_ns()
     # A003 is not registered: 2 seconds with >= 3 orders (the configured standard here)
-    for sec in range(2):
-        for i in range(3):
-            assert h.order("A003", t + 2 * sec * S + i * 1000, price=3200.0 + sec) == 0
+    assert h.busy_seconds(("A003",) * 3, t, gap=1000) == [0] * 6
     c = h.gw.registry.corrections["A003"]
     assert c.deadline_ns == t + 2 * S + 2000 + 30 * S and not c.enforced
     alerts = [a for a in h.gw.router.alerts if a.code == Reason.REPORT_NEEDS_CORRECTION]
@@ -326,9 +330,7 @@ def test_unregistered_programmatic_behaviour_is_flagged_then_close_only_after_th
 def test_a_finding_survives_a_restart_and_its_grace_ends_after_it(tmp_path):
     h = Harness(tmp_path, grace_s=30)
     t = time.time_ns()
-    for sec in range(2):
-        for i in range(3):
-            h.order("A003", t + 2 * sec * S + i, price=3200.0 + sec)
+    h.busy_seconds(("A003",) * 3, t)
     deadline = h.gw.registry.corrections["A003"].deadline_ns
     h.close()
     again = Harness(tmp_path, grace_s=30)
@@ -347,9 +349,7 @@ def test_related_accounts_are_counted_together(tmp_path):
                               "registration withdrawn", t, registration="NONE")
         h.gw.engine.set_programmatic(a, ProgReg.NONE)
     h.gw.conformance.refresh()
-    for sec in range(2):
-        for i, a in enumerate(("A004", "A005", "A004")):
-            assert h.order(a, t + 2 * sec * S + i, price=3200.0 + sec) == 0
+    assert h.busy_seconds(("A004", "A005", "A004"), t) == [0] * 6
     assert sorted(h.gw.registry.corrections) == ["A004", "A005"]
     assert "account group G-HUANG" in h.gw.registry.corrections["A005"].detail
     h.close()
@@ -358,9 +358,7 @@ def test_related_accounts_are_counted_together(tmp_path):
 def test_a_corrected_report_clears_the_finding(tmp_path):
     h = Harness(tmp_path, grace_s=30)
     t = time.time_ns()
-    for sec in range(2):
-        for i in range(3):
-            h.order("A003", t + 2 * sec * S + i, price=3200.0 + sec)
+    h.busy_seconds(("A003",) * 3, t)
     assert "A003" in h.gw.registry.corrections
     h.step("A003", "draft", t + 3 * S, report=report())
     assert "A003" in h.gw.registry.corrections  # a draft is not a report
@@ -415,9 +413,7 @@ def test_the_daily_report_lists_the_account_whose_report_needs_correction(tmp_pa
 
     h = Harness(tmp_path, grace_s=30)
     t = time.time_ns()
-    for sec in range(2):
-        for i in range(3):
-            h.order("A003", t + 2 * sec * S + i, price=3200.0 + sec)
+    h.busy_seconds(("A003",) * 3, t)
     day = h.gw.router.day
     h.close()
     daily = build(h.gw.cfg, tmp_path / "journal", day)
