@@ -63,8 +63,9 @@ log = structlog.get_logger("fengkong.tls")
 LOG_EVERY_S = 60.0  # a refused peer's line at most this often per address and reason
 LOG_KEYS_KEPT = 4096  # addresses and reasons remembered for that
 
-__all__ = ["ServerTls", "TlsClientConfig", "TlsServerConfig", "check_client", "check_server",
-           "client_context", "create_server", "fingerprint", "peer_user", "server_context"]
+__all__ = ["ServerTls", "TlsClientConfig", "TlsServer", "TlsServerConfig", "UnknownPeer",
+           "check_client", "check_server", "client_context", "create_server", "fingerprint",
+           "peer_user", "server_context"]
 
 
 class TlsServerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -117,9 +118,22 @@ def _resolve(base: Path, path: str) -> str:
     return str(base / path) if path else ""
 
 
+def _need_files(source: str, where: str, **paths: str) -> None:
+    """Each named file exists and is readable, else a ConfigError naming its field (OpenSSL's
+    own errors do not say which of the files it was)."""
+    for field, path in paths.items():
+        if not path:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as err:
+            problem = "no such file" if isinstance(err, FileNotFoundError) else \
+                f"cannot read it ({err.strerror})"
+            raise ConfigError(source, f"{where}.{field}", f"{problem}: {path}") from None
+
+
 def _load_problem(err: Exception) -> str:
-    if isinstance(err, FileNotFoundError):
-        return f"no such file: {err.filename}"
     if isinstance(err, ssl.SSLError):
         return f"not usable: {err.reason or err}"
     if isinstance(err, OSError):
@@ -137,11 +151,9 @@ def server_context(cfg: TlsServerConfig | None, source: str = "<config>",
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS[cfg.min_version]
     ctx.options |= ssl.OP_NO_RENEGOTIATION  # a client may not make us redo handshakes (TLS 1.2)
+    _need_files(source, where, cert=cfg.cert, key=cfg.key, client_ca=cfg.client_ca)
     try:
         ctx.load_cert_chain(cfg.cert, cfg.key)
-    except FileNotFoundError as err:
-        field = "cert" if err.filename == cfg.cert else "key"
-        raise ConfigError(source, f"{where}.{field}", _load_problem(err)) from None
     except (ssl.SSLError, OSError) as err:
         raise ConfigError(source, f"{where}.cert", f"{_load_problem(err)} (does the key belong "
                                                    "to the certificate? both PEM?)") from None
@@ -162,6 +174,7 @@ def client_context(cfg: TlsClientConfig | None, source: str = "<config>",
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
     ctx.minimum_version = _VERSIONS[cfg.min_version]
+    _need_files(source, where, ca=cfg.ca, cert=cfg.cert, key=cfg.key)
     try:
         ctx.load_verify_locations(cafile=cfg.ca)
     except (ssl.SSLError, OSError) as err:

@@ -299,6 +299,10 @@ async def test_fingerprints_map_certificates_to_users_and_unknown_ones_are_refus
           fingerprints={"ab" * 32: "nobody"}), "gateway.tls.fingerprints." + "ab" * 32,
      "unknown user 'nobody'"),
     (dict(key="gateway.key"), "gateway.tls.cert", "without a certificate"),
+    (dict(cert="missing.pem", key="gateway.key"), "gateway.tls.cert", "no such file"),
+    (dict(cert="gateway.pem", key="missing.key"), "gateway.tls.key", "no such file"),
+    (dict(cert="gateway.pem", key="gateway.key", client_ca="missing-ca.pem"),
+     "gateway.tls.client_ca", "no such file"),
 ])
 def test_tls_config_errors_name_the_field(pki, fields, where, problem):
     from checks.config import ConfigError
