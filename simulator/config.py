@@ -108,6 +108,10 @@ def tls_context(tls: SimTls, source: str = "<sim config>") -> ssl.SSLContext | N
     if not (tls.cert and tls.key):
         raise ConfigError(source, f"sim.tls.{'key' if tls.cert else 'cert'}",
                           "TLS needs both cert and key")
+    for field in ("cert", "key", "client_ca"):  # OpenSSL's errors do not say which file
+        path = getattr(tls, field)
+        if path and not Path(path).is_file():
+            raise ConfigError(source, f"sim.tls.{field}", f"no such file: {path}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     for field, load in (("cert", lambda: ctx.load_cert_chain(tls.cert, tls.key)),
