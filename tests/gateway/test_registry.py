@@ -27,6 +27,7 @@ from gateway.compliance.registry import (
     parse_report,
 )
 from gateway.config import load_gateway_config
+from gateway.fast_router import router_class
 from gateway.protocol import NewOrder
 from gateway.server import Gateway
 from tests.conftest import EXAMPLES
@@ -40,8 +41,11 @@ def _cython():
     return Engine
 
 
+# The reference engine behind the reference router, and the Cython engine behind the
+# compiled order path (gateway/fastroute.pyx): the registry acts the same through both.
 ENGINES = pytest.mark.parametrize("engine_cls", [ReferenceEngine, "cython"],
                                   ids=["reference", "cython"])
+ROUTERS = {ReferenceEngine: "reference", "cython": "fast"}
 
 
 def report(per_sec: int | None = None, per_day: int | None = None, **basics) -> dict:
@@ -99,8 +103,9 @@ class Harness:
     """A gateway with a stand-in link and one client session trading every account."""
 
     def __init__(self, tmp_path, engine_cls=ReferenceEngine, grace_s: float = 60.0) -> None:
+        router_cls = router_class(ROUTERS[engine_cls])
         engine_cls = _cython() if engine_cls == "cython" else engine_cls
-        self.gw = Gateway(config(tmp_path, grace_s), engine_cls=engine_cls)
+        self.gw = Gateway(config(tmp_path, grace_s), engine_cls=engine_cls, router_cls=router_cls)
         self.link = FakeLink()
         self.gw.router.link = self.link
         self.session = FakeSession(9000 + len(self.gw.router.sessions), "algo1",
@@ -299,8 +304,10 @@ def test_replay_and_a_checkpoint_rebuild_the_registry_exactly(tmp_path, engine_c
 
 
 # ---------------------------------------------------------------------- correction
-def test_unregistered_programmatic_behaviour_is_flagged_then_close_only_after_the_grace(tmp_path):
-    h = Harness(tmp_path, grace_s=30)
+@ENGINES
+def test_unregistered_programmatic_behaviour_is_flagged_then_close_only_after_the_grace(
+        tmp_path, engine_cls):
+    h = Harness(tmp_path, engine_cls, grace_s=30)
     t = time.time_ns()
     # A003 is not registered: 2 seconds with >= 3 orders (the configured standard here)
     assert h.busy_seconds(("A003",) * 3, t, gap=1000) == [0] * 6
@@ -320,7 +327,7 @@ def test_unregistered_programmatic_behaviour_is_flagged_then_close_only_after_th
     assert ("set_status", "registry") in actions and ("registry_close_only", "registry") in actions
     live = h.gw.registry.encode()
     h.close()
-    again = Harness(tmp_path, grace_s=30)  # a restart: the same registry, the same status
+    again = Harness(tmp_path, engine_cls, grace_s=30)  # a restart: the same registry, status
     assert again.gw.registry.encode() == live
     assert again.gw.engine.account_view("A003")["status"] == "CLOSE_ONLY"
     assert again.gw.registry.enforce_due(time.time_ns() + 60 * S) == []  # not again
@@ -339,10 +346,11 @@ def test_a_finding_survives_a_restart_and_its_grace_ends_after_it(tmp_path):
     again.close()
 
 
-def test_related_accounts_are_counted_together(tmp_path):
+@ENGINES
+def test_related_accounts_are_counted_together(tmp_path, engine_cls):
     """A004 and A005 are under common control: neither alone has a busy second, together
     they have two — both are flagged once they are unregistered."""
-    h = Harness(tmp_path)
+    h = Harness(tmp_path, engine_cls)
     t = time.time_ns()
     for a in ("A004", "A005"):  # as the admin plane would: journaled, then applied
         h.gw.killswitch.audit("risk-officer-li", "set_programmatic", KillScope.ACCOUNT, a,
