@@ -427,3 +427,22 @@ def test_the_daily_report_lists_the_account_whose_report_needs_correction(tmp_pa
     daily = build(h.gw.cfg, tmp_path / "journal", day)
     assert [c[0] for c in daily.corrections] == ["A003"]
     assert [a.account for a in daily.accounts if a.needs_correction] == ["A003"]
+
+
+def test_cli_mistakes_end_in_one_line_and_an_exit_code(tmp_path, capsys):
+    from gateway.compliance.registry_cli import main
+
+    assert main(["--admin", "http://127.0.0.1:1", "list"]) == 1
+    assert capsys.readouterr().err.strip() == ("fengkong registry list: cannot reach the admin "
+                                               "plane at http://127.0.0.1:1: [Errno 111] "
+                                               "Connection refused")
+    assert main(["draft", "A001", "--file", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{bad")
+    assert main(["--admin", "http://127.0.0.1:1", "draft", "A001",
+                 "--file", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json: not JSON" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["confirm", "A001"])  # --exchange-ref is required
+    assert exit_.value.code == 2
