@@ -43,8 +43,9 @@ What is counted, per account and contract (``ContractRow``):
   messages) inside one rolling second; ``busy_seconds``: how many times a rolling second reached
   the programmatic standard (``[limits].programmatic_per_sec``, 10), counted as the engine
   counts its "occasions";
-- ``open_volume``: filled opening lots that count against 交易限额 (hedging is exempt), against
-  the account's ``max_open_volume_per_contract`` (blank: no limit).
+- ``open_volume``: filled opening lots that count against 交易限额 (hedging is exempt);
+  ``group_open_volume`` the same summed over the account group (实际控制关系), which is what
+  ``max_open_volume_per_contract`` (``open_limit``, blank: no limit) limits.
 
 Per account (``AccountRow``): the same over all contracts, whether the programmatic standard
 (≥ ``programmatic_occasions`` busy seconds) and the HFT standard (≥ ``hft_per_sec`` in a second
@@ -116,6 +117,7 @@ class ContractRow:
     max_per_sec: int = 0
     busy_seconds: int = 0
     open_volume: int = 0
+    group_open_volume: int = 0  # the account group's, on this contract: what 交易限额 limits
     open_limit: int | None = None
     times: list[int] = field(default_factory=list, repr=False)  # messages (not in the CSV)
 
@@ -485,6 +487,11 @@ class _Builder:
     def report(self, day: int, damage: str) -> DailyReport:
         risk = self.cfg.risk
         contracts = [self.rows[k] for k in sorted(self.rows)]
+        group_volume: dict[tuple[str, str], int] = defaultdict(int)
+        for r in contracts:
+            group_volume[(self._group(r.account), r.symbol)] += r.open_volume
+        for r in contracts:
+            r.group_open_volume = group_volume[(self._group(r.account), r.symbol)]
         per_acct: dict[str, list[ContractRow]] = defaultdict(list)
         for r in contracts:
             k = self._limits(r.account).programmatic_per_sec
@@ -535,6 +542,10 @@ class _Builder:
                            accounts, products, sorted(self.actions, key=_action_key), seats,
                            sorted((a, ts, text) for (a, ts), text in self.corrections.items()),
                            self.records, damage)
+
+    def _group(self, account: str) -> str:
+        acct = self.accounts.get(account)
+        return acct.group if acct is not None else account
 
     def _limits(self, account: str) -> Any:
         acct = self.accounts.get(account)
@@ -638,7 +649,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "contracts": ("account", "symbol", "exchange", "orders", "refused", "fak_fok", "cancels",
                   "fak_cancels", "cancel_limit", "large_order_qty", "large_cancels", "large_cancel_limit",
                   "fills", "filled_lots", "self_trades", "self_trade_refusals",
-                  "self_trade_limit", "max_per_sec", "busy_seconds", "open_volume", "open_limit"),
+                  "self_trade_limit", "max_per_sec", "busy_seconds", "open_volume",
+                  "group_open_volume", "open_limit"),
     "accounts": ("account", "group", "registration", "orders", "refused", "cancels", "messages",
                  "fills", "max_per_sec", "busy_seconds", "programmatic_standard",
                  "hft_standard", "needs_correction", "stops"),

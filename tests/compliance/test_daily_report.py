@@ -123,10 +123,11 @@ def test_figures_match_the_hand_count(journal):
     assert c[("A001", "xx999")]["orders"] == "1" and c[("A001", "xx999")]["refused"] == "1"
     a004 = c[("A004", "rb2605")]
     assert (a004["orders"], a004["cancels"], a004["fills"], a004["filled_lots"],
-            a004["open_volume"], a004["open_limit"]) == ("1", "0", "2", "5", "5", "300")
+            a004["open_volume"], a004["group_open_volume"], a004["open_limit"]) == \
+        ("1", "0", "2", "5", "5", "9", "300")  # G-HUANG: A004's 5 and A005's 4
     a005 = c[("A005", "rb2605")]
-    assert (a005["fills"], a005["self_trades"], a005["self_trade_limit"], a005["open_volume"]) \
-        == ("1", "1", "5", "4")
+    assert (a005["fills"], a005["self_trades"], a005["self_trade_limit"], a005["open_volume"],
+            a005["group_open_volume"]) == ("1", "1", "5", "4", "9")
 
     accounts = {r.account: r for r in report.accounts}
     assert (accounts["A001"].orders, accounts["A001"].refused, accounts["A001"].cancels,
