@@ -8,6 +8,7 @@ real processes are in ``test_registry_e2e``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -446,3 +447,22 @@ def test_cli_mistakes_end_in_one_line_and_an_exit_code(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["confirm", "A001"])  # --exchange-ref is required
     assert exit_.value.code == 2
+
+
+async def test_a_deadline_that_passed_while_down_is_enforced_when_the_gateway_starts(tmp_path):
+    h = Harness(tmp_path, grace_s=0)
+    h.busy_seconds(("A003",) * 3, time.time_ns() - 10 * S)
+    assert "A003" in h.gw.registry.corrections  # found, not yet enforced: then the crash
+    h.close()
+    again = Harness(tmp_path, grace_s=0)
+    told = asyncio.Event()
+    again.session.send = lambda msg: told.set() if getattr(msg, "code", 0) == \
+        Reason.KILL_SWITCH else None
+    timer = asyncio.create_task(again.gw._registry_grace())  # what Gateway.start runs
+    try:
+        await asyncio.wait_for(told.wait(), 10)
+    finally:
+        timer.cancel()
+    assert again.gw.engine.account_view("A003")["status"] == "CLOSE_ONLY"
+    assert again.gw.registry.corrections["A003"].enforced
+    again.close()
