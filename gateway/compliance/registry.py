@@ -44,6 +44,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,6 +54,7 @@ import structlog
 from checks.engine import MAX_HFT_PER_DAY, MAX_HFT_PER_SEC
 from checks.enums import AccountStatus, AlertLevel, KillScope, ProgReg
 from checks.reasons import Reason
+from gateway.journal import CHINA_TZ
 
 if TYPE_CHECKING:
     from gateway.killswitch import KillSwitch
@@ -459,10 +461,12 @@ class Registry:
                                                           "max_per_day": hft.max_per_day}},
             "correction": None if c is None else {
                 "since_ns": c.since_ns, "deadline_ns": c.deadline_ns, "detail": c.detail,
+                "since": china_time(c.since_ns), "deadline": china_time(c.deadline_ns),
                 "close_only": c.enforced,
                 **({"seconds_left": max(0.0, round((c.deadline_ns - now) / 1e9, 1))}
                    if now is not None and not c.enforced else {})},
-            "history": msgspec.to_builtins(entry.history) if entry is not None else [],
+            "history": [{**msgspec.to_builtins(t), "time": china_time(t.ts_ns)}
+                        for t in entry.history] if entry is not None else [],
         }
         return out
 
@@ -528,6 +532,11 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
 def export_json(rows: list[dict[str, Any]], exchange: str, which: str) -> dict[str, Any]:
     return {"exchange": exchange, "which": which, "columns": list(EXPORT_COLUMNS),
             "reports": rows}
+
+
+def china_time(ts_ns: int) -> str:
+    """A timestamp as the console shows it: exchange (China) time, to the millisecond."""
+    return datetime.fromtimestamp(ts_ns / 1e9, CHINA_TZ).isoformat(timespec="milliseconds")
 
 
 def grace_ns(seconds: float) -> int:

@@ -137,8 +137,9 @@ def _show(v: dict[str, Any]) -> None:
     if v["correction"]:
         c = v["correction"]
         print(f"  NEEDS CORRECTION: {c['detail']}"
-              + (" — close-only" if c["close_only"] else f" ({c.get('seconds_left')} s left)"))
+              + (" — close-only" if c["close_only"] else
+                 f" (close-only at {c['deadline']}, {c.get('seconds_left')} s left)"))
     print(f"  allowed steps: {', '.join(v['allowed']) or 'none'}")
     for t in v["history"]:
-        print(f"  {t['ts_ns']} {t['step']:<8} {t['from_state'] or '-'} -> {t['to_state']} "
+        print(f"  {t['time']} {t['step']:<8} {t['from_state'] or '-'} -> {t['to_state']} "
               f"v{t['version']} by {t['operator']}: {t['reason']}")

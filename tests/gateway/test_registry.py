@@ -466,3 +466,18 @@ async def test_a_deadline_that_passed_while_down_is_enforced_when_the_gateway_st
     assert again.gw.engine.account_view("A003")["status"] == "CLOSE_ONLY"
     assert again.gw.registry.corrections["A003"].enforced
     again.close()
+
+
+def test_cli_show_reads_the_console_view(tmp_path, capsys):
+    from gateway.compliance.registry_cli import _show
+
+    h = Harness(tmp_path)
+    t = time.time_ns()
+    h.step("A003", "draft", t, report=report(3, 100))
+    h.busy_seconds(("A003",) * 3, t)
+    _show(msgspec.json.decode(msgspec.json.encode(h.gw.registry.view("A003", t))))
+    out = capsys.readouterr().out
+    assert "account A003: draft / 草稿" in out
+    assert "NEEDS CORRECTION: trades programmatically without a report" in out
+    assert "allowed steps: draft, submit" in out and " draft    - -> DRAFT v1 by " in out
+    h.close()
