@@ -766,6 +766,17 @@ class Journal:
         if self._broken:
             raise JournalError(self._broken)
         records = list(records)
+        if _frame_many is not None and self._fd >= 0:
+            # The whole batch framed in one compiled call; a bad record raises before anything
+            # is written. Written at once unless it would cross the segment's end.
+            out = bytearray()
+            count = _frame_many(records, self._next, out, _encode_into, _RECORD_TYPE_SET,
+                                MAX_RECORD, _not_a_record)
+            if self._size == 0 or self._size + len(out) <= self.segment_bytes:
+                if count:
+                    self._write(out, count)
+                    self._after_write()
+                return self._next - 1
         for record in records:  # refuse a bad batch before writing any of it
             if type(record) not in _RECORD_TYPE_SET:
                 _frame(record, 0, bytearray())  # raises the TypeError with its explanation
@@ -941,7 +952,14 @@ class Journal:
         self.close()
 
 
-_encode = msgspec.msgpack.Encoder().encode
+_encoder = msgspec.msgpack.Encoder()
+_encode = _encoder.encode
+_encode_into = _encoder.encode_into
+
+try:  # the compiled framing (gateway/journal_frame.pyx): the same bytes, a batch per call
+    from gateway.journal_frame import frame_many as _frame_many
+except ImportError:
+    _frame_many = None
 
 
 def _frame(record: JournalRecord, seq: int, out: bytearray) -> None:
