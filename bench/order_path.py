@@ -73,10 +73,13 @@ class CountingLink:
 class OrderPath:
     """A gateway in-process with one session, ready to take orders."""
 
-    def __init__(self, journal: Path | None, engine: str = "cython", router: str = "fast") -> None:
+    def __init__(self, journal: Path | None, engine: str = "cython", router: str = "fast",
+                 fsync: str = "") -> None:
         cfg = load_gateway_config(bc.GATEWAY_TOML)
-        cfg = msgspec.structs.replace(
-            cfg, journal=msgspec.structs.replace(cfg.journal, dir=str(journal) if journal else ""))
+        jcfg = msgspec.structs.replace(cfg.journal, dir=str(journal) if journal else "")
+        if fsync:
+            jcfg = msgspec.structs.replace(jcfg, fsync=fsync)
+        cfg = msgspec.structs.replace(cfg, journal=jcfg)
         engine_cls = None
         if engine == "reference":
             from checks.engine import Engine as engine_cls  # noqa: N813
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--journal", default="", help="a directory, or 'off' (default: a temp dir)")
     p.add_argument("--engine", choices=("cython", "reference"), default="cython")
     p.add_argument("--router", choices=("fast", "reference", "both"), default="fast")
+    p.add_argument("--fsync", choices=("", "os", "interval", "record"), default="",
+                   help="the journal's fsync policy (default: the bench config's)")
     p.add_argument("--rounds", type=int, default=1, help="measurements of each router; best kept")
     p.add_argument("--profile", action="store_true", help="cProfile the measured loop")
     args = p.parse_args(argv)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = {}
         for name in routers:
             journal = None if args.journal == "off" else Path(args.journal or tmp) / f"j-{name}"
-            paths[name] = OrderPath(journal, args.engine, name)
+            paths[name] = OrderPath(journal, args.engine, name, args.fsync)
         try:
             for path in paths.values():
                 measure(path, 5_000, args.batch)  # warm-up

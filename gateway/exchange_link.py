@@ -55,6 +55,8 @@ class _LinkProtocol(FramedProtocol):
     def __init__(self, link: ExchangeLink) -> None:
         super().__init__(16 * 1024 * 1024, link.router.before_write)
         self.link = link
+        # The compiled router takes a read's reports at once (the rest come to ``on_message``).
+        self.on_messages = getattr(link.router, "exchange_messages", None)
 
     def on_message(self, msg: Any) -> None:
         self.link.on_message(msg)

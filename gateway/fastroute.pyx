@@ -32,6 +32,11 @@ from gateway.router import (
 
 import structlog
 from collections import deque
+from time import monotonic_ns
+
+from gateway.session import State
+
+_ACTIVE = State.ACTIVE
 
 log = structlog.get_logger("fengkong.router")
 
@@ -206,6 +211,42 @@ cdef class RouterCore:
         if used is None:
             used = self.used_clids[user] = set()
         return used
+
+    # ------------------------------------------------------------------ a read's messages
+    def client_messages(self, session, list messages):
+        """Every message of one read from a client session (``FramedProtocol.on_messages``):
+        an active session's orders and cancels go to the order path here, anything else to the
+        session's own ``on_message``; the per-message rules of ``FramedProtocol.data_received``
+        hold (stop once the session closes; a bug in one message is that message's
+        ``on_internal_error``)."""
+        session.last_in = monotonic_ns()
+        for msg in messages:
+            if session.closed:
+                break
+            t = type(msg)
+            try:
+                if t is NewOrder and session.state == _ACTIVE:
+                    self.new_order(session, msg, self.clock())
+                elif t is CancelOrder and session.state == _ACTIVE:
+                    self.cancel(session, msg, self.clock())
+                else:
+                    session.on_message(msg)
+            except Exception as exc:
+                session.on_internal_error(msg, exc)
+
+    def exchange_messages(self, proto, list messages):
+        """Every message of one read from the exchange link: execution reports here, the rest
+        to the link's ``on_message`` (the same rules as ``client_messages``)."""
+        for msg in messages:
+            if proto.closed:
+                break
+            try:
+                if type(msg) is ExecReport:
+                    self.exchange_report(msg, self.clock())
+                else:
+                    proto.on_message(msg)
+            except Exception as exc:
+                proto.on_internal_error(msg, exc)
 
     # ------------------------------------------------------------------ new orders
     def new_order(self, session, msg, now=None, bint engine_saw=True):

@@ -33,6 +33,11 @@ class FramedProtocol(asyncio.Protocol):
         self.congested = False
         self.closed = False
         self.peer: str = ""
+        # Takes every message of one read at once, instead of ``on_message`` one by one: the
+        # compiled router's ``client_messages`` / ``exchange_messages`` (gateway.fastroute),
+        # which keep this loop's rules (stop when closed; a bug in one message is that
+        # message's ``on_internal_error``) and dispatch the order path without Python frames.
+        self.on_messages: Callable[[FramedProtocol, list], None] | None = None
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +61,9 @@ class FramedProtocol(asyncio.Protocol):
             messages = self.decoder.feed(data)
         except ProtocolError as err:
             self.on_protocol_error(str(err))
+            return
+        if self.on_messages is not None:
+            self.on_messages(self, messages)
             return
         for msg in messages:
             if self.closed:

@@ -275,6 +275,9 @@ class LogonGuard:
 class ClientSession(FramedProtocol):
     def __init__(self, router: Router, guard: LogonGuard) -> None:
         super().__init__(router.cfg.gateway.max_frame, router.before_write)
+        # The compiled router takes a read's messages at once (orders and cancels of an active
+        # session go straight to it; everything else comes back to ``on_message``).
+        self.on_messages = getattr(router, "client_messages", None)
         self.router = router
         self.guard = guard
         self.lockout = guard.lockout
