@@ -30,6 +30,9 @@ class FramedProtocol(asyncio.Protocol):
         self.decoder = FrameDecoder(max_frame)
         self._out = bytearray()
         self._flush_scheduled = False
+        # The transport's own buffer as it was after the last write: it only shrinks until the
+        # next one, so ``_buffered + len(_out)`` bounds what is held (a cheap test per frame).
+        self._buffered = 0
         self.congested = False
         self.closed = False
         self.peer: str = ""
@@ -112,6 +115,7 @@ class FramedProtocol(asyncio.Protocol):
                 self.before_write()
             self.transport.write(bytes(self._out))
             self._out.clear()
+            self._buffered = self.transport.get_write_buffer_size()
 
     def write_buffer_size(self) -> int:
         t = self.transport

@@ -275,6 +275,8 @@ class LogonGuard:
 class ClientSession(FramedProtocol):
     def __init__(self, router: Router, guard: LogonGuard) -> None:
         super().__init__(router.cfg.gateway.max_frame, router.before_write)
+        self._max_frame = router.cfg.gateway.max_frame
+        self._max_buffer = router.cfg.gateway.max_client_buffer
         # The compiled router takes a read's messages at once (orders and cancels of an active
         # session go straight to it; everything else comes back to ``on_message``).
         self.on_messages = getattr(router, "client_messages", None)
@@ -361,17 +363,24 @@ class ClientSession(FramedProtocol):
                      cancelled=cancelled, reason=self.dropped_reason or str(exc or "closed"))
 
     def send(self, msg: Any) -> None:
-        start = len(self._out)
+        out = self._out
+        start = len(out)
         super().send(msg)
         # No frame may exceed the limit the peer enforces (it would close the stream): the
         # rare over-long one (a text echoing what the client sent) is re-sent with its texts cut.
-        limit = self.router.cfg.gateway.max_frame
-        if len(self._out) - start - HEADER_SIZE > limit:
-            del self._out[start:]
-            super().send(fit_frame(msg, limit))
-        self.last_out = time.monotonic_ns()
-        if self.write_buffer_size() > self.router.cfg.gateway.max_client_buffer:
+        if len(out) - start - HEADER_SIZE > self._max_frame:
+            del out[start:]
+            super().send(fit_frame(msg, self._max_frame))
+        # Held beyond the limit: dropped (the cheap bound first, the exact figure to decide).
+        if len(out) + self._buffered > self._max_buffer \
+                and self.write_buffer_size() > self._max_buffer:
             self.drop_slow_consumer()
+
+    def flush(self) -> None:
+        wrote = bool(self._out)
+        super().flush()
+        if wrote:  # bytes left: the heartbeat timer counts from here
+            self.last_out = time.monotonic_ns()
 
     def drop_slow_consumer(self) -> None:
         if self.closed:
