@@ -51,7 +51,7 @@ from typing import Any
 import msgspec
 
 from checks.enums import Side
-from gateway.admin_client import admin_call
+from gateway.admin_client import AdminCallError, admin_call
 from gateway.compliance import certify_records as records
 from gateway.compliance.certify_cases import CASE_NAMES, CASES, Case, NotProvoked
 from gateway.compliance.certify_wire import Relay, Wire, WireEvent
@@ -304,6 +304,8 @@ class Suite:
             findings, result = [f"not provoked: {err}"], "error"
         except (CertifyError, TimeoutError) as err:
             findings, result = [str(err) or "timed out"], "fail"
+        except (AdminCallError, OSError) as err:  # the suite could not act: proves nothing
+            findings, result = [f"the suite could not provoke the condition: {err}"], "error"
         events = self.wire.since(mark)
         return {"kind": "case", "run": self.run_id, "case": case.name, "title": case.title,
                 "condition": case.condition, "expected": case.expected, "result": result,
