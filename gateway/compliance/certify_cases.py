@@ -144,21 +144,25 @@ def backs_off(do: str, params: dict[str, Any], codes: set[int], what: str
     return run
 
 
+async def _alert(suite: Suite, code: Reason, critical: bool, since: int, timeout: float) -> None:
+    """Wait until the client has been told (an ``Alert`` of ``code``, critical or not)."""
+    await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is Alert
+                              and e.msg.code == code
+                              and (e.msg.level >= AlertLevel.CRITICAL) == critical,
+                              since, timeout)
+
+
 async def kill_switch(suite: Suite) -> list[str]:
     mark = suite.mark()
     await suite.admin("/v1/kill", {"scope": "account", "key": MAIN,
                                    "reason": "certification: kill switch case"})
-    await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is Alert
-                              and e.msg.code == Reason.KILL_SWITCH
-                              and e.msg.level >= AlertLevel.CRITICAL, mark, 10)
+    await _alert(suite, Reason.KILL_SWITCH, True, mark, 10)
     stopped = suite.mark()
     await suite.ask("order", account=MAIN, symbol="cu2701", side=Side.BUY, price=69000.0, qty=1)
     during = suite.wire.since(stopped)
     await suite.admin("/v1/reset", {"scope": "account", "key": MAIN,
                                     "reason": "certification: kill switch case over"})
-    await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is Alert
-                              and e.msg.code == Reason.KILL_SWITCH
-                              and e.msg.level < AlertLevel.CRITICAL, stopped, 10)
+    await _alert(suite, Reason.KILL_SWITCH, False, stopped, 10)
     sent = [o for o in client_orders(during) if o.account == MAIN]
     if sent:
         return [f"sent {len(sent)} new order(s) for {MAIN} while the kill switch stopped it "
@@ -169,17 +173,13 @@ async def kill_switch(suite: Suite) -> list[str]:
 async def link_loss(suite: Suite) -> list[str]:
     mark = suite.mark()
     suite.cut_link()
-    await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is Alert
-                              and e.msg.code == Reason.LINK_STATUS
-                              and e.msg.level >= AlertLevel.CRITICAL, mark, 10)
+    await _alert(suite, Reason.LINK_STATUS, True, mark, 10)
     down = suite.mark()
     await suite.ask("order", account=MAIN, symbol="cu2701", side=Side.BUY, price=68900.0, qty=1)
     during = suite.wire.since(down)
     back = suite.mark()
     await suite.restore_link()
-    await suite.wire.wait_for(lambda e: e.dir == GATEWAY and type(e.msg) is Alert
-                              and e.msg.code == Reason.LINK_STATUS
-                              and e.msg.level < AlertLevel.CRITICAL, back, 15)
+    await _alert(suite, Reason.LINK_STATUS, False, back, 15)
     after = suite.mark()
     await suite.ask("order", account=MAIN, symbol="cu2701", side=Side.BUY, price=68800.0, qty=1)
     findings = []
