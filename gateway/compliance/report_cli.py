@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     err = sys.stderr
     try:
         day = parse_date(args.date)
+        if Path(args.config).resolve() == DEFAULT_CONFIG:
+            print(f"fengkong report: limits, users and exchanges from the sample configuration "
+                  f"{DEFAULT_CONFIG}; pass --config with your gateway's", file=err)
         cfg = load_gateway_config(args.config)
         journal = args.journal or cfg.journal.dir
         if not journal:

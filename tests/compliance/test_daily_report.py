@@ -233,6 +233,7 @@ def test_cli_writes_csv_and_html_and_says_when_matplotlib_is_missing(journal, tm
     out = tmp_path / "out"
     r = _cli("daily", "--date", "2026-11-30", "--journal", str(journal), "--out", str(out))
     assert r.returncode == 0, r.stderr
+    assert "sample configuration" in r.stderr  # no --config: it says whose limits it used
     html = (out / "daily-20261130.html").read_text()
     assert "data:image/png;base64," in html and "A004" in html
     # Without matplotlib: one clear line, the CSV still written, exit 0.
