@@ -56,30 +56,35 @@ OTR (messages ÷ orders with a fill − 1) and the estimated message fee
 ``SeatRow``: per programmatic account, the sessions and seats it used (art. 20-21), with the
 applications and terminals (IP/MAC) its sessions logged on from.
 
-CSV layout (one file per table, UTF-8, ``\\n`` line ends, a header row, rows sorted by their key
-columns, integers as integers, ratios with 4 decimals, money with 2, times as China time
-``YYYY-MM-DD HH:MM:SS.ffffff``; a text cell that a spreadsheet would take for a formula starts
-with an apostrophe): see ``COLUMNS`` and the README section "Daily surveillance
-report".
+The rows are ``report_rows``'s dataclasses; ``report_csv`` writes them (its ``COLUMNS`` is the
+documented layout, README "Compliance: the daily surveillance report"), ``report_html`` draws
+them.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checks.calendar import CST_OFFSET_S, NS, trading_day_bounds, trading_day_number
+from checks.calendar import NS, trading_day_bounds, trading_day_number
 from checks.enums import ExecType, Hedge, Offset, OrdStatus, Tif
 from checks.model import UNLIMITED, RiskConfig
 from checks.reasons import Reason
 from checks.state import InstrumentState
 from gateway import checkpoint
 from gateway import journal as jr
+from gateway.compliance.report_csv import cell as _cell
+from gateway.compliance.report_rows import (
+    AccountRow,
+    ActionRow,
+    ContractRow,
+    DailyReport,
+    ProductRow,
+    SeatRow,
+)
 from gateway.config import GatewayConfig
 from gateway.protocol import Alert, CancelOrder, Logon, NewOrder
 from gateway.router import order_field_problem
@@ -92,117 +97,6 @@ _STOP_ACTIONS = ("kill", "reset", "set_status", "set_programmatic", "set_limits"
 
 class ReportError(Exception):
     """The report cannot be made (bad date, unreadable journal); the text says why."""
-
-
-# ----------------------------------------------------------------------------- rows
-@dataclass
-class ContractRow:
-    account: str
-    symbol: str
-    exchange: str = ""
-    orders: int = 0
-    refused: int = 0
-    fak_fok: int = 0
-    cancels: int = 0
-    fak_cancels: int = 0
-    cancel_limit: int = 0
-    large_order_qty: int = 0
-    large_cancels: int = 0
-    large_cancel_limit: int = 0
-    fills: int = 0
-    filled_lots: int = 0
-    self_trades: int = 0
-    self_trade_refusals: int = 0
-    self_trade_limit: int = 0
-    max_per_sec: int = 0
-    busy_seconds: int = 0
-    open_volume: int = 0
-    group_open_volume: int = 0  # the account group's, on this contract: what 交易限额 limits
-    open_limit: int | None = None
-    times: list[int] = field(default_factory=list, repr=False)  # messages (not in the CSV)
-
-
-@dataclass
-class AccountRow:
-    account: str
-    group: str = ""
-    registration: str = ""
-    orders: int = 0
-    refused: int = 0
-    cancels: int = 0
-    messages: int = 0
-    fills: int = 0
-    max_per_sec: int = 0
-    busy_seconds: int = 0
-    programmatic_standard: bool = False
-    hft_standard: bool = False
-    needs_correction: bool = False
-    stops: int = 0
-
-
-@dataclass
-class ProductRow:
-    account: str
-    product: str
-    messages: int = 0
-    filled_orders: int = 0
-    otr: float = 0.0
-    message_fee: float = 0.0
-
-
-@dataclass
-class ActionRow:
-    ts_ns: int
-    operator: str
-    action: str
-    scope: str
-    key: str
-    reason: str
-    detail: str
-    emergency: bool
-
-
-@dataclass
-class SeatRow:
-    account: str
-    users: str
-    sessions: int
-    seats: str
-    apps: str = ""  # registered application ids the sessions logged on with
-    terminals: str = ""  # the terminals' "ip/mac" as their Logons reported them
-
-
-@dataclass
-class DailyReport:
-    firm: str
-    trading_day: str  # YYYY-MM-DD
-    start_ns: int
-    end_ns: int
-    contracts: list[ContractRow]
-    accounts: list[AccountRow]
-    products: list[ProductRow]
-    actions: list[ActionRow]
-    seats: list[SeatRow]
-    corrections: list[tuple[str, int, str]]  # (account, ts_ns, alert text)
-    records: int
-    damage: str = ""
-
-    def firm_totals(self) -> dict[str, int | float]:
-        c, p = self.contracts, self.products
-        return {"accounts": len({r.account for r in c} | {r.account for r in self.accounts
-                                                          if r.orders or r.stops}),
-                "orders": sum(r.orders for r in c), "refused": sum(r.refused for r in c),
-                "fak_fok": sum(r.fak_fok for r in c), "cancels": sum(r.cancels for r in c),
-                "large_cancels": sum(r.large_cancels for r in c),
-                "fills": sum(r.fills for r in c), "filled_lots": sum(r.filled_lots for r in c),
-                "self_trades": sum(r.self_trades for r in c),
-                "self_trade_refusals": sum(r.self_trade_refusals for r in c),
-                "messages": sum(r.messages for r in p),
-                "message_fee": round(sum(r.message_fee for r in p), 2),
-                "programmatic_accounts": sum(r.programmatic_standard for r in self.accounts),
-                "hft_accounts": sum(r.hft_standard for r in self.accounts),
-                "needs_correction": sum(r.needs_correction for r in self.accounts),
-                "stops": len(self.actions)}
 
 
 # ----------------------------------------------------------------------------- building
@@ -642,94 +536,3 @@ def build(cfg: GatewayConfig, journal_dir: str | Path, day: int) -> DailyReport:
         b.feed(rec)
     b.finish()
     return b.report(day, str(reader.damage) if reader.damage is not None else damage)
-
-
-# ----------------------------------------------------------------------------- CSV
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "contracts": ("account", "symbol", "exchange", "orders", "refused", "fak_fok", "cancels",
-                  "fak_cancels", "cancel_limit", "large_order_qty", "large_cancels", "large_cancel_limit",
-                  "fills", "filled_lots", "self_trades", "self_trade_refusals",
-                  "self_trade_limit", "max_per_sec", "busy_seconds", "open_volume",
-                  "group_open_volume", "open_limit"),
-    "accounts": ("account", "group", "registration", "orders", "refused", "cancels", "messages",
-                 "fills", "max_per_sec", "busy_seconds", "programmatic_standard",
-                 "hft_standard", "needs_correction", "stops"),
-    "products": ("account", "product", "messages", "filled_orders", "otr", "message_fee"),
-    "actions": ("time", "operator", "action", "scope", "key", "reason", "detail", "emergency"),
-    "seats": ("account", "users", "sessions", "seats", "apps", "terminals"),
-    "corrections": ("account", "time", "text"),
-    "firm": ("trading_day", "firm", "measure", "value"),
-}
-
-
-def format_time(ts_ns: int) -> str:
-    secs, ns = divmod(ts_ns, NS)
-    t = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=secs + CST_OFFSET_S, microseconds=ns // 1000)
-    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def table_rows(report: DailyReport, table: str) -> list[list[str]]:
-    """The rows of one CSV table as strings (the layout of ``COLUMNS[table]``)."""
-    if table == "contracts":
-        return [[_cell(getattr(r, c)) for c in COLUMNS[table]] for r in report.contracts]
-    if table == "accounts":
-        return [[_cell(getattr(r, c)) for c in COLUMNS[table]] for r in report.accounts]
-    if table == "products":
-        return [[r.account, r.product, str(r.messages), str(r.filled_orders), f"{r.otr:.4f}",
-                 f"{r.message_fee:.2f}"] for r in report.products]
-    if table == "actions":
-        return [[format_time(a.ts_ns), a.operator, a.action, a.scope, a.key, a.reason, a.detail,
-                 _cell(a.emergency)] for a in report.actions]
-    if table == "seats":
-        return [[r.account, r.users, str(r.sessions), r.seats, r.apps, r.terminals]
-                for r in report.seats]
-    if table == "corrections":
-        return [[a, format_time(ts), text] for a, ts, text in report.corrections]
-    if table == "firm":
-        totals = report.firm_totals()
-        return [[report.trading_day, report.firm, k,
-                 f"{v:.2f}" if isinstance(v, float) else str(v)] for k, v in totals.items()]
-    raise KeyError(table)
-
-
-def _inert(cell: str) -> str:
-    """A text cell a spreadsheet would run as a formula (an account or symbol a client chose,
-    an operator's reason) gets a leading apostrophe; numbers, negative ones too, stay as they
-    are."""
-    if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(cell)
-        except ValueError:
-            return "'" + cell
-    return cell
-
-
-def to_csv(report: DailyReport, table: str) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS[table])
-    w.writerows([_inert(c) for c in row] for row in table_rows(report, table))
-    return buf.getvalue().encode()
-
-
-def write_csv(report: DailyReport, out: str | Path) -> list[Path]:
-    """Write every table as ``daily-YYYYMMDD-<table>.csv`` in ``out``; returns the paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "daily-" + report.trading_day.replace("-", "")
-    paths = []
-    for table in COLUMNS:
-        p = out / f"{stem}-{table}.csv"
-        p.write_bytes(to_csv(report, table))
-        paths.append(p)
-    return paths

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from checks.config import ConfigError
-from gateway.compliance.report import ReportError, build, parse_date, write_csv
+from gateway.compliance.report import ReportError, build, parse_date
+from gateway.compliance.report_csv import write_csv
 from gateway.config import load_gateway_config
 from gateway.journal import JournalError
 

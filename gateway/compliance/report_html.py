@@ -15,7 +15,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from gateway.compliance.report import COLUMNS, DailyReport, table_rows
+from gateway.compliance.report_csv import COLUMNS, table_rows
+from gateway.compliance.report_rows import DailyReport
 
 
 def charts_available() -> bool:

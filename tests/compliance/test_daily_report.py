@@ -31,15 +31,8 @@ from checks.calendar import ns_from_local
 from checks.enums import AlertLevel, ExecType, Offset, OrdStatus, Side, Tif
 from checks.reasons import Reason
 from gateway import journal as jr
-from gateway.compliance.report import (
-    COLUMNS,
-    build,
-    parse_date,
-    sessions_per_second,
-    start_seq,
-    to_csv,
-    write_csv,
-)
+from gateway.compliance.report import build, parse_date, sessions_per_second, start_seq
+from gateway.compliance.report_csv import COLUMNS, to_csv, write_csv
 from gateway.protocol import Alert, TerminalData
 from gateway.server import Gateway
 from tests.compliance.flows import MS, Live
@@ -261,7 +254,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, says):
 
 
 def test_a_client_chosen_name_never_becomes_a_spreadsheet_formula():
-    from gateway.compliance.report import ContractRow, DailyReport, ProductRow
+    from gateway.compliance.report_rows import ContractRow, DailyReport, ProductRow
 
     rows = [ContractRow("=HYPERLINK(\"http://x\")", "@SUM(A1)", orders=1)]
     products = [ProductRow("+A1", "rb", 1, 2, -0.5, 0.0)]
