@@ -12,6 +12,10 @@ admin      + loosen a limit (while a session is open: only with ``emergency`` an
 A missing or unknown token gets 401, a role too low 403; both are logged. The scheme name is
 case-insensitive (RFC 7235): ``bearer`` works as well as ``Bearer``.
 
+The web console (``gateway.console``) adds its page at ``/console/`` and the reads it needs:
+``/v1/whoami``, ``/v1/events`` (the live view, Server-Sent Events), ``/v1/accounts/{id}/usage``
+and ``/v1/audit`` (admin actions from the journal, newest first, paged).
+
 Answers are JSON, errors too: ``{"error": "..."}`` with 400 for a malformed request (a bad
 scope names the allowed ones), 404 for an unknown account or key, and for an unknown route
 (with its ``"path"``), 409 for a change that does not apply (``reset`` of a scope that is not
@@ -214,6 +218,9 @@ class AdminApi:
         self.operators = gw.cfg.operators
         self.app = web.Application(middlewares=[self._write_ahead, self._errors])
         r = self.app.router
+        from gateway import console  # the web console's page and the reads it needs
+
+        self.console = console.register(self)
         r.add_get("/v1/status", self.status)
         r.add_get("/v1/accounts", self.accounts)
         r.add_get("/v1/accounts/{id}", self.account)
@@ -297,6 +304,11 @@ class AdminApi:
                         need=need, path=request.path)
             raise AdminError(403, f"operator {op.name!r} has role {op.role!r}; this needs {need!r}")
         return op.name
+
+    def authorize(self, request: web.Request, need: str) -> str:
+        """The operator a request's token belongs to, if its role is at least ``need`` (else
+        401/403): for the routes other modules add to this plane (``gateway.console``)."""
+        return self._operator(request, need)
 
     async def _decode(self, request: web.Request, type_: type[T]) -> T:
         """The body as ``type_``, or a 400 naming the field (an empty body is ``{}``)."""
