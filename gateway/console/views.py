@@ -161,6 +161,18 @@ def outbox_view(gw: Gateway) -> dict[str, Any]:
             "broker_losses": ob.broker_losses}
 
 
+def session_messages(s: Any) -> tuple[str, int]:
+    """A client session's front and the messages it has received: a native session counts
+    them (``ClientSession.messages_in``); a FIX connection's are its FIX session's inbound
+    sequence (the next MsgSeqNum expected, less one: what a rate needs, since it moves by one
+    per message received; a sequence reset makes it fall, and the rate is then not given)."""
+    if type(s).__module__.startswith("gateway.fix"):
+        fix = getattr(s, "session", None)
+        store = getattr(fix, "store", None)
+        return "FIX", max(0, getattr(store, "next_in", 1) - 1)
+    return "native", getattr(s, "messages_in", 0)
+
+
 class Sections:
     """Builds the live view's sections; remembers each session's message count so the next
     build can give its rate (messages per second since the previous build)."""
@@ -193,12 +205,12 @@ class Sections:
         now = time.monotonic_ns()
         sessions, counts = [], {}
         for s in gw.router.sessions.values():
-            n = getattr(s, "messages_in", 0)
+            front, n = session_messages(s)
             prev = self._counts.get(s.session_id)
-            rate = None if prev is None or now <= prev[1] else \
+            rate = None if prev is None or now <= prev[1] or n < prev[0] else \
                 round((n - prev[0]) * 1e9 / (now - prev[1]), 1)
             counts[s.session_id] = (n, now)
-            sessions.append({"session": s.session_id, "user": s.user,
+            sessions.append({"session": s.session_id, "front": front, "user": s.user,
                              "accounts": sorted(s.accounts), "messages": n, "rate": rate,
                              "working_orders": gw.router.owned(s.session_id),
                              "killed": kills.get(("session", str(s.session_id)))})

@@ -297,3 +297,16 @@ async def test_a_gateway_with_a_console_listening_stops_at_once(gateway_proc: Pr
         assert rc == 0, "the open stream held the admin plane's shutdown"
         kind, data = await ev.next()
         assert kind == "end" and "shutting down" in data["reason"]
+
+
+async def test_a_console_that_does_not_read_is_ended_not_buffered_without_end() -> None:
+    from gateway.console.live import QUEUE, Listener
+
+    listener = Listener()
+    for n in range(QUEUE):
+        listener.push(b"event %d" % n)
+    assert not listener.closed and len(listener.queue) == QUEUE
+    listener.push(b"one too many")
+    assert "too slow" in listener.closed and not listener.queue  # its memory goes with it
+    listener.push(b"later")
+    assert not listener.queue

@@ -28,7 +28,7 @@ const I18N = {
     available: "Available", used_margin: "Used margin", frozen: "Frozen", pnl: "P&L",
     open_orders: "Open orders", loss: "Loss", messages: "Messages/product",
     cancels: "Cancels/contract", large_cancels: "Large cancels", self_trades: "Self-trades",
-    open_volume: "Open volume", session: "Session", user: "User", rate: "Msgs/s",
+    open_volume: "Open volume", session: "Session", front: "Front", user: "User", rate: "Msgs/s",
     msgs: "Messages", time: "Time", level: "Level", code: "Code", text: "Text",
     exchange_link: "Exchange link", journal: "Journal", kafka: "Kafka outbox",
     trading_session: "Trading session", halted: "New orders", working: "Working orders",
@@ -70,7 +70,7 @@ const I18N = {
     account: "账户", status: "状态", kill_state: "熔断", balance: "权益", available: "可用资金",
     used_margin: "占用保证金", frozen: "冻结", pnl: "盈亏", open_orders: "挂单数", loss: "亏损",
     messages: "信息量/品种", cancels: "撤单/合约", large_cancels: "大额撤单", self_trades: "自成交",
-    open_volume: "开仓量", session: "会话", user: "用户", rate: "消息/秒", msgs: "消息数",
+    open_volume: "开仓量", session: "会话", front: "接入", user: "用户", rate: "消息/秒", msgs: "消息数",
     time: "时间", level: "级别", code: "代码", text: "内容", exchange_link: "交易所连接",
     journal: "审计日志", kafka: "Kafka 发件箱", trading_session: "交易时段", halted: "新订单",
     working: "挂单", cancels_pending: "待发撤单", stats: "订单 / 拒单 / 成交",
@@ -353,10 +353,11 @@ function renderAccounts() {
 
 function renderSessions() {
   const table = $("#sessions");
-  table.tHead.replaceChildren(el("tr", null, ...["session", "user", "accounts", "msgs", "rate", "working", "kill_state"]
+  table.tHead.replaceChildren(el("tr", null, ...["session", "front", "user", "accounts", "msgs", "rate", "working", "kill_state"]
     .map((k) => el("th", { class: ["msgs", "rate", "working"].includes(k) ? "num" : "" }, t(k)))));
   table.tBodies[0].replaceChildren(...S.sections.sessions.map((s) => el("tr", { data: { session: s.session } },
-    el("td", null, s.session), el("td", null, s.user), el("td", null, s.accounts.join(" ")),
+    el("td", null, s.session), el("td", { class: "front" }, s.front), el("td", null, s.user),
+    el("td", null, s.accounts.join(" ")),
     el("td", { class: "num" }, s.messages),
     el("td", { class: "num rate" }, s.rate === null ? "—" : s.rate.toFixed(1)),
     el("td", { class: "num" }, s.working_orders),
