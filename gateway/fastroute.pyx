@@ -373,9 +373,31 @@ cdef class RouterCore:
                                                    Reason(reason).description), t)
             return
         o = found
-        self._send_cancel(o, msg.cl_ord_id, t)
+        self._send_cancel_c(o, msg.cl_ord_id, t)
+
+    def cancel_refs(self, refs, why, now=None):
+        """``RouterBase.cancel_refs`` (kill switch, cancel-on-disconnect) compiled: the kill of
+        thousands of working orders is this loop."""
+        cdef int64_t t = self.clock() if now is None else now
+        cdef int64_t sent = 0, held = 0
+        if t >= self.day_end:
+            self._new_day(t)
+        orders = self.orders
+        for ref in refs:
+            found = orders.get(ref)
+            if found is not None:
+                if self._send_cancel_c(<Order>found, "", t):
+                    sent += 1
+                else:
+                    held += 1
+        if sent or held:
+            log.info("cancels requested", sent=sent, held_until_link=held, why=why)
+        return sent, held
 
     def _send_cancel(self, Order o, str client_id, int64_t now):
+        return self._send_cancel_c(o, client_id, now)
+
+    cdef bint _send_cancel_c(self, Order o, str client_id, int64_t now) except -1:
         self.stats["cancels"] += 1
         outcome = self.engine.cancel_request(o.ref, now)
         if outcome.alerts:
@@ -384,18 +406,22 @@ cdef class RouterCore:
             self.on_counted(o.account, now, 0)
         self._cancel_seq += 1
         cancel_id = self.prefix + "c" + format(self._cancel_seq, "x")
-        self._remember_cancel(o, cancel_id, client_id)
+        self._remember_cancel_c(o, cancel_id, client_id)
         msg = CancelOrder(cancel_id, o.exch_id, o.account)
         sent = False
         if not self.replaying:
-            self.record(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
+            if self.audit is not None:
+                self.audit.append(jr.Outbound(now, jr.EXCHANGE_LINK, msg))
             if self.link is not None and self.link.up:
                 sent = self.link.send(msg)
         if outcome.trigger:
             self._trigger(o.account, outcome.trigger, now)
-        return sent
+        return bool(sent)
 
     def _remember_cancel(self, Order o, str cancel_id, str client_id):
+        self._remember_cancel_c(o, cancel_id, client_id)
+
+    cdef int _remember_cancel_c(self, Order o, str cancel_id, str client_id) except -1:
         if o.cancel_id:
             old = o.old_cancels
             if old is None:
@@ -405,6 +431,7 @@ cdef class RouterCore:
                 self.cancels.pop(old.pop(0), None)
         o.cancel_id = cancel_id
         self.cancels[cancel_id] = (o.ref, client_id)
+        return 0
 
     # ------------------------------------------------------------------ exchange side
     def exchange_report(self, rep, now=None):
