@@ -83,6 +83,7 @@ import errno
 import fcntl
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -885,40 +886,62 @@ class Journal:
         self._last_sync = monotonic_ns()
 
     async def run_flusher(self) -> None:
-        """For ``interval`` mode: fsync every ``interval_ms`` in a worker thread, so a slow disk
-        (an fdatasync can take hundreds of ms on shared storage) never stalls the event loop;
-        while it runs, appends no longer fsync inline. The owner runs this as a task and
-        cancels it before ``close()``; it returns at once in the other modes. A failed fsync is
-        reported to ``on_sync_failure`` and tried again."""
+        """For ``interval`` mode: fsync every ``interval_ms`` from a thread of its own, so a
+        slow disk (an fdatasync can take hundreds of ms on shared storage) never stalls the
+        event loop; while it runs, appends no longer fsync inline. The owner runs this as a
+        task and cancels it before ``close()``; it returns at once in the other modes. A failed
+        fsync is reported to ``on_sync_failure`` (on the loop) and tried again.
+
+        One long-lived thread rather than a worker per fsync: handing each fsync to an executor
+        cost the loop a future, a wake-up and a callback every few milliseconds under load; the
+        thread sleeps without the GIL and touches the loop only to report a failure."""
         if self.fsync.mode != "interval":
             return
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        thread = threading.Thread(target=self._sync_thread, args=(loop, stop),
+                                  name="journal-fsync", daemon=True)
         self._background_sync = True
+        thread.start()
         try:
-            while self._fd >= 0:
-                await asyncio.sleep(self.fsync.interval_ms / 1000)
-                if self._dirty and self._fd >= 0:
-                    fd, self._dirty = self._fd, False
-                    covered = self.unflushed_bytes
-                    t0 = time.perf_counter_ns()
-                    try:
-                        await asyncio.to_thread(os.fdatasync, fd)
-                    except OSError as err:
-                        # EBADF, or another fd: rotated or closed meanwhile, and both fsync
-                        # the segment themselves. Anything else: the disk refused.
-                        if err.errno != errno.EBADF and fd == self._fd:
-                            self._dirty = True
-                            self.sync_failed = JournalIOError("fsync", self._path, self._next - 1, err)
-                            if self.on_sync_failure is not None:
-                                self.on_sync_failure(self.sync_failed)
-                        continue
-                    if self.sync_latency is not None:
-                        self.sync_latency.observe(time.perf_counter_ns() - t0)
-                    if fd == self._fd:  # what was written meanwhile is still to be synced
-                        self.unflushed_bytes = max(0, self.unflushed_bytes - covered)
-                    self.sync_failed = None
-                    self._last_sync = monotonic_ns()
+            await loop.create_future()  # until cancelled
         finally:
+            stop.set()
             self._background_sync = False
+
+    def _sync_thread(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        interval = self.fsync.interval_ms / 1000
+        while not stop.wait(interval):
+            fd = self._fd
+            if not self._dirty or fd < 0:
+                continue
+            self._dirty = False  # before the fsync: a write after this line is synced next time
+            covered = self.unflushed_bytes
+            t0 = time.perf_counter_ns()
+            try:
+                os.fdatasync(fd)
+            except OSError as err:
+                # EBADF, or another fd: rotated or closed meanwhile, and both fsync the segment
+                # themselves. Anything else: the disk refused.
+                if err.errno != errno.EBADF and fd == self._fd:
+                    self._dirty = True
+                    failure = JournalIOError("fsync", self._path, self._next - 1, err)
+                    self.sync_failed = failure
+                    try:
+                        loop.call_soon_threadsafe(self._sync_thread_failed, failure)
+                    except RuntimeError:  # the loop is closed: the owner is shutting down
+                        return
+                continue
+            if self.sync_latency is not None:
+                self.sync_latency.observe(time.perf_counter_ns() - t0)
+            if fd == self._fd:  # what was written meanwhile is still to be synced
+                self.unflushed_bytes = max(0, self.unflushed_bytes - covered)
+            self.sync_failed = None
+            self._last_sync = monotonic_ns()
+
+    def _sync_thread_failed(self, failure: JournalIOError) -> None:
+        if self.sync_failed is failure and self.on_sync_failure is not None:
+            self.on_sync_failure(failure)
 
     def read(self, from_seq: int = 0) -> JournalReader:
         """A reader from ``from_seq``; damage it meets is noted in ``damage_seen``."""

@@ -325,10 +325,11 @@ def test_fsync_every_interval_syncs_when_due(tmp_path: Path, monkeypatch: pytest
 async def test_run_flusher_syncs_the_idle_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced = asyncio.Event()
     real = os.fdatasync
+    loop = asyncio.get_running_loop()
 
-    def fake(fd: int) -> None:
+    def fake(fd: int) -> None:  # on the flusher's thread
         real(fd)
-        synced.set()
+        loop.call_soon_threadsafe(synced.set)
 
     now = [10**12]
     monkeypatch.setattr(jmod, "monotonic_ns", lambda: now[0])
