@@ -36,7 +36,7 @@ from aiohttp import web
 from gateway.admin import AdminError
 from gateway.console import audit_view
 from gateway.console.live import LiveFeed, stream
-from gateway.console.views import account_usage, positions
+from gateway.console.views import BookIndex, account_usage, positions
 
 if TYPE_CHECKING:
     from gateway.admin import AdminApi
@@ -103,7 +103,8 @@ class Console:
         snap = self.gw.engine.snapshot()
         lim = self.gw.limits[account]
         return web.json_response({"account": account, "warn_fraction": lim.warn_fraction,
-                                  "usage": account_usage(self.gw, account, snap, view),
+                                  "usage": account_usage(self.gw, account,
+                                                         BookIndex(self.gw, snap), view),
                                   "positions": positions(snap, account)})
 
     async def audit_page(self, request: web.Request) -> web.Response:

@@ -16,7 +16,8 @@ to the same point, so the changes that follow apply to it exactly.
 Each console has a bounded queue (``QUEUE``); one that does not read falls behind, and when its
 queue is full it is disconnected rather than buffered without end (the browser reconnects and
 starts again from a snapshot). At most ``MAX_LISTENERS`` consoles listen at once (503 past
-that). A comment line goes out every ``KEEPALIVE_S`` so idle proxies and the browser see the
+that); a console that went away is noticed within ``GONE_CHECK_S`` even when nothing is written
+to it. A comment line goes out every ``KEEPALIVE_S`` so idle proxies and the browser see the
 stream alive. At shutdown every stream is ended, so the admin plane stops at once.
 
 The stream is authenticated like every admin read (``Authorization: Bearer``, viewer role): the
@@ -46,6 +47,7 @@ INTERVAL_S = 0.25  # how often the view is rebuilt while a console listens
 QUEUE = 64  # events a console may fall behind by before it is disconnected
 MAX_LISTENERS = 32
 KEEPALIVE_S = 15.0
+GONE_CHECK_S = 1.0  # how soon a console that went away quietly gives its place back
 _encode = msgspec.json.Encoder().encode
 
 
@@ -158,6 +160,11 @@ class LiveFeed:
                 await task
 
 
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def stream(request: web.Request, feed: LiveFeed) -> web.StreamResponse:
     """Write ``feed``'s events to one console until it goes away or the feed ends it."""
     listener = feed.subscribe()
@@ -165,12 +172,19 @@ async def stream(request: web.Request, feed: LiveFeed) -> web.StreamResponse:
                                        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     try:
         await resp.prepare(request)
+        quiet = 0.0
         while True:
             try:
-                await asyncio.wait_for(listener.ready.wait(), KEEPALIVE_S)
+                await asyncio.wait_for(listener.ready.wait(), GONE_CHECK_S)
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
+                if _gone(request):  # its slot is free at once, not at the next write
+                    break
+                quiet += GONE_CHECK_S
+                if quiet >= KEEPALIVE_S:
+                    quiet = 0.0
+                    await resp.write(b": keepalive\n\n")
                 continue
+            quiet = 0.0
             listener.ready.clear()
             if listener.closed:
                 await resp.write(sse("end", _encode({"reason": listener.closed})))

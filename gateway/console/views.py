@@ -66,28 +66,41 @@ def _item(name: str, scope: str, used: float, limit: float | None, warn: float) 
             "level": level(used, limit, warn)}
 
 
-def account_usage(gw: Gateway, account: str, snap: dict[str, Any] | None = None,
-                  view: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every measured limit of ``account``, per contract or product where it is counted so
-    (``KeyError`` for an unknown account)."""
-    view = gw.engine.account_view(account) if view is None else view
-    snap = gw.engine.snapshot() if snap is None else snap
+class BookIndex:
+    """One ``engine.snapshot()`` indexed by account (and group) once, so the usage of every
+    account costs one pass over the book, not one pass per account."""
+
+    def __init__(self, gw: Gateway, snap: dict[str, Any] | None = None) -> None:
+        snap = gw.engine.snapshot() if snap is None else snap
+        self.positions: dict[str, list[tuple[str, tuple]]] = {}
+        for (acc, sym), row in sorted(snap["positions"].items()):
+            self.positions.setdefault(acc, []).append((sym, row))
+        names = {n: p for p, n in gw.engine.product_ids.items()}
+        self.messages: dict[str, list[tuple[str, int]]] = {}
+        for (acc, p), (messages, _filled) in sorted(snap["products"].items(), key=str):
+            self.messages.setdefault(acc, []).append((str(names.get(p, p)), messages))
+        self.open_volume: dict[int, list[tuple[str, int]]] = {}
+        for (g, sym), row in sorted(snap["groups"].items(), key=str):
+            if row[0]:
+                self.open_volume.setdefault(g, []).append((sym, row[0]))
+        risk = gw.cfg.risk
+        self.rules = {i.symbol: risk.exchanges.get(i.exchange) for i in risk.instruments}
+        self.group_of = {a.id: gw.engine.group_ids[a.group] for a in risk.accounts}
+
+
+def account_usage(gw: Gateway, account: str, book: BookIndex,
+                  view: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measured limit of ``account`` (its ``engine.account_view``), per contract or
+    product where it is counted so."""
     lim = gw.limits[account]
-    risk = gw.cfg.risk
     warn = lim.warn_fraction
     out = [_item("open_orders", "", view["open_orders"], lim.max_open_orders, warn)]
     loss = round(max(0.0, -(view["realised_pnl"] + view["unrealised_pnl"])), 2)
     out.append(_item("loss", "", loss, lim.loss_limit, warn))
-    products = {n: p for p, n in gw.engine.product_ids.items()}
-    for (acc, p), (messages, _filled) in sorted(snap["products"].items(), key=str):
-        if acc == account:
-            out.append(_item("messages", str(products.get(p, p)), messages,
-                             lim.max_messages_per_product, warn))
-    instruments = {i.symbol: i for i in risk.instruments}
-    for (acc, sym), row in sorted(snap["positions"].items()):
-        if acc != account or sym not in instruments:
-            continue
-        rules = risk.exchanges.get(instruments[sym].exchange)
+    for product, messages in book.messages.get(account, ()):
+        out.append(_item("messages", product, messages, lim.max_messages_per_product, warn))
+    for sym, row in book.positions.get(account, ()):
+        rules = book.rules.get(sym)
         if rules is None:
             continue
         for name, cap in (("cancels", rules.cancel_limit_per_contract),
@@ -96,12 +109,8 @@ def account_usage(gw: Gateway, account: str, snap: dict[str, Any] | None = None,
             if row[_I[name]]:
                 out.append(_item(name, sym, row[_I[name]], cap, warn))
     if lim.max_open_volume_per_contract is not None:
-        group = next(a.group for a in risk.accounts if a.id == account)
-        g = sorted({a.group for a in risk.accounts}).index(group)
-        for (gi, sym), row in sorted(snap["groups"].items(), key=str):
-            if gi == g and row[0]:
-                out.append(_item("open_volume", sym, row[0], lim.max_open_volume_per_contract,
-                                 warn))
+        for sym, volume in book.open_volume.get(book.group_of[account], ()):
+            out.append(_item("open_volume", sym, volume, lim.max_open_volume_per_contract, warn))
     return out
 
 
@@ -184,7 +193,7 @@ class Sections:
     def build(self) -> dict[str, Any]:
         gw = self.gw
         st = gw.status()
-        snap = gw.engine.snapshot()
+        book = BookIndex(gw)
         firm = {k: st[k] for k in ("gateway", "exchange_link", "halted", "working_orders",
                                    "cancels_pending", "stats", "kills")}
         firm["started_ns"] = gw.started_ns
@@ -200,7 +209,7 @@ class Sections:
             acc = view["account"]
             row = dict(view)
             row["killed"] = kills.get(("account", acc))
-            row["usage"] = worst(account_usage(gw, acc, snap, view))
+            row["usage"] = worst(account_usage(gw, acc, book, view))
             accounts.append(row)
         now = time.monotonic_ns()
         sessions, counts = [], {}

@@ -188,6 +188,22 @@ async def test_events_sends_a_snapshot_then_the_changes_orders_make(rig: Rig,
     ev2.resp.close()
 
 
+async def test_events_take_a_bounded_number_of_consoles(gateway_proc: Proc) -> None:
+    from gateway.console.live import MAX_LISTENERS
+
+    base = f"http://127.0.0.1:{gateway_proc.match.group(2)}"
+    auth = {"Authorization": f"Bearer {VIEWER}"}
+    async with aiohttp.ClientSession() as s:
+        open_ = [Events(await s.get(base + "/v1/events", headers=auth))
+                 for _ in range(MAX_LISTENERS)]
+        for ev in open_:
+            assert (await ev.next())[0] == "snapshot"
+        resp = await s.get(base + "/v1/events", headers=auth)
+        assert resp.status == 503 and "consoles" in (await resp.json())["error"]
+        for ev in open_:
+            ev.resp.close()
+
+
 async def test_events_need_the_token_in_the_header_never_in_the_url(rig: Rig) -> None:
     code, body, _ = await rig.call("GET", "/v1/events", token=None)
     assert code == 401 and "error" in body
@@ -310,3 +326,21 @@ async def test_a_console_that_does_not_read_is_ended_not_buffered_without_end() 
     assert "too slow" in listener.closed and not listener.queue  # its memory goes with it
     listener.push(b"later")
     assert not listener.queue
+
+
+async def test_audit_says_where_the_journal_is_damaged_and_keeps_what_it_read(
+        tmp_path: Path) -> None:
+    j = jr.Journal.open(tmp_path, fsync=jr.FsyncPolicy.never(), segment_bytes=400)
+    for n in range(20):
+        j.append(_admin_action(n))
+        j.append(jr.State(2_000 + n, "filler", b"x" * 40))
+    j.close()
+    first = jr.list_segments(tmp_path)[0][1]
+    data = bytearray(first.read_bytes())
+    data[30] ^= 0xFF  # a flipped bit inside the oldest segment's first record
+    first.write_bytes(bytes(data))
+    audit = audit_view.JournalAudit(tmp_path)
+    page = await audit.page(None, 100)
+    assert "checksum" in page["damage"] and first.name in page["damage"]
+    reasons = [e["reason"] for e in page["entries"]]
+    assert reasons[0] == "reason 19" and "reason 0" not in reasons  # the damaged one is not made up

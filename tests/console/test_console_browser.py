@@ -240,7 +240,7 @@ async def test_officer_sees_orders_flow_kills_an_account_with_a_reason_and_reset
     await click(d, "tr[data-account='A001']")
     await until(d, shown("#account-view"))
     await click(d, "button[data-action='reset-account']")
-    await confirm_with_reason(d, "algo fixed and re-certified")
+    await confirm_with_reason(d, "algo fixed <b>and</b> re-certified")  # shown as text
     await until(d, text_of("#detail-kill .value", "—"))
     again = await algo.send_order(account="A001", symbol="rb2605", side=Side.BUY,
                                   price=3190.0, qty=1)
@@ -250,7 +250,8 @@ async def test_officer_sees_orders_flow_kills_an_account_with_a_reason_and_reset
     await click(d, "nav .tab[data-tab='audit']")
     await until(d, lambda dr: len(css(dr, "#audit-table tbody tr.audit-row")) >= 2)
     rows = [r.text for r in css(d, "#audit-table tbody tr.audit-row")]
-    assert "reset" in rows[0] and "algo fixed and re-certified" in rows[0]
+    assert "reset" in rows[0] and "algo fixed <b>and</b> re-certified" in rows[0]
+    assert not css(d, "#audit-table b")  # the reason was written as text, never as HTML
     assert "kill" in rows[1] and "runaway algo (console test)" in rows[1]
     assert "risk-officer-li" in rows[1]
     await algo.close()
