@@ -98,8 +98,14 @@ cdef inline bint _final(int status):
 
 
 @cython.final
+@cython.no_gc  # never part of a reference cycle: not scanned by the cyclic collector
 cdef class Order:
-    """``gateway.router.RoutedOrder``, typed: what the gateway knows of one order."""
+    """``gateway.router.RoutedOrder``, typed: what the gateway knows of one order.
+
+    The cyclic garbage collector does not track it: an order refers to its owner session, its
+    strings and a list of cancel ids, none of which refers back, so it cannot be in a cycle; a
+    day's orders (working, and the finished ones remembered for late reports) are then not
+    walked by every full collection."""
 
     cdef public int64_t ref
     cdef public object owner
