@@ -107,7 +107,9 @@ class ConnectionClosed(ClientError):
         self.reason = reason
 
 
-class _ClientProtocol(asyncio.Protocol):
+class ClientProtocol(asyncio.Protocol):
+    """The connection under a ``Client`` (``simulator.fix_client`` swaps in a FIX decoder)."""
+
     def __init__(self, max_frame: int) -> None:
         self.client: Client | None = None
         self.transport: asyncio.Transport | None = None
@@ -171,7 +173,7 @@ def collect_terminal(ip: str = "") -> TerminalData:
 class Client:
     """One logged-on session. Create with ``await Client.connect(...)``."""
 
-    def __init__(self, proto: _ClientProtocol, user: str, *, report_queue: int,
+    def __init__(self, proto: ClientProtocol, user: str, *, report_queue: int,
                  on_report: Callable[[ExecReport | CancelReject], None] | None,
                  on_alert: Callable[[Alert], None] | None,
                  on_market_data: Callable[[MarketData], None] | None, id_prefix: str | None) -> None:
@@ -235,7 +237,7 @@ class Client:
         """
         loop = asyncio.get_running_loop()
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _ClientProtocol(max_frame), host, port, ssl=tls,
+            loop.create_connection(lambda: ClientProtocol(max_frame), host, port, ssl=tls,
                                    server_hostname=(server_hostname or host) if tls else None),
             timeout)
         client = cls(proto, user, report_queue=report_queue, on_report=on_report,
@@ -246,20 +248,30 @@ class Client:
             terminal = collect_terminal(sock[0] if sock else "")
         elif isinstance(terminal, str):
             raise ValueError(f"terminal: expected TerminalData, 'collect' or None, got {terminal!r}")
-        client._write(Logon(user, secret, list(accounts), heartbeat_s, cancel_on_disconnect,
-                            app_id, auth_code, terminal))
+        await client._log_on(proto, Logon(user, secret, list(accounts), heartbeat_s,
+                                          cancel_on_disconnect, app_id, auth_code, terminal),
+                             timeout)
+        return client
+
+    async def _log_on(self, proto: Any, logon: Logon, timeout: float) -> None:
+        """Send ``logon``, take what arrived before this object existed, wait for the answer
+        and start heartbeats (``simulator.fix_client`` logs on the same way over FIX)."""
+        self._write(logon)
         if proto.early:
-            client._on_messages(proto.early)
+            self._on_early(proto.early)
             proto.early = []
         try:
-            ack = await asyncio.wait_for(asyncio.shield(client._logon), timeout)
+            ack = await asyncio.wait_for(asyncio.shield(self._logon), timeout)
         except (TimeoutError, ClientError):
-            client.abort()
+            self.abort()
             raise
-        client.session_id, client.trading_day = ack.session_id, ack.trading_day
-        if heartbeat_s > 0:
-            client._hb_task = loop.create_task(client._heartbeats(heartbeat_s))
-        return client
+        self.session_id, self.trading_day = ack.session_id, ack.trading_day
+        if logon.heartbeat_s > 0:
+            self._hb_task = asyncio.get_running_loop().create_task(
+                self._heartbeats(logon.heartbeat_s))
+
+    def _on_early(self, messages: list[Any]) -> None:
+        self._on_messages(messages)
 
     @property
     def closed(self) -> bool:

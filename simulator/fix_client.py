@@ -31,6 +31,7 @@ from checks.reasons import Reason
 from gateway.fix import orders
 from gateway.fix.codec import FixDecoder, FixMessage, Garbled, fields_bytes, frame, now_timestamp
 from gateway.protocol import (
+    DEFAULT_MAX_FRAME,
     Alert,
     CancelOrder,
     CancelReject,
@@ -44,8 +45,9 @@ from gateway.protocol import (
     NewOrder,
     OrderStatusEnd,
     OrderStatusRequest,
+    TerminalData,
 )
-from simulator.client import Client, ClientError, ConnectionClosed
+from simulator.client import Client, ClientProtocol, ConnectionClosed
 
 __all__ = ["FixClient"]
 DEFAULT_TARGET = "FENGKONG"
@@ -57,20 +59,16 @@ def _reason_of(text: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-class _FixProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.client: FixClient | None = None
-        self.transport: asyncio.Transport | None = None
-        self.decoder = FixDecoder(1 << 20)
-        self.early: list[FixMessage] = []
-        self.paused: asyncio.Future[None] | None = None
+class _FixProtocol(ClientProtocol):
+    """The client protocol with a FIX decoder: FIX messages go to ``FixClient._on_fix``."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_MAX_FRAME)
+        self.fix_decoder = FixDecoder(1 << 20)
 
     def data_received(self, data: bytes) -> None:
         try:
-            items = self.decoder.feed(data)
+            items = self.fix_decoder.feed(data)
         except Exception as err:  # Oversized: the server sent something we cannot frame
             if self.client is not None:
                 self.client._on_lost(ConnectionClosed(f"bad FIX from the server: {err}"))
@@ -79,24 +77,9 @@ class _FixProtocol(asyncio.Protocol):
             return
         messages = [m for m in items if type(m) is not Garbled]
         if self.client is None:
-            self.early.extend(messages)  # type: ignore[arg-type]
+            self.early.extend(messages)
             return
-        self.client._on_fix(messages)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.paused is not None and not self.paused.done():
-            self.paused.set_result(None)
-        if self.client is not None:
-            self.client._on_lost(ConnectionClosed(
-                f"connection lost: {exc}" if exc else "connection closed by the server"))
-
-    def pause_writing(self) -> None:
-        self.paused = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self.paused is not None and not self.paused.done():
-            self.paused.set_result(None)
-        self.paused = None
+        self.client._on_fix(messages)  # type: ignore[attr-defined]
 
 
 class FixClient(Client):
@@ -119,10 +102,13 @@ class FixClient(Client):
                       on_alert: Callable[[Alert], None] | None = None,
                       on_market_data: Callable[[MarketData], None] | None = None,
                       id_prefix: str | None = None, tls: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None, sender_comp_id: str | None = None,
+                      server_hostname: str | None = None, app_id: str = "",
+                      auth_code: str = "", terminal: TerminalData | None = None,
+                      sender_comp_id: str | None = None,
                       target_comp_id: str = DEFAULT_TARGET, **_: Any) -> FixClient:
         """Connect to a FIX port and log on; ``LogonRejected`` names the reason code.
-        ``accounts`` and ``cancel_on_disconnect`` are the user's configuration over FIX."""
+        ``accounts`` and ``cancel_on_disconnect`` are the user's configuration over FIX;
+        ``app_id``, ``auth_code`` and ``terminal`` travel in the Logon's custom tags."""
         loop = asyncio.get_running_loop()
         _, proto = await asyncio.wait_for(
             loop.create_connection(_FixProtocol, host, port, ssl=tls,
@@ -132,20 +118,14 @@ class FixClient(Client):
                      report_queue=report_queue, on_report=on_report, on_alert=on_alert,
                      on_market_data=on_market_data, id_prefix=id_prefix)
         proto.client = client
-        hb = max(1, round(heartbeat_s)) if heartbeat_s > 0 else 30
-        client._write(Logon(user, secret, list(accounts), float(hb), cancel_on_disconnect))
-        if proto.early:
-            client._on_fix(proto.early)
-            proto.early = []
-        try:
-            ack = await asyncio.wait_for(asyncio.shield(client._logon), timeout)
-        except (TimeoutError, ClientError):
-            client.abort()
-            raise
-        client.session_id, client.trading_day = ack.session_id, ack.trading_day
-        if heartbeat_s > 0:
-            client._hb_task = loop.create_task(client._heartbeats(hb))
+        hb = max(1, round(heartbeat_s)) if heartbeat_s > 0 else 0
+        await client._log_on(proto, Logon(user, secret, list(accounts), float(hb),
+                                          cancel_on_disconnect, app_id, auth_code, terminal),
+                             timeout)
         return client
+
+    def _on_early(self, messages: list[Any]) -> None:
+        self._on_fix(messages)
 
     # ------------------------------------------------------------------ out
     def _emit(self, msg_type: bytes, body: bytes, seq: int | None = None,
@@ -176,19 +156,26 @@ class FixClient(Client):
             self._emit(b"F", fields_bytes([(11, msg.cl_ord_id), (41, msg.orig_cl_ord_id),
                                                   (1, msg.account), (60, now_timestamp())]))
         elif t is OrderStatusRequest:
-            fields: list[tuple[int, object]] = [(584, msg.req_id), (585, 7)]
+            req: list[tuple[int, object]] = [(584, msg.req_id), (585, 7)]
             if msg.account:
-                fields.append((1, msg.account))
+                req.append((1, msg.account))
             self._status_counts[msg.req_id] = 0
-            self._emit(b"AF", fields_bytes(fields))
+            self._emit(b"AF", fields_bytes(req))
         elif t is Heartbeat:
             self._emit(b"0", b"")
         elif t is Logout:
             self._emit(b"5", fields_bytes([(58, msg.text)]))
         elif t is Logon:
-            self._emit(b"A", fields_bytes([
-                (98, 0), (108, int(msg.heartbeat_s)), (141, "Y"), (553, msg.user),
-                (554, msg.secret)]))
+            fields: list[tuple[int, object]] = [
+                (98, 0), (108, int(msg.heartbeat_s) or 30), (141, "Y"), (553, msg.user),
+                (554, msg.secret)]
+            if msg.app_id:
+                fields += [(orders.TAG_APP_ID, msg.app_id), (orders.TAG_AUTH_CODE, msg.auth_code)]
+            if msg.terminal is not None:
+                values = [getattr(msg.terminal, f) for f in msg.terminal.__struct_fields__]
+                fields += [(tag, v) for tag, v in zip(orders.TAG_TERMINAL, values, strict=True)
+                           if v]
+            self._emit(b"A", fields_bytes(fields))
 
     # ------------------------------------------------------------------ in
     def _on_fix(self, messages: list[FixMessage]) -> None:

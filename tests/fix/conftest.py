@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,19 +104,26 @@ def fix_gateway(exchange_proc, tmp_path):
     gw.stop()
 
 
+@contextmanager
+def exchange_and_gateway(directory: Path, config_extra: str = "") -> Iterator[Proc]:
+    """An exchange and a FIX gateway in front of it (``.fix_port``), both stopped after."""
+    exchange = start_exchange()
+    try:
+        gw, port = start_fix_gateway(int(exchange.match.group(1)), directory,
+                                     config_extra=config_extra)
+        gw.fix_port = port  # type: ignore[attr-defined]
+        try:
+            yield gw
+        finally:
+            gw.stop()
+    finally:
+        exchange.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_fix_gateway(tmp_path_factory):
     """One exchange and gateway for a module's tests that do not depend on sequence numbers
     carried between initiators (their initiators log on with ResetSeqNumFlag): starting the
     pair costs seconds on a loaded machine."""
-    exchange = start_exchange()
-    try:
-        gw, port = start_fix_gateway(int(exchange.match.group(1)),
-                                     tmp_path_factory.mktemp("fixgw"))
-    except BaseException:
-        exchange.stop()
-        raise
-    gw.fix_port = port  # type: ignore[attr-defined]
-    yield gw
-    gw.stop()
-    exchange.stop()
+    with exchange_and_gateway(tmp_path_factory.mktemp("fixgw")) as gw:
+        yield gw

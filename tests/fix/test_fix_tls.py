@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fix.conftest import start_fix_gateway
+from tests.fix.conftest import exchange_and_gateway
 from tests.fix.qf import Initiator
 from tests.fix.raw import RawFix
 from tests.gateway.test_tls import Pki
@@ -25,25 +25,14 @@ def client_files(pki: Pki, cn: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def mtls_fix_gateway(pki, tmp_path_factory):
-    from tests.conftest import start_exchange
-
-    exchange = start_exchange()
     tls = f"""
 [fix.tls]
 cert = "{pki.dir / 'gateway.pem'}"
 key = "{pki.dir / 'gateway.key'}"
 client_ca = "{pki.ca_pem}"
 """
-    try:
-        gw, port = start_fix_gateway(int(exchange.match.group(1)),
-                                     tmp_path_factory.mktemp("fixtls"), config_extra=tls)
-    except BaseException:
-        exchange.stop()
-        raise
-    gw.fix_port = port  # type: ignore[attr-defined]
-    yield gw
-    gw.stop()
-    exchange.stop()
+    with exchange_and_gateway(tmp_path_factory.mktemp("fixtls"), tls) as gw:
+        yield gw
 
 
 def ssl_settings(pki: Pki, cn: str) -> str:

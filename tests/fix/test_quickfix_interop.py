@@ -25,8 +25,14 @@ def cancel_fields(clid: str, orig: str, account: str = "A001") -> list[tuple[int
 
 def test_logon_order_to_a_fill_and_cancel(shared_fix_gateway, tmp_path):
     fix_gateway = shared_fix_gateway
-    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port, reset=True).start()
+    qf = Initiator(tmp_path / "qf", fix_gateway.fix_port, reset=True, heartbeat=1).start()
     try:
+        # Heartbeats both ways at 1 s, and a TestRequest answered with its TestReqID (the
+        # gateway's own TestRequest on a silent line: tests/fix/test_fix_fuzz.py).
+        assert qf.next_admin("0", timeout=5)
+        qf.send("1", [(112, "QF-PING")])
+        while qf.next_admin("0", timeout=5).get(112) != "QF-PING":
+            pass  # plain heartbeats meanwhile
         qf.order("B1", account="A001", side="1", price=3200.0, qty=2)
         ack = qf.report("B1", "0")
         assert ack[39] == "0" and ack[151] == "2" and ack[14] == "0" and ack[37] != "NONE"
