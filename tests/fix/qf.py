@@ -94,13 +94,18 @@ class Initiator:
             assert self.app.logged_on.wait(T), f"no logon; admin: {self.drain_admin()}"
         return self
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
         if self.started:
-            self.initiator.stop(True)
+            # graceful: QuickFIX sends Logout and waits for the answer (it polls each second,
+            # so only the test of the handshake asks for it).
+            self.initiator.stop(not graceful)
             self.started = False
         # Destroying the initiator unregisters its session (the application lives on in
         # _KEEP): a later initiator of the same CompIDs must not find this one's session.
         self.initiator = None
+
+    def events(self) -> str:
+        return "".join(f.read_text() for f in (self.directory / "log").glob("*.event.*"))
 
     def seqnums(self) -> tuple[int, int]:
         """(next MsgSeqNum it sends, next it expects), from its file store."""

@@ -67,7 +67,8 @@ def test_logon_order_to_a_fill_and_cancel(shared_fix_gateway, tmp_path):
         bmr = qf.next_app(lambda m: m.get(35) == "j")
         assert (bmr[372], bmr[380]) == ("G", "3")
     finally:
-        qf.stop()
+        qf.stop(graceful=True)
+    assert "Received logout response" in qf.events()  # the Logout handshake
 
 
 # (FIX fields, expected reason): every class of refusal, as in tests/gateway/test_e2e.py.
