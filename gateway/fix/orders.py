@@ -100,7 +100,33 @@ def _number(msg: FixMessage, tag: int, default: float | None) -> float | Problem
 
 
 def new_order(msg: FixMessage) -> NewOrder | Problem:
-    """NewOrderSingle (D) -> ``NewOrder``, or the problem the session rejects it for."""
+    """NewOrderSingle (D) -> ``NewOrder``, or the problem the session rejects it for (the
+    usual, well-formed order in a few dictionary lookups; anything missing or odd is looked at
+    tag by tag to name what is wrong)."""
+    f = msg.fields
+    clid, symbol, qty_b = f.get(11), f.get(55), f.get(38)
+    side, ord_type = _SIDE.get(f.get(54)), _ORD_TYPE.get(f.get(40))  # type: ignore[arg-type]
+    tif = _TIF.get(f.get(59, b"0"))
+    offset = _OFFSET.get(f[TAG_OFFSET]) if TAG_OFFSET in f else \
+        _POSITION_EFFECT.get(f.get(77, b"O"))
+    hedge = _HEDGE.get(f.get(TAG_HEDGE, b"1"))
+    if clid is not None and symbol is not None and qty_b is not None and side is not None \
+            and ord_type is not None and tif is not None and offset is not None \
+            and hedge is not None:
+        try:
+            qty = float(qty_b)
+            price = float(f.get(44, b"0"))
+        except ValueError:
+            return _new_order_slowly(msg)
+        q: int | float = int(qty) if math.isfinite(qty) and qty == int(qty) \
+            and abs(qty) < 1e15 else qty
+        return NewOrder(clid.decode("utf-8", "replace"), msg.text(1),
+                        symbol.decode("utf-8", "replace"), side, offset, hedge, ord_type, tif,
+                        price, q)
+    return _new_order_slowly(msg)
+
+
+def _new_order_slowly(msg: FixMessage) -> NewOrder | Problem:
     f = msg.fields
     clid = f.get(11)
     if clid is None:
@@ -154,33 +180,44 @@ def _s(text: str) -> bytes:
     return text.encode().replace(b"\x01", b" ")
 
 
+_TEXT_CACHE: dict[str, bytes] = {}  # accounts and symbols, encoded once (bounded below)
+
+
+def _b(text: str) -> bytes:
+    """``_s`` for values that repeat (accounts, symbols), cached."""
+    out = _TEXT_CACHE.get(text)
+    if out is None:
+        out = _s(text)
+        if len(_TEXT_CACHE) < 10_000:
+            _TEXT_CACHE[text] = out
+    return out
+
+
 def exec_report(rep: ExecReport, exec_id: bytes, avg_px: float, now_ts: bytes,
                 extra: bytes = b"") -> bytes:
-    """ExecutionReport (8) body fields for a router ``ExecReport``."""
-    parts = [b"37=", _s(rep.order_id) or b"NONE", b"\x0111=", _s(rep.cl_ord_id),
-             b"\x0117=", exec_id, b"\x01150=", EXEC_TYPE.get(rep.exec_type, b"I"),
-             b"\x0139=", ORD_STATUS.get(rep.status, b"8"),
-             b"\x011=", _s(rep.account), b"\x0155=", _s(rep.symbol)]
-    if rep.side in SIDE_OUT:
-        parts += (b"\x0154=", SIDE_OUT[rep.side])  # type: ignore[index]
+    """ExecutionReport (8) body fields for a router ``ExecReport`` (one format for the fields
+    every report has; the optional ones appended)."""
+    et = rep.exec_type
+    out = b"37=%s\x0111=%s\x0117=%s\x01150=%s\x0139=%s\x011=%s\x0155=%s\x01" % (
+        _s(rep.order_id) or b"NONE", _s(rep.cl_ord_id), exec_id, EXEC_TYPE.get(et, b"I"),
+        ORD_STATUS.get(rep.status, b"8"), _b(rep.account), _b(rep.symbol))
+    side = SIDE_OUT.get(rep.side)  # type: ignore[call-overload]
+    if side is not None:
+        out += b"54=%s\x01" % side
     if rep.qty:
-        parts += (b"\x0138=", b"%d" % rep.qty)
-    if rep.price:
-        parts += (b"\x0144=", format_float(rep.price))
-    parts += (b"\x01151=", b"%d" % rep.leaves_qty, b"\x0114=", b"%d" % rep.cum_qty,
-              b"\x016=", format_float(avg_px))
-    if rep.exec_type == ExecType.TRADE:
-        parts += (b"\x0132=", b"%d" % rep.last_qty, b"\x0131=", format_float(rep.last_px))
+        out += b"38=%d\x01" % rep.qty
+    if rep.price and math.isfinite(rep.price):
+        out += b"44=%s\x01" % format_float(rep.price)
+    out += b"151=%d\x0114=%d\x016=%s\x01" % (rep.leaves_qty, rep.cum_qty, format_float(avg_px))
+    if et == ExecType.TRADE:
+        out += b"32=%d\x0131=%s\x01" % (rep.last_qty, format_float(rep.last_px))
     if rep.reason:
-        reason = ORD_REJ_REASON.get(rep.reason, b"99")  # type: ignore[call-overload]
-        if rep.exec_type == ExecType.REJECTED:
-            parts += (b"\x01103=", reason)
-        parts += (b"\x0158=", b"%d " % rep.reason, _s(rep.text), b"\x01%d=%d" % (TAG_REASON,
-                                                                                  rep.reason))
+        if et == ExecType.REJECTED:
+            out += b"103=%s\x01" % ORD_REJ_REASON.get(rep.reason, b"99")  # type: ignore[call-overload]
+        out += b"58=%d %s\x01%d=%d\x01" % (rep.reason, _s(rep.text), TAG_REASON, rep.reason)
     elif rep.text:
-        parts += (b"\x0158=", _s(rep.text))
-    parts += (b"\x0160=", now_ts, b"\x01")
-    return b"".join(parts) + extra
+        out += b"58=%s\x01" % _s(rep.text)
+    return out + b"60=%s\x01" % now_ts + extra
 
 
 def cancel_reject(rej: CancelReject, ord_status: bytes, order_id: str, account: str) -> bytes:

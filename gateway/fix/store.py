@@ -63,6 +63,7 @@ class FixStore:
         # seq -> (MsgType, original SendingTime, body fields)
         self.sent: dict[int, tuple[bytes, bytes, bytes]] = {}
         self._buf = bytearray()
+        self._in_dirty = False  # next_in changed since the last flush
         self.dirty = False  # written, not yet fsynced
         self._fd = -1
         self.cut: str = ""  # what a damaged tail was, if one was cut at open
@@ -124,6 +125,7 @@ class FixStore:
         a new file, fsynced, renamed over the old one — a crash leaves one or the other."""
         assert self.path is not None
         self._buf.clear()
+        self._in_dirty = False
         out = bytearray(_record(b"o", self.next_out - 1) if self.next_out > 1 else b"")
         for seq, (mt, st, body) in self.sent.items():
             out += _record(b"O", seq, mt + b"\x00" + st + b"\x00" + body)
@@ -158,14 +160,17 @@ class FixStore:
         self._append(b"o", seq)
 
     def set_next_in(self, seq: int) -> None:
+        # Written once per flush (the latest number), not once per message: what matters is
+        # that it is on its way to disk before anything the messages caused leaves.
         self.next_in = seq
-        self._append(b"I", seq)
+        self._in_dirty = True
 
     def reset(self) -> None:
         """Both sides start again at 1 (ResetSeqNumFlag): nothing before can be resent."""
         self.next_out = self.next_in = 1
         self.sent.clear()
         self._buf.clear()
+        self._in_dirty = False
         if self._fd >= 0:
             os.ftruncate(self._fd, 0)
             self.size = 0
@@ -174,6 +179,9 @@ class FixStore:
     # ------------------------------------------------------------------ disk
     def flush(self) -> None:
         """Write what is buffered (before the bytes it describes leave)."""
+        if self._in_dirty:
+            self._in_dirty = False
+            self._append(b"I", self.next_in)
         if self._buf and self._fd >= 0:
             os.write(self._fd, self._buf)
             self.size += len(self._buf)

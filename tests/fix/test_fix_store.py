@@ -42,6 +42,7 @@ def test_compaction_keeps_the_state(tmp_path):
     for n in range(1, 200):
         s.sent_app(n, b"8", b"T", b"11=%d\x01" % n)
         s.set_next_in(n + 1)
+        s.flush()  # one inbound-number record per flush: 199 of them, 1 kept
     s.sent_admin(200)
     s.flush()
     before = path.stat().st_size
