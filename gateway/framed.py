@@ -41,6 +41,9 @@ class FramedProtocol(asyncio.Protocol):
         # which keep this loop's rules (stop when closed; a bug in one message is that
         # message's ``on_internal_error``) and dispatch the order path without Python frames.
         self.on_messages: Callable[[FramedProtocol, list], None] | None = None
+        # Messages received, ever (counted once a read, whichever path takes them): the
+        # console's per-session rate is this count's change.
+        self.messages_in = 0
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,6 +68,7 @@ class FramedProtocol(asyncio.Protocol):
         except ProtocolError as err:
             self.on_protocol_error(str(err))
             return
+        self.messages_in += len(messages)
         if self.on_messages is not None:
             self.on_messages(self, messages)
             return

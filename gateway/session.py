@@ -292,8 +292,6 @@ class ClientSession(FramedProtocol):
         self.heartbeat_ns = int(router.cfg.gateway.heartbeat_s * 1e9)
         self.last_in = time.monotonic_ns()
         self.last_out = self.last_in
-        # Messages received, ever: the console's per-session rate is this count's change.
-        self.messages_in = 0
         self.dropped_reason = ""
         self._logon_task: asyncio.Future[None] | None = None
         self._logon_timer: asyncio.TimerHandle | None = None
@@ -327,7 +325,6 @@ class ClientSession(FramedProtocol):
 
     def on_message(self, msg: Any) -> None:
         self.last_in = time.monotonic_ns()
-        self.messages_in += 1
         handler = _TABLE.get((self.state, type(msg)))
         if handler is None:
             self._unexpected(msg)
