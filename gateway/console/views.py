@@ -172,7 +172,7 @@ def outbox_view(gw: Gateway) -> dict[str, Any]:
 
 def session_messages(s: Any) -> tuple[str, int]:
     """A client session's front and the messages it has received: a native session counts
-    them (``ClientSession.messages_in``); a FIX connection's are its FIX session's inbound
+    them (``FramedProtocol.messages_in``, whichever router path took them); a FIX connection's are its FIX session's inbound
     sequence (the next MsgSeqNum expected, less one: what a rate needs, since it moves by one
     per message received; a sequence reset makes it fall, and the rate is then not given)."""
     if type(s).__module__.startswith("gateway.fix"):

@@ -162,7 +162,9 @@ async def test_events_sends_a_snapshot_then_the_changes_orders_make(rig: Rig,
 
     change = await ev.until(a001_working)
     assert "alerts" not in change or isinstance(change["alerts"], list)
-    change = await ev.until(lambda c: any(s["user"] == "algo1" for s in c.get("sessions", [])))
+    # Its session, with the messages it sent (Logon and the order, through the order path).
+    change = await ev.until(lambda c: any(s["user"] == "algo1" and s["front"] == "native"
+                                          and s["messages"] >= 2 for s in c.get("sessions", [])))
     # A kill shows as a change of the firm section and a CRITICAL alert, by name.
     code, _, _ = await rig.call("POST", "/v1/kill", {"scope": "account", "key": "A001",
                                                       "reason": "stream test"}, token=RISK)

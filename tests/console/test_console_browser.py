@@ -192,16 +192,25 @@ async def test_officer_sees_orders_flow_kills_an_account_with_a_reason_and_reset
     # Orders flow: the account list follows, pushed by the server.
     algo = await rig.client()
     resting = [await algo.send_order(account="A001", symbol="rb2605", side=Side.BUY,
-                                     price=3190.0 + n, qty=1) for n in range(3)]
+                                     price=3190.0 + n, qty=1) for n in range(4)]
     for h in resting:
         await h.acked(timeout=T)
-    await until(d, text_of("tr[data-account='A001'] .u-open_orders", "3 / 400"))
+    cell = "tr[data-account='A001'] .u-open_orders"
+    await until(d, lambda dr: any(c.text == "4 / 400" and "level-ok" in c.get_attribute("class")
+                                  for c in css(dr, cell)))
+    # Usage colours: amber from the warning fraction (80 %) on, red at the limit.
+    for limit, text, colour in ((5, "4 / 5", "level-warn"), (4, "4 / 4", "level-limit")):
+        code, _ = rig.admin("POST", "/v1/accounts/A001/limits",
+                            {"limits": {"max_open_orders": limit}, "reason": "tighten"}, RISK)
+        assert code == 200
+        await until(d, lambda dr, text=text, colour=colour: any(
+            c.text == text and colour in c.get_attribute("class") for c in css(dr, cell)))
     await until(d, lambda dr: css(dr, f"#sessions tbody tr[data-session='{algo.session_id}']"))
 
     # Drill-down: working orders, positions today / yesterday, counters against limits.
     await click(d, "tr[data-account='A001']")
     await until(d, shown("#account-view"))
-    await until(d, lambda dr: len(css(dr, "#orders tbody tr.order")) == 3)
+    await until(d, lambda dr: len(css(dr, "#orders tbody tr.order")) == 4)
     await until(d, text_of("#positions tbody tr[data-symbol='rb2605'] td:nth-child(3)", "20"))
     assert css(d, "#counters tbody tr[data-limit='open_orders']")
 
@@ -212,7 +221,7 @@ async def test_officer_sees_orders_flow_kills_an_account_with_a_reason_and_reset
         assert (await h.wait_done(timeout=T)).status == OrdStatus.CANCELED
     member = await rig.member()
     sell = await member.send_order(account="A003", symbol="rb2605", side=Side.SELL,
-                                   price=3190.0, qty=3)
+                                   price=3190.0, qty=4)
     await sell.acked(timeout=T)
     assert (sell.status, sell.cum_qty) == (OrdStatus.NEW, 0), "nothing of A001 rests there"
     await member.cancel(sell.cl_ord_id)
