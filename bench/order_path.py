@@ -26,12 +26,12 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from bench import benchconfig as bc
 from bench.loadgen import InstrumentSpec, build_flow
+from bench.soak import NullLink, NullSession
 from checks.enums import ExecType, Hedge, OrdStatus, OrdType, Tif
 from gateway import journal as jr
 from gateway.config import load_gateway_config
@@ -39,35 +39,7 @@ from gateway.fast_router import router_class
 from gateway.protocol import ExecReport, Logon, NewOrder
 from gateway.server import Gateway
 
-SESSION_ID = 1
-
-
-class CountingSession:
-    """A logged-on client session that keeps only a count of what it was sent."""
-
-    def __init__(self, user: str, accounts: frozenset[str]) -> None:
-        self.session_id = SESSION_ID
-        self.user = user
-        self.accounts = accounts
-        self.cancel_on_disconnect = False
-        self.automated = True
-        self.closed = False
-        self.count = 0
-
-    def send(self, msg: Any) -> None:
-        self.count += 1
-
-
-class CountingLink:
-    """An exchange link that is up and keeps the last order it was sent (for its id)."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.last: Any = None
-
-    def send(self, msg: Any) -> bool:
-        self.last = msg
-        return True
+SESSION_ID = 1  # NullSession's
 
 
 class OrderPath:
@@ -85,10 +57,10 @@ class OrderPath:
             from checks.engine import Engine as engine_cls  # noqa: N813
         self.gw = Gateway(cfg, engine_cls=engine_cls, router_cls=router_class(router))
         self.router = r = self.gw.router
-        r.link = self.link = CountingLink()
+        r.link = self.link = NullLink()
         universe = bc.load_bench_universe()
         user = cfg.users[bc.USER]
-        self.session = CountingSession(bc.USER, frozenset(user.accounts))
+        self.session = NullSession(frozenset(user.accounts))
         now = time.time_ns()
         r.record(jr.Inbound(now, SESSION_ID, Logon(bc.USER, "***", list(user.accounts), 5.0,
                                                    False)))
