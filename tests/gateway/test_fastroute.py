@@ -39,6 +39,7 @@ from gateway.protocol import (
 from gateway.router import Router
 from gateway.server import Gateway
 from tests.conftest import EXAMPLES
+from tests.gateway.test_router_faults import FakeLink, FakeSession
 
 pytestmark = pytest.mark.skipif(FastRouter is None, reason="gateway/fastroute.pyx is not built")
 
@@ -48,34 +49,14 @@ USER = "algo1"
 ACCOUNTS = ("A001", "A004")
 
 
-class Session:
+class Session(FakeSession):
     """A client session that keeps the bytes it was sent."""
 
     def __init__(self, sid: int) -> None:
-        self.session_id = sid
-        self.user = USER
-        self.accounts = frozenset(ACCOUNTS)
-        self.cancel_on_disconnect = False
-        self.automated = True
-        self.closed = False
-        self.sent: list[bytes] = []
+        super().__init__(sid, USER, ACCOUNTS)
 
     def send(self, msg: Any) -> None:
         self.sent.append(encode(msg))
-
-
-class Link:
-    """The exchange link: what it was sent, and whether it is up."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.sent: list[Any] = []
-
-    def send(self, msg: Any) -> bool:
-        if not self.up:
-            return False
-        self.sent.append(msg)
-        return True
 
 
 class Side_:
@@ -90,7 +71,7 @@ class Side_:
         assert type(r) is router_cls
         r.audit = self.audit
         r.prefix = "gw.t."  # the same exchange ids on both sides
-        r.link = self.link = Link()
+        r.link = self.link = FakeLink()
         r.record(jr.State(T0 - 1, "boot", r.prefix.encode()))
         self.sessions: dict[int, Session] = {}
         for sid in (1, 2):
