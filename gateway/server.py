@@ -275,7 +275,8 @@ class Gateway:
                                            self.killswitch.control_command, applied)
             await self.control.start()
         log.info("gateway started", client_port=self.port, admin_port=self.admin.port,
-                 exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}")
+                 exchange=f"{self.cfg.exchange.host}:{self.cfg.exchange.port}",
+                 engine=type(self.engine).__module__, router=type(self.router).__name__)
         self.logons.warn_rehash()
         if wait_link:
             await self.link.wait_up(wait_link)

@@ -88,11 +88,13 @@ def start_exchange(port: int = 0, *extra: str, config: Path = EXAMPLES / "risk.t
 
 def start_gateway(exchange_port: int, *extra: str,
                   config: Path = EXAMPLES / "gateway.toml") -> Proc:
-    # FENGKONG_TEST_ENGINE=reference runs the same end-to-end tests on the Python reference.
+    # FENGKONG_TEST_ENGINE=reference / FENGKONG_TEST_ROUTER=reference run the same end-to-end
+    # tests on the Python reference engine / order path.
     engine = os.environ.get("FENGKONG_TEST_ENGINE", "cython")
+    router = os.environ.get("FENGKONG_TEST_ROUTER", "fast")
     return Proc([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", "0",
                  "--admin-port", "0", "--exchange", f"127.0.0.1:{exchange_port}",
-                 "--engine", engine, *extra],
+                 "--engine", engine, "--router", router, *extra],
                 r"clients on [\d.]+:(\d+), admin on [\d.]+:(\d+)")
 
 

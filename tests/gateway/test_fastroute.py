@@ -12,6 +12,7 @@ the engine's book, the router's counters and working orders.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,39 @@ def test_a_typical_day_matches_with_the_cython_engine_too(tmp_path):
                                               ("cxl_reject", 0), ("order", 2, 3, "A001",
                                                                    Side.SELL, Offset.CLOSE, 2, 1)]
     run_both(tmp_path, flow, CythonEngine)
+
+
+async def test_the_reference_engine_and_router_run_the_gateway_end_to_end():
+    """``serve --engine reference --router reference``: the all-Python gateway still trades —
+    an order to a fill, a resting order cancelled by a kill, the next order refused — between
+    real processes (the rest of the suite runs the compiled ones)."""
+    from tests.conftest import start_exchange, start_gateway
+    from tests.gateway.test_e2e import T, admin, connect
+
+    ex = start_exchange()
+    gw = start_gateway(int(ex.match.group(1)), "--engine", "reference", "--router", "reference")
+    try:
+        gw.wait_for("exchange link up")
+        started = json.loads(next(line for line in gw.output if "gateway started" in line))
+        assert (started["engine"], started["router"]) == ("checks.engine", "Router")
+        c = await connect(gw)
+        buy = await c.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=3200.0,
+                                 qty=2)
+        assert (await buy.acked(timeout=T)).status == OrdStatus.NEW
+        sell = await c.send_order(account="A004", symbol="rb2605", side=Side.SELL, price=3200.0,
+                                  qty=2)
+        assert (await sell.wait_done(timeout=T)).status == OrdStatus.FILLED
+        rest = await c.send_order(account="A001", symbol="rb2605", side=Side.BUY, price=3190.0,
+                                  qty=1)
+        await rest.acked(timeout=T)
+        status, answer = admin(gw, "POST", "/v1/kill", {"scope": "account", "key": "A001",
+                                                        "reason": "test"})
+        assert status == 200 and answer["cancels_sent"] == 1, answer
+        assert (await rest.wait_done(timeout=T)).status == OrdStatus.CANCELED
+        refused = await c.send_order(account="A001", symbol="rb2605", side=Side.BUY,
+                                     price=3190.0, qty=1)
+        assert (await refused.wait_done(timeout=T)).reason == 202  # KILLED_ACCOUNT
+        await c.close()
+    finally:
+        gw.stop()
+        ex.stop()
