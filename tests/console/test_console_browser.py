@@ -188,6 +188,10 @@ async def test_officer_sees_orders_flow_kills_an_account_with_a_reason_and_reset
     assert d.execute_script("return sessionStorage.getItem('fengkong.console.token')") == RISK
     assert RISK not in d.current_url
     await until(d, text_of("tr[data-account='A001'] .u-open_orders", lambda s: s.startswith("0 /")))
+    # Exchange link, journal and Kafka outbox state.
+    await until(d, text_of("#card-link .value", "up"))
+    assert css(d, "#card-journal .value")[0].text.startswith("writable")
+    assert css(d, "#card-kafka .value")[0].text == "not configured"
 
     # Orders flow: the account list follows, pushed by the server.
     algo = await rig.client()
@@ -293,6 +297,25 @@ async def test_a_loosening_during_a_session_asks_for_the_emergency_flag(rig: Rig
     assert (newest["action"], newest["emergency"], newest["operator"]) == \
         ("set_limits", True, "admin-wang")
     assert newest["args"]["changes"] == {"max_order_qty": 900}
+
+
+async def test_kill_and_reset_by_any_scope_from_the_kill_switch_panel(rig: Rig,
+                                                                      browser: Any) -> None:
+    d = browser
+    await login(d, rig, RISK)
+    d.execute_script("document.querySelector('#scope-kind').value = 'product'")
+    css(d, "#scope-key")[0].send_keys("m")
+    await click(d, "#scope-close-only")
+    await click(d, "#scope-kill")
+    await confirm_with_reason(d, "soybean meal limit-down")
+    await until(d, text_of("#kills li[data-scope='product']",
+                           lambda s: s.startswith("product m — close-only")))
+    _, status = rig.admin("GET", "/v1/status")
+    assert {"scope": "product", "key": "m", "mode": "close_only"} in status["kills"]
+    await click(d, "#kills li[data-scope='product'] button[data-action='reset-scope']")
+    await confirm_with_reason(d, "market calm again")
+    await until(d, text_of("#kills li", "No scope is killed."))
+    assert rig.admin("GET", "/v1/status")[1]["kills"] == []
 
 
 async def test_a_viewer_sees_no_actions_and_labels_switch_language(rig: Rig,
