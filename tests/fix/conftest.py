@@ -69,6 +69,13 @@ target_comp_id = "BACKOFFICE"
 user = "backoffice1"
 kind = "drop_copy"
 accounts = ["*"]
+
+[[fix.sessions]]                # a drop copy of one account only
+sender_comp_id = "FENGKONG"
+target_comp_id = "BACKOFFICE-A004"
+user = "backoffice1"
+kind = "drop_copy"
+accounts = ["A004"]
 """
 
 

@@ -16,22 +16,22 @@ def load(tmp_path, extra: str):
 def test_the_sample_sessions_load(tmp_path):
     cfg = load(tmp_path, "")
     assert cfg.fix.enabled and [s.kind for s in cfg.fix.sessions] == \
-        ["order_entry"] * 5 + ["drop_copy"]
+        ["order_entry"] * 5 + ["drop_copy"] * 2
 
 
 @pytest.mark.parametrize(("extra", "field", "words"), [
     ('[[fix.sessions]]\nsender_comp_id = "FENGKONG"\ntarget_comp_id = "X"\nuser = "nobody"\n',
-     "fix.sessions[6].user", "unknown user"),
+     "fix.sessions[7].user", "unknown user"),
     ('[[fix.sessions]]\nsender_comp_id = "FENGKONG"\ntarget_comp_id = "ALGO1"\nuser = "algo1"\n',
-     "fix.sessions[6].target_comp_id", "already a session"),
+     "fix.sessions[7].target_comp_id", "already a session"),
     ('[[fix.sessions]]\nsender_comp_id = "FENGKONG"\ntarget_comp_id = "D2"\nuser = "algo1"\n'
-     'kind = "drop_copy"\naccounts = ["NOPE"]\n', "fix.sessions[6].accounts[0]", "unknown account"),
+     'kind = "drop_copy"\naccounts = ["NOPE"]\n', "fix.sessions[7].accounts[0]", "unknown account"),
     ('[[fix.sessions]]\nsender_comp_id = "FENGKONG"\ntarget_comp_id = "D3"\nuser = "algo1"\n'
-     'kind = "drop_copy"\n', "fix.sessions[6].accounts", "drop-copy"),
+     'kind = "drop_copy"\n', "fix.sessions[7].accounts", "drop-copy"),
     ('[[fix.sessions]]\nsender_comp_id = ""\ntarget_comp_id = "D4"\nuser = "algo1"\n',
-     "fix.sessions[6].sender_comp_id", "printable"),
+     "fix.sessions[7].sender_comp_id", "printable"),
     ('[[fix.sessions]]\nsender_comp_id = "A"\ntarget_comp_id = "D5"\nuser = "algo1"\n'
-     'kind = "dropcopy"\n', "fix.sessions[6].kind", "drop_copy"),
+     'kind = "dropcopy"\n', "fix.sessions[7].kind", "drop_copy"),
 ])
 def test_mistakes_name_the_field(tmp_path, extra, field, words):
     with pytest.raises(ConfigError) as err:

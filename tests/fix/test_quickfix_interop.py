@@ -270,12 +270,22 @@ def test_drop_copy_receives_native_and_fix_flow_and_what_it_missed(shared_fix_ga
         await h.acked(timeout=15)
         await c.close()
 
+    narrow = RawFix(port, sender="BACKOFFICE-A004")  # permitted A004 only
+    narrow.logon("backoffice1", "backoffice-secret")
     try:
-        asyncio.run(native("NAT1"))
-        qf.order("FIX1", price=3191.0)
+        asyncio.run(native("NAT1"))  # A004
+        qf.order("FIX1", price=3191.0)  # A001
         qf.report("FIX1", "0")
         seen = {(m[11], m[150]) for m in (dc.report("NAT1", "0"), dc.report("FIX1", "0"))}
         assert seen == {("NAT1", "0"), ("FIX1", "0")}
+        qf.order("FIX-A4", account="A004", price=3189.0)
+        qf.report("FIX-A4", "0")
+        # The one-account drop copy saw A004's reports and nothing of A001's.
+        got = [narrow.wait("8").fields]
+        while got[-1][11] != b"FIX-A4":
+            got.append(narrow.wait("8").fields)
+        assert {f[1] for f in got} == {b"A004"} and b"NAT1" in {f[11] for f in got}, got
+        narrow.close()
         # Read-only: an order on the drop copy is refused with BusinessMessageReject.
         dc.order("DC1")
         assert dc.next_app(lambda m: m.get(35) == "j")[380] == "3"
@@ -288,5 +298,6 @@ def test_drop_copy_receives_native_and_fix_flow_and_what_it_missed(shared_fix_ga
         missed = dc.report("FIX2", "0")
         assert missed[43] == "Y"
     finally:
+        narrow.close()
         dc.stop()
         qf.stop()
