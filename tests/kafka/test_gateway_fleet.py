@@ -18,7 +18,8 @@ T = 20.0
 
 
 async def _audit_records(bootstrap: str, wanted: set[tuple[str, str]], timeout: float) -> set:
-    """Read the audit topic until every (gateway_id, cl_ord_id) decision in ``wanted`` is seen."""
+    """Read the audit topic until every (gateway_id, cl_ord_id) order in ``wanted`` is seen (its
+    inbound ``NewOrder``; an accepted order has no decision record of its own)."""
     seen: set[tuple[str, str]] = set()
     consumer = AIOKafkaConsumer("fengkong.audit", bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", group_id=None)
@@ -30,7 +31,10 @@ async def _audit_records(bootstrap: str, wanted: set[tuple[str, str]], timeout: 
                     for m in messages:
                         value = msgspec.json.decode(m.value)
                         record = value["record"]
-                        if isinstance(record, dict) and "cl_ord_id" in record:
+                        msg = record.get("msg") if isinstance(record, dict) else None
+                        if isinstance(msg, dict) and msg.get("type") == "NewOrder":
+                            seen.add((value["gateway_id"], msg["cl_ord_id"]))
+                        elif isinstance(record, dict) and "cl_ord_id" in record:
                             seen.add((value["gateway_id"], record["cl_ord_id"]))
                         elif isinstance(record, list) and record and record[0] == "dec":
                             seen.add((value["gateway_id"], record[3]))
@@ -78,7 +82,7 @@ async def test_one_control_command_stops_an_account_on_every_gateway(broker, tmp
         for c in clients:
             await c.close()
 
-        # Both gateways' decisions reached the audit topic through their outboxes.
+        # Both gateways' orders reached the audit topic through their outboxes.
         wanted = {("gwA", before[0].cl_ord_id), ("gwB", before[1].cl_ord_id)}
         assert wanted <= await _audit_records(broker.bootstrap, wanted, T)
     finally:
