@@ -43,16 +43,16 @@ build: $(RUNTIME) $(PYX)
 build-test: build $(TESTENV) system-deps
 
 # System packages the tests drive: Debian's headless chromium and its driver (the console's
-# browser tests). Installed with apt when missing (CI runs as root on Debian); anywhere else
+# browser tests; a CJK font so its screenshots show 中文). Installed with apt when missing (CI runs as root on Debian); anywhere else
 # the target says what to install instead of failing later inside a test.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				--no-install-recommends chromium chromium-driver >/dev/null; \
+				--no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null; \
 		elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
 			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install \
-				-y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+				-y -qq --no-install-recommends chromium chromium-driver fonts-wqy-microhei >/dev/null; \
 		else \
 			echo "make test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)" >&2; \
 			exit 1; \
