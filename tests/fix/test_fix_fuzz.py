@@ -4,9 +4,13 @@ messages end that session with Logout — while a QuickFIX session keeps trading
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from checks.enums import OrdStatus
 from gateway.fix.codec import frame
+from simulator.client import Client
 from tests.fix.qf import Initiator
 from tests.fix.raw import RawFix
 
@@ -207,3 +211,35 @@ def test_a_registered_application_must_be_named_on_the_fix_logon(shared_fix_gate
                           (20017, "Linux 6.1")])
     assert raw.wait("A", "5").msg_type == b"A"
     raw.close()
+
+
+def test_sequence_reset_moves_the_expected_number_and_never_back(shared_fix_gateway):
+    raw = RawFix(shared_fix_gateway.fix_port)
+    raw.logon()
+    raw.send("4", [(36, 50)], seq=99)  # Reset mode: its own MsgSeqNum does not matter
+    raw.seq = 50
+    raw.send("1", [(112, "after-reset")])
+    assert raw.wait("0", "2").fields.get(112) == b"after-reset"  # no gap seen
+    raw.send("4", [(36, 10)])  # backwards: refused
+    rej = raw.wait("3")
+    assert (rej.fields[373], rej.fields[371]) == (b"5", b"36")
+    raw.close()
+
+
+async def test_cancel_on_disconnect_over_fix(shared_fix_gateway):
+    # manual1 (cancel_on_disconnect = true) is also connected natively: its orders' reports go
+    # there once the FIX connection is gone.
+    heir = await Client.connect("127.0.0.1", int(shared_fix_gateway.match.group(1)), "manual1",
+                                "manual-secret")
+    try:
+        raw = RawFix(shared_fix_gateway.fix_port)
+        raw.logon()
+        raw.send("D", order_fields("COD1", 3140.0))
+        assert raw.wait("8").fields[150] == b"0"
+        raw.sock.close()  # dropped, no Logout
+        while True:
+            rep = await asyncio.wait_for(heir.next_report(), 15)
+            if rep.cl_ord_id == "COD1" and rep.status == OrdStatus.CANCELED:
+                break
+    finally:
+        await heir.close()
