@@ -111,6 +111,11 @@ class ExchangeLink:
         for task in (self._task, self._hb_task):
             if task is not None:
                 task.cancel()
+        # Python 3.11's wait_for can swallow a cancel that lands as its inner future completes
+        # (a SIGTERM during the logon or reconciliation): the loop then waits on, and stop()
+        # with it, for ever. With _stopping set, waking its waits ends the loop anyway.
+        self._lost.set()
+        self._resume.set()
         for task in (self._task, self._hb_task):
             if task is not None:
                 try:
