@@ -3,7 +3,7 @@
 
 ``gateway.router`` holds the reference: ``RouterBase`` (sessions, reconciliation, alerts, views:
 everything rare) and ``Router``, which adds the order path in plain Python. ``FastRouter``
-(gateway.router) is ``RouterCore`` (this module) + the same ``RouterBase``: the rare cases run
+(``gateway.fast_router``) is ``RouterCore`` (this module) + the same ``RouterBase``: the rare cases run
 the one readable implementation, and only what every order, cancel and exchange report goes
 through is here — the same steps in the same order as ``Router``'s methods of the same names,
 with the order's state in a typed ``Order`` and the router's tables in typed attributes, so
@@ -20,7 +20,7 @@ from libc.stdint cimport int64_t
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
-from gateway.lifecycle import TRANSITIONS
+from gateway.lifecycle import TRANSITIONS, Action, Event
 from gateway.protocol import CancelOrder, CancelReject, ExecReport, NewOrder
 
 from gateway.router import (
@@ -64,8 +64,14 @@ cdef int ET_TRADE = ExecType.TRADE
 cdef int ET_CANCELED = ExecType.CANCELED
 cdef int ET_REJECTED = ExecType.REJECTED
 cdef int ET_STATUS = ExecType.STATUS
-cdef int EV_ACK = 1, EV_PARTIAL_FILL = 2, EV_FULL_FILL = 3, EV_CANCELED = 4, EV_REJECTED = 5
-cdef int A_APPLY = 1, A_SURPRISE = 2, A_REPEAT = 3, A_LATE = 4
+cdef int EV_ACK = Event.ACK
+cdef int EV_PARTIAL_FILL = Event.PARTIAL_FILL
+cdef int EV_FULL_FILL = Event.FULL_FILL
+cdef int EV_CANCELED = Event.CANCELED
+cdef int EV_REJECTED = Event.REJECTED
+cdef int A_SURPRISE = Action.SURPRISE
+cdef int A_REPEAT = Action.REPEAT
+cdef int A_LATE = Action.LATE
 cdef int R_EXCHANGE_UNAVAILABLE = Reason.EXCHANGE_UNAVAILABLE
 cdef int R_EXCHANGE_REJECT = Reason.EXCHANGE_REJECT
 cdef int R_INVALID_FIELD = Reason.INVALID_FIELD
@@ -501,7 +507,7 @@ cdef class RouterCore:
         status, action = cell >> 3, cell & 7
         if action == A_REPEAT:
             log.info("report repeats a known state", exch_id=o.exch_id, status=o.status,
-                     lifecycle_event=_EVENT_NAMES[event])
+                     lifecycle_event=Event(event).name)
             return
         if action == A_LATE:
             self._seen_execution(rep)
@@ -600,4 +606,3 @@ _STATUS = {int(s): s for s in OrdStatus}
 _VIEW_FIELDS = ("ref", "session_id", "user", "cl_ord_id", "exch_id", "order_id", "account",
                 "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns", "cancel_id",
                 "adopted")
-_EVENT_NAMES = {1: "ACK", 2: "PARTIAL_FILL", 3: "FULL_FILL", 4: "CANCELED", 5: "REJECTED"}
