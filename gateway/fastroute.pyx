@@ -303,13 +303,15 @@ cdef class RouterCore:
             if refusal is not None:
                 return self._reject(session, msg, refusal[0], refusal[1], t)
         decision = self.engine.decide(msg, t, sid)
+        reason = decision.reason
+        if reason:  # right behind the order, before what the decision sets off
+            self._journal_refusal(session, msg, reason, decision.text, t)
         if decision.alerts:
             self._alerts(decision.alerts, t)
-        reason = decision.reason
         if self.on_counted is not None:
             self.on_counted(msg.account, t, int(reason))
         if reason:
-            self._reject(session, msg, reason, None, t, decision.text)
+            self._reject(session, msg, reason, None, t, decision.text, True)
         else:
             stats["accepted"] += 1
             qty = int(msg.qty)
@@ -332,13 +334,17 @@ cdef class RouterCore:
         self.by_exch[o.exch_id] = o.ref
         self.by_clid[(o.user, o.cl_ord_id)] = o.ref
 
-    def _reject(self, session, msg, reason, detail, now, text=None):
+    def _journal_refusal(self, session, msg, reason, text, now):
+        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
+                                int(reason), text, 0))
+
+    def _reject(self, session, msg, reason, detail, now, text=None, bint journaled=False):
         self.stats["rejected"] += 1
         self.rejects_by_reason[reason] += 1
         if text is None:
             text = Reason(reason).description + (f" ({detail})" if detail else "")
-        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
-                                int(reason), text, 0))
+        if not journaled:
+            self._journal_refusal(session, msg, reason, text, now)
         qty = msg.qty if type(msg.qty) is int else 0
         price = msg.price if type(msg.price) is float else 0.0
         rep = ExecReport(

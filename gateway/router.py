@@ -676,12 +676,15 @@ class Router(RouterBase):
                 # disk as they were, and must not decide (and accept) this order again.
                 return self._reject(session, msg, refusal[0], refusal[1], now)
         decision = self.engine.decide(msg, now, session.session_id)
+        if decision.reason:  # right behind the order, before what the decision sets off
+            self._journal_refusal(session, msg, decision.reason, decision.text, now)
         if decision.alerts:
             self._alerts(decision.alerts, now)
         if self.on_counted is not None:
             self.on_counted(msg.account, now, int(decision.reason))
         if decision.reason:
-            self._reject(session, msg, decision.reason, None, now, text=decision.text)
+            self._reject(session, msg, decision.reason, None, now, text=decision.text,
+                         journaled=True)
         else:
             self.stats["accepted"] += 1
             qty = int(msg.qty)
@@ -701,16 +704,23 @@ class Router(RouterBase):
         self.by_exch[o.exch_id] = o.ref
         self.by_clid[(o.user, o.cl_ord_id)] = o.ref
 
+    def _journal_refusal(self, session: SessionPort, msg: NewOrder, reason: int, text: str,
+                         now: int) -> None:
+        """A refused order's ``Decision``, right behind its ``Inbound`` (an accepted order has
+        none: replay decides it again; recovery looks for it in the very next record)."""
+        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
+                                int(reason), text, 0))
+
     def _reject(self, session: SessionPort, msg: NewOrder, reason: int, detail: str | None,
-                now: int, text: str | None = None) -> None:
-        """Refuse an order: journaled as a ``Decision`` right behind its ``Inbound`` (an accepted
-        order has none: replay decides it again), then the reject to the client."""
+                now: int, text: str | None = None, journaled: bool = False) -> None:
+        """Refuse an order: its ``Decision`` journaled (unless the caller did already), then
+        the reject to the client."""
         self.stats["rejected"] += 1
         self.rejects_by_reason[reason] += 1
         if text is None:
             text = Reason(reason).description + (f" ({detail})" if detail else "")
-        self.record(jr.Decision(now, session.session_id, msg.cl_ord_id, msg.account, msg.symbol,
-                                int(reason), text, 0))
+        if not journaled:
+            self._journal_refusal(session, msg, reason, text, now)
         qty = msg.qty if type(msg.qty) is int else 0
         price = msg.price if type(msg.price) is float else 0.0
         # Echoed identifiers are bounded, so a reject always fits a frame (see ``echo``).

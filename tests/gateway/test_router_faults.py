@@ -17,7 +17,7 @@ import pytest
 from checks.calendar import ns_from_local
 from checks.digest import digest
 from checks.engine import Engine as ReferenceEngine
-from checks.enums import ExecType, Hedge, KillScope, Offset, OrdStatus, OrdType, Side, Tif
+from checks.enums import AlertLevel, ExecType, Hedge, KillScope, Offset, OrdStatus, OrdType, Side, Tif
 from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.audit import AuditLog
@@ -84,10 +84,11 @@ def _cfg(**exchange: Any):
 class Live:
     """A gateway's router, engine and journal without sockets."""
 
-    def __init__(self, path: Path, start: int = MON_10 - 1, **exchange: Any) -> None:
+    def __init__(self, path: Path, start: int = MON_10 - 1, router_cls: Any = None,
+                 **exchange: Any) -> None:
         self.path = path
         self.cfg = _cfg(**exchange)
-        self.gw = Gateway(self.cfg, engine_cls=ReferenceEngine)
+        self.gw = Gateway(self.cfg, engine_cls=ReferenceEngine, router_cls=router_cls)
         self.audit = AuditLog(jr.Journal.open(path))
         self.router = r = self.gw.router
         r.audit = self.audit
@@ -495,3 +496,33 @@ def test_an_order_closed_here_but_working_at_the_exchange_is_cancelled_and_alert
                 price=3200.0, side=Side.BUY)  # ...but it is working there after all
     assert type(live.link.sent[-1]) is CancelOrder and live.link.sent[-1].orig_cl_ord_id == x
     assert "had closed as CANCELED" in live.alerts(Reason.UNKNOWN_EXCHANGE_ORDER)[-1].text
+
+
+@pytest.mark.parametrize("router", ["reference", "fast"])
+def test_a_refusal_is_journaled_right_behind_its_order_whatever_it_sets_off(tmp_path, router):
+    """A refusal can set off journaled records of its own (the registry's watch flags an
+    account on an HFT refusal: an admin action and an alert). The refusal's Decision still
+    comes right behind the order — recovery looks for it in the very next record — and a
+    restart replays the day without a disagreement."""
+    from gateway.fast_router import router_class
+
+    live = Live(tmp_path, router_cls=router_class(router))
+    r = live.router
+
+    def counted(account: str, now: int, reason: int) -> None:  # what a watch may journal
+        if reason:
+            r.alert(AlertLevel.WARNING, Reason.REPORT_NEEDS_CORRECTION, f"account:{account}",
+                    "refused while watched", now)
+
+    r.on_counted = counted
+    s = live.logon(1, MON_10)
+    assert live.order(s, "bad", MON_10 + MS, price=3200.5) == ""  # off the tick: refused
+    live.audit.close()
+    with jr.Journal.open(tmp_path) as j:
+        recs = [rec for _, rec in j.read()]
+    i = next(k for k, rec in enumerate(recs) if type(rec) is jr.Inbound
+             and getattr(rec.msg, "cl_ord_id", "") == "bad")
+    assert type(recs[i + 1]) is jr.Decision and recs[i + 1].cl_ord_id == "bad"
+    assert type(recs[i + 2]) is jr.Outbound and type(recs[i + 2].msg) is Alert
+    _, report = live.replay(MON_10 + 2 * MS)
+    assert report.disagreements == []
