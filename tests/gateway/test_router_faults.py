@@ -17,7 +17,17 @@ import pytest
 from checks.calendar import ns_from_local
 from checks.digest import digest
 from checks.engine import Engine as ReferenceEngine
-from checks.enums import AlertLevel, ExecType, Hedge, KillScope, Offset, OrdStatus, OrdType, Side, Tif
+from checks.enums import (
+    AlertLevel,
+    ExecType,
+    Hedge,
+    KillScope,
+    Offset,
+    OrdStatus,
+    OrdType,
+    Side,
+    Tif,
+)
 from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.audit import AuditLog
