@@ -199,6 +199,17 @@ async def test_connections_logging_on_are_neither_evicted_nor_timed_out(make_gat
         return secret == "algo-secret"
 
     monkeypatch.setattr(session_mod, "verify_secret", verify)
+    logging_on: list = []
+    both_logging_on = asyncio.Event()
+    real_logon = session_mod._TABLE[(State.AWAIT_LOGON, Logon)]
+
+    def logon(session, msg) -> None:  # noqa: ANN001 - the session's own handler, then told
+        real_logon(session, msg)
+        logging_on.append(session)
+        if len(logging_on) == 2:
+            both_logging_on.set()
+
+    monkeypatch.setitem(session_mod._TABLE, (State.AWAIT_LOGON, Logon), logon)
     gw = await make_gateway(max_unauthenticated=2, max_unauthenticated_per_source=2,
                             logon_timeout_s=0.3)
     waiting = []
@@ -206,9 +217,8 @@ async def test_connections_logging_on_are_neither_evicted_nor_timed_out(make_gat
         reader, writer = await _bare(gw.port, local=f"127.0.5.{n + 1}")
         writer.write(encode(Logon("algo1", "algo-secret", [], 5.0, True)))
         waiting.append((reader, writer))
-    async with asyncio.timeout(T):  # both are logging on (one hashing, one queued behind it)
-        while sum(s.state == State.LOGGING_ON for s in gw.logons.pending) < 2:
-            await asyncio.sleep(0.001)
+    await asyncio.wait_for(both_logging_on.wait(), T)  # one hashing, one queued behind it
+    assert all(s.state == State.LOGGING_ON for s in logging_on)
     reader, writer = await _bare(gw.port, local="127.0.5.9")
     assert await _until_closed(reader) == []  # refused at once, without a word
     writer.close()
