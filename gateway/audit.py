@@ -56,12 +56,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 
-from gateway.journal import Inbound, Journal, JournalError, JournalIOError, frame
+from gateway.journal import Inbound, Journal, JournalError, JournalIOError, JournalRecord, frame
 from gateway.protocol import NewOrder
 
 log = structlog.get_logger("fengkong.audit")
+
+# A batch holds records, or records already encoded (``bytes``: what the compiled order path
+# journals); the rare path that must look inside one decodes it.
+_record_decoder = msgspec.msgpack.Decoder(JournalRecord)
 
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
@@ -177,7 +182,8 @@ class AuditLog:
             raise err from None  # offline: the caller decides; the batch is kept
         self._retry_task = loop.create_task(self._retry(), name="journal-retry")
         if self.on_failure is not None:
-            self.on_failure(err, [(r.session, r.msg.cl_ord_id) for r in self._batch
+            held = (_record_decoder.decode(r) if type(r) is bytes else r for r in self._batch)
+            self.on_failure(err, [(r.session, r.msg.cl_ord_id) for r in held
                                   if type(r) is Inbound and type(r.msg) is NewOrder])
 
     def _sync_failed(self, err: JournalIOError) -> None:

@@ -55,8 +55,9 @@ class _LinkProtocol(FramedProtocol):
     def __init__(self, link: ExchangeLink) -> None:
         super().__init__(16 * 1024 * 1024, link.router.before_write)
         self.link = link
-        # The compiled router takes a read's reports at once (the rest come to ``on_message``).
-        self.on_messages = getattr(link.router, "exchange_messages", None)
+        # The compiled router takes each read's bytes (reports it handles itself; every other
+        # message comes back to ``on_message``).
+        self.on_data = getattr(link.router, "exchange_data", None)
 
     def on_message(self, msg: Any) -> None:
         self.link.on_message(msg)

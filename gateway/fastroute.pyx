@@ -15,13 +15,19 @@ and the engine's book. Change one, change both.
 """
 
 cimport cython
-from libc.stdint cimport int64_t
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from libc.math cimport isfinite
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
 
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
 from gateway.lifecycle import TRANSITIONS, Action, Event
-from gateway.protocol import CancelOrder, CancelReject, ExecReport, NewOrder
+from gateway.protocol import CancelOrder, CancelReject, ExecReport, Message, NewOrder, ProtocolError
 
 from gateway.router import (
     NS,
@@ -30,6 +36,7 @@ from gateway.router import (
     order_field_problem,
 )
 
+import msgspec
 import structlog
 from collections import deque
 from time import monotonic_ns
@@ -37,6 +44,7 @@ from time import monotonic_ns
 from gateway.session import State
 
 _ACTIVE = State.ACTIVE
+_decode = msgspec.msgpack.Decoder(Message).decode  # a canonical frame: decodes as it reads
 
 log = structlog.get_logger("fengkong.router")
 
@@ -69,6 +77,7 @@ cdef int EV_PARTIAL_FILL = Event.PARTIAL_FILL
 cdef int EV_FULL_FILL = Event.FULL_FILL
 cdef int EV_CANCELED = Event.CANCELED
 cdef int EV_REJECTED = Event.REJECTED
+cdef int A_APPLY = Action.APPLY
 cdef int A_SURPRISE = Action.SURPRISE
 cdef int A_REPEAT = Action.REPEAT
 cdef int A_LATE = Action.LATE
@@ -101,6 +110,258 @@ cdef inline bint _fits(object text, Py_ssize_t limit):
 
 cdef inline bint _final(int status):
     return status == S_FILLED or status == S_CANCELED or status == S_REJECTED
+
+
+# ---------------------------------------------------------------------------- the wire, in C
+# The order path reads its three messages (a client's NewOrder, the exchange's ExecReport and,
+# as a frame to re-send, nothing else) straight from the bytes of the read, and writes the
+# frames it sends and the journal records of what it received straight into their buffers.
+#
+# It takes a frame only when the frame is exactly what ``gateway.protocol``'s msgspec codec
+# would encode for the message it holds ("canonical": the shortest msgpack form of every int
+# and string header, float64 for a float, every field present, ASCII strings, finite prices).
+# Then the journal's record of it can be the frame's own bytes spliced into the record, and
+# be byte-for-byte what the reference router journals after decoding and re-encoding it.
+# Every other frame (non-ASCII text, a float quantity, a missing trailing field, anything
+# unexpected) is decoded by msgspec and takes the object path, which is the reference's.
+
+# (typed: a literal past 2**31 would be a Python int in Cython)
+cdef int64_t U32_MAX = 0xffffffff
+cdef int64_t I32_MIN = -0x80000000
+cdef int64_t I64_MAX = 0x7fffffffffffffff
+
+
+cdef struct Str:                # a string inside the read's bytes: ASCII, not copied
+    const char* p
+    Py_ssize_t n
+
+
+cdef struct OrderIn:            # gateway.protocol.NewOrder
+    Str cl_ord_id
+    Str account
+    Str symbol
+    int64_t side, offset, hedge, ord_type, tif, qty
+    double price
+    Py_ssize_t tail             # where ``account`` starts in the body (the exchange's copy)
+
+
+cdef struct ReportIn:           # gateway.protocol.ExecReport
+    Str cl_ord_id, order_id, account, symbol, text, exec_id
+    int64_t status, exec_type, reason, last_qty, cum_qty, leaves_qty, ts_ns, side, qty
+    int64_t offset, hedge, ord_type, tif
+    double last_px, price
+    bint self_trade
+
+
+DEF K_OTHER = 0                 # decoded by msgspec: the object path
+DEF K_ORDER = 1
+DEF K_REPORT = 2
+
+
+cdef struct Item:               # one frame of a read, between the two passes of a read
+    int kind
+    Py_ssize_t start            # the body's offset in the read's bytes
+    Py_ssize_t length
+    OrderIn order
+    ReportIn report
+
+
+cdef struct Reader:
+    const uint8_t* p
+    const uint8_t* end
+
+
+cdef inline uint32_t _be32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t _be64(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>_be32(p) << 32) | _be32(p + 4)
+
+
+cdef inline bint r_str(Reader* r, Str* out) noexcept nogil:
+    """A canonical str of ASCII characters."""
+    cdef const uint8_t* p = r.p
+    cdef Py_ssize_t n, k
+    if p >= r.end:
+        return False
+    if 0xa0 <= p[0] <= 0xbf:
+        n = p[0] & 0x1f
+        p += 1
+    elif p[0] == 0xd9:
+        if r.end - p < 2:
+            return False
+        n = p[1]
+        if n < 32:
+            return False
+        p += 2
+    elif p[0] == 0xda:
+        if r.end - p < 3:
+            return False
+        n = (<Py_ssize_t>p[1] << 8) | p[2]
+        if n < 256:
+            return False
+        p += 3
+    else:
+        return False  # (str32: longer than any frame the order path takes)
+    if r.end - p < n:
+        return False
+    for k in range(n):
+        if p[k] >= 0x80:
+            return False
+    out.p = <const char*>p
+    out.n = n
+    r.p = p + n
+    return True
+
+
+cdef inline bint r_int(Reader* r, int64_t* out) noexcept nogil:
+    """A canonical int that fits int64 (msgspec: unsigned forms for >= 0, signed below)."""
+    cdef const uint8_t* p = r.p
+    cdef uint8_t b
+    cdef int64_t v
+    cdef uint64_t u
+    if p >= r.end:
+        return False
+    b = p[0]
+    if b <= 0x7f:
+        out[0] = b
+        r.p = p + 1
+        return True
+    if b >= 0xe0:
+        out[0] = <int8_t>b
+        r.p = p + 1
+        return True
+    if b == 0xcc:
+        if r.end - p < 2 or p[1] < 0x80:
+            return False
+        out[0] = p[1]
+        r.p = p + 2
+        return True
+    if b == 0xcd:
+        if r.end - p < 3:
+            return False
+        v = (<int64_t>p[1] << 8) | p[2]
+        if v < 0x100:
+            return False
+        out[0] = v
+        r.p = p + 3
+        return True
+    if b == 0xce:
+        if r.end - p < 5:
+            return False
+        v = _be32(p + 1)
+        if v < 0x10000:
+            return False
+        out[0] = v
+        r.p = p + 5
+        return True
+    if b == 0xcf:
+        if r.end - p < 9:
+            return False
+        u = _be64(p + 1)
+        if u <= U32_MAX or u > <uint64_t>I64_MAX:
+            return False
+        out[0] = <int64_t>u
+        r.p = p + 9
+        return True
+    if b == 0xd0:
+        if r.end - p < 2:
+            return False
+        v = <int8_t>p[1]
+        if v >= -32:
+            return False
+        out[0] = v
+        r.p = p + 2
+        return True
+    if b == 0xd1:
+        if r.end - p < 3:
+            return False
+        v = <int16_t>((<uint16_t>p[1] << 8) | p[2])
+        if v >= -128:
+            return False
+        out[0] = v
+        r.p = p + 3
+        return True
+    if b == 0xd2:
+        if r.end - p < 5:
+            return False
+        v = <int32_t>_be32(p + 1)
+        if v >= -32768:
+            return False
+        out[0] = v
+        r.p = p + 5
+        return True
+    if b == 0xd3:
+        if r.end - p < 9:
+            return False
+        v = <int64_t>_be64(p + 1)
+        if v >= I32_MIN:
+            return False
+        out[0] = v
+        r.p = p + 9
+        return True
+    return False
+
+
+cdef inline bint r_float(Reader* r, double* out) noexcept nogil:
+    """A finite float64 (msgspec writes every float so)."""
+    cdef uint64_t u
+    if r.end - r.p < 9 or r.p[0] != 0xcb:
+        return False
+    u = _be64(r.p + 1)
+    memcpy(out, &u, 8)
+    if not isfinite(out[0]):
+        return False
+    r.p += 9
+    return True
+
+
+cdef inline bint r_bool(Reader* r, bint* out) noexcept nogil:
+    if r.p >= r.end or (r.p[0] != 0xc2 and r.p[0] != 0xc3):
+        return False
+    out[0] = r.p[0] == 0xc3
+    r.p += 1
+    return True
+
+
+cdef inline bint r_tag(Reader* r, const char* tag, Py_ssize_t n) noexcept nogil:
+    cdef Str s
+    return r_str(r, &s) and s.n == n and memcmp(s.p, tag, n) == 0
+
+
+cdef int parse_frame(const uint8_t* body, Py_ssize_t length, Item* item, int want) noexcept nogil:
+    """The kind of one frame's body: ``want`` (K_ORDER or K_REPORT, fields in ``item``) when it
+    is a canonical NewOrder / ExecReport, K_OTHER for anything else (msgspec decodes it)."""
+    cdef Reader r
+    cdef OrderIn* o = &item.order
+    cdef ReportIn* e = &item.report
+    r.p = body
+    r.end = body + length
+    if want == K_ORDER and length > 1 and body[0] == 0x9b and body[1] == 0xa8:  # an array of 11, tag of 8
+        r.p += 1
+        if not (r_tag(&r, "NewOrder", 8) and r_str(&r, &o.cl_ord_id)):
+            return K_OTHER
+        o.tail = r.p - body
+        if (r_str(&r, &o.account) and r_str(&r, &o.symbol) and r_int(&r, &o.side)
+                and r_int(&r, &o.offset) and r_int(&r, &o.hedge) and r_int(&r, &o.ord_type)
+                and r_int(&r, &o.tif) and r_float(&r, &o.price) and r_int(&r, &o.qty)
+                and r.p == r.end):
+            return K_ORDER
+        return K_OTHER
+    if want == K_REPORT and length > 3 and body[0] == 0xdc and body[1] == 0 and body[2] == 23 and body[3] == 0xaa:
+        r.p += 3
+        if (r_tag(&r, "ExecReport", 10) and r_str(&r, &e.cl_ord_id) and r_str(&r, &e.order_id)
+                and r_str(&r, &e.account) and r_str(&r, &e.symbol) and r_int(&r, &e.status)
+                and r_int(&r, &e.exec_type) and r_int(&r, &e.reason) and r_str(&r, &e.text)
+                and r_int(&r, &e.last_qty) and r_float(&r, &e.last_px)
+                and r_int(&r, &e.cum_qty) and r_int(&r, &e.leaves_qty) and r_int(&r, &e.ts_ns)
+                and r_int(&r, &e.side) and r_float(&r, &e.price) and r_int(&r, &e.qty)
+                and r_bool(&r, &e.self_trade) and r_str(&r, &e.exec_id)
+                and r_int(&r, &e.offset) and r_int(&r, &e.hedge) and r_int(&r, &e.ord_type)
+                and r_int(&r, &e.tif) and r.p == r.end):
+            return K_REPORT
+    return K_OTHER
 
 
 @cython.final
@@ -159,6 +420,193 @@ cdef class Order:
         return {s: getattr(self, s) for s in _VIEW_FIELDS}
 
 
+# Writing: the shortest msgpack forms, as msgspec writes them (positive ints unsigned).
+
+cdef inline Py_ssize_t _int_size(int64_t v) noexcept nogil:
+    if v >= 0:
+        return 1 if v <= 0x7f else 2 if v <= 0xff else 3 if v <= 0xffff else \
+            5 if v <= U32_MAX else 9
+    return 1 if v >= -32 else 2 if v >= -128 else 3 if v >= -32768 else \
+        5 if v >= I32_MIN else 9
+
+
+cdef inline Py_ssize_t _str_size(Py_ssize_t n) noexcept nogil:
+    return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
+
+
+cdef inline uint8_t* w_be(uint8_t* p, uint64_t v, int n) noexcept nogil:
+    cdef int k
+    for k in range(n):
+        p[k] = (v >> (8 * (n - 1 - k))) & 0xff
+    return p + n
+
+
+cdef inline uint8_t* w_int(uint8_t* p, int64_t v) noexcept nogil:
+    if v >= 0:
+        if v <= 0x7f:
+            p[0] = <uint8_t>v
+            return p + 1
+        if v <= 0xff:
+            p[0] = 0xcc
+            return w_be(p + 1, <uint64_t>v, 1)
+        if v <= 0xffff:
+            p[0] = 0xcd
+            return w_be(p + 1, <uint64_t>v, 2)
+        if v <= U32_MAX:
+            p[0] = 0xce
+            return w_be(p + 1, <uint64_t>v, 4)
+        p[0] = 0xcf
+        return w_be(p + 1, <uint64_t>v, 8)
+    if v >= -32:
+        p[0] = <uint8_t>(v & 0xff)
+        return p + 1
+    if v >= -128:
+        p[0] = 0xd0
+        return w_be(p + 1, <uint64_t>v, 1)
+    if v >= -32768:
+        p[0] = 0xd1
+        return w_be(p + 1, <uint64_t>v, 2)
+    if v >= I32_MIN:
+        p[0] = 0xd2
+        return w_be(p + 1, <uint64_t>v, 4)
+    p[0] = 0xd3
+    return w_be(p + 1, <uint64_t>v, 8)
+
+
+cdef inline uint8_t* w_str(uint8_t* p, const char* s, Py_ssize_t n) noexcept nogil:
+    if n < 32:
+        p[0] = 0xa0 | <uint8_t>n
+        p += 1
+    elif n < 256:
+        p[0] = 0xd9
+        p = w_be(p + 1, <uint64_t>n, 1)
+    elif n < 65536:
+        p[0] = 0xda
+        p = w_be(p + 1, <uint64_t>n, 2)
+    else:
+        p[0] = 0xdb
+        p = w_be(p + 1, <uint64_t>n, 4)
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef inline uint8_t* w_float(uint8_t* p, double v) noexcept nogil:
+    cdef uint64_t u
+    memcpy(&u, &v, 8)
+    p[0] = 0xcb
+    return w_be(p + 1, u, 8)
+
+
+cdef inline Str _utf8(str text) except *:
+    """A str's UTF-8 bytes (for an ASCII str, its own storage: nothing is copied)."""
+    cdef Str s
+    s.p = PyUnicode_AsUTF8AndSize(text, &s.n)
+    return s
+
+
+cdef inline str _ascii(Str s):
+    return PyUnicode_DecodeASCII(s.p, s.n, NULL)
+
+
+cdef bytes inbound_record(int64_t now, int64_t session, const uint8_t* body, Py_ssize_t n):
+    """``journal.Inbound(now, session, msg)`` encoded, ``body`` being ``msg``'s canonical frame."""
+    cdef bytes rec = PyBytes_FromStringAndSize(NULL, 4 + _int_size(now) + _int_size(session)
+                                               + n + 2)
+    cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(rec)
+    p[0] = 0x95  # [tag, ts_ns, session, msg, raw]
+    p = w_str(p + 1, "in", 2)
+    p = w_int(w_int(p, now), session)
+    memcpy(p, body, n)
+    p[n] = 0xc4  # raw: b""
+    p[n + 1] = 0
+    return rec
+
+
+cdef bytes exchange_record(int64_t now, const uint8_t* body, Py_ssize_t n, int64_t session,
+                           str client_id):
+    """``journal.ExchangeEvent(now, report, "", session, client_id)`` encoded, ``body`` being
+    the report's canonical frame."""
+    cdef Str c = _utf8(client_id)
+    cdef bytes rec = PyBytes_FromStringAndSize(NULL, 6 + _int_size(now) + n + 1
+                                               + _int_size(session) + _str_size(c.n))
+    cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(rec)
+    p[0] = 0x96  # [tag, ts_ns, report, link, session, client_id]
+    p = w_str(p + 1, "exch", 4)
+    p = w_int(p, now)
+    memcpy(p, body, n)
+    p += n
+    p[0] = 0xa0  # link: ""
+    p = w_int(p + 1, session)
+    w_str(p, c.p, c.n)
+    return rec
+
+
+cdef inline uint8_t* _reserve(bytearray out, Py_ssize_t start, Py_ssize_t most) except NULL:
+    PyByteArray_Resize(out, start + most)
+    return <uint8_t*>PyByteArray_AS_STRING(out) + start
+
+
+cdef inline Py_ssize_t _close_frame(bytearray out, Py_ssize_t start, uint8_t* end) except -1:
+    """Cut ``out`` to the frame written from ``start`` to ``end``, write its length header and
+    return the body's length."""
+    cdef uint8_t* base = <uint8_t*>PyByteArray_AS_STRING(out)
+    cdef Py_ssize_t length = end - base - start - 4
+    w_be(base + start, <uint64_t>length, 4)
+    PyByteArray_Resize(out, end - base)
+    return length
+
+
+cdef Py_ssize_t put_exchange_order(bytearray out, str exch_id, const uint8_t* body,
+                                   OrderIn* f, Py_ssize_t length) except -1:
+    """The client's NewOrder frame with the gateway's id for its cl_ord_id (every other field is
+    the client's, as the reference sends them), appended to ``out`` as one frame."""
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
+    cdef Str x = _utf8(exch_id)
+    cdef Py_ssize_t tail = length - f.tail
+    cdef uint8_t* p = _reserve(out, start, 4 + 10 + _str_size(x.n) + tail)
+    p[4] = 0x9b
+    p = w_str(p + 5, "NewOrder", 8)
+    p = w_str(p, x.p, x.n)
+    memcpy(p, body + f.tail, tail)
+    return _close_frame(out, start, p + tail)
+
+
+cdef Py_ssize_t put_report(bytearray out, Order o, int status, ReportIn* f, bint trade,
+                           int64_t now) except -1:
+    """The client's ExecReport for exchange report ``f`` on order ``o`` (``_settle``'s
+    ``out``, field by field), appended to ``out`` as one frame; the body's length."""
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
+    cdef Str clid = _utf8(o.cl_ord_id), oid = _utf8(o.order_id)
+    cdef Str acct = _utf8(o.account), sym = _utf8(o.symbol)
+    cdef uint8_t* p = _reserve(out, start, 4 + 3 + 11 + _str_size(clid.n) + _str_size(oid.n)
+                               + _str_size(acct.n) + _str_size(sym.n) + _str_size(f.text.n)
+                               + _str_size(f.exec_id.n) + 17 * 9 + 1)
+    p[4] = 0xdc  # an array of 23: the tag and 22 fields
+    p[5] = 0
+    p[6] = 23
+    p = w_str(p + 7, "ExecReport", 10)
+    p = w_str(p, clid.p, clid.n)
+    p = w_str(p, oid.p, oid.n)
+    p = w_str(p, acct.p, acct.n)
+    p = w_str(p, sym.p, sym.n)
+    p = w_int(p, status)
+    p = w_int(p, f.exec_type)
+    p = w_int(p, 0)  # reason: only a reject or a cancel has one (not on this path)
+    p = w_str(p, f.text.p, f.text.n)
+    p = w_int(p, f.last_qty if trade else 0)
+    p = w_float(p, f.last_px if trade else 0.0)
+    p = w_int(p, o.cum)
+    p = w_int(p, o.leaves)
+    p = w_int(p, now)
+    p = w_int(p, o.side)
+    p = w_float(p, o.price)
+    p = w_int(p, o.qty)
+    p[0] = 0xc3 if f.self_trade else 0xc2
+    p = w_str(p + 1, f.exec_id.p, f.exec_id.n)
+    p[0] = p[1] = p[2] = p[3] = 0  # offset, hedge, ord_type, tif: a STATUS answer's only
+    return _close_frame(out, start, p + 4)
+
+
 cdef class RouterCore:
     """The order path's state and handlers; ``gateway.router.FastRouter`` adds the rest."""
 
@@ -195,6 +643,12 @@ cdef class RouterCore:
     cdef public object on_counted
     cdef public object ack_latency
     cdef public object recon_seen
+    cdef Item* _items            # a read's frames between its two passes (grown, reused)
+    cdef Py_ssize_t _items_cap
+    cdef bint _reading
+
+    def __dealloc__(self):
+        PyMem_Free(self._items)
 
     # ------------------------------------------------------------------ plumbing
     def record(self, record):
@@ -224,41 +678,264 @@ cdef class RouterCore:
             used = self.used_clids[user] = set()
         return used
 
-    # ------------------------------------------------------------------ a read's messages
-    def client_messages(self, session, list messages):
-        """Every message of one read from a client session (``FramedProtocol.on_messages``):
-        an active session's orders and cancels go to the order path here, anything else to the
-        session's own ``on_message``; the per-message rules of ``FramedProtocol.data_received``
-        hold (stop once the session closes; a bug in one message is that message's
-        ``on_internal_error``)."""
-        session.last_in = monotonic_ns()
-        for msg in messages:
-            if session.closed:
-                break
-            t = type(msg)
-            try:
-                if t is NewOrder and session.state == _ACTIVE:
-                    self.new_order(session, msg, self.clock())
-                elif t is CancelOrder and session.state == _ACTIVE:
-                    self.cancel(session, msg, self.clock())
-                else:
-                    session.on_message(msg)
-            except Exception as exc:
-                session.on_internal_error(msg, exc)
+    # ------------------------------------------------------------------ a read
+    def client_data(self, session, data):
+        """One read from a client session (``FramedProtocol.on_data``): an active session's
+        canonical orders take the compiled path here, its other orders and cancels the object
+        path, and every other message goes back to the session's ``on_message``."""
+        self._read(session, data, True)
 
-    def exchange_messages(self, proto, list messages):
-        """Every message of one read from the exchange link: execution reports here, the rest
-        to the link's ``on_message`` (the same rules as ``client_messages``)."""
+    def exchange_data(self, proto, data):
+        """One read from the exchange link: canonical execution reports here, other reports the
+        object path, the rest the link's ``on_message``."""
+        self._read(proto, data, False)
+
+    cdef Item* _item_room(self, Py_ssize_t count) except NULL:
+        cdef Py_ssize_t cap
+        cdef Item* grown
+        if count > self._items_cap:
+            cap = max(count, 2 * self._items_cap, 64)
+            grown = <Item*>PyMem_Realloc(self._items, cap * sizeof(Item))
+            if grown == NULL:
+                raise MemoryError()
+            self._items = grown
+            self._items_cap = cap
+        return self._items
+
+    cdef int _read(self, proto, data, bint client) except -1:
+        """``FramedProtocol.data_received``, in two passes over the read's frames. First every
+        frame is split and read (a canonical order or report into an ``Item``, anything else
+        decoded by msgspec), so a bad frame anywhere in the read is the protocol error it is in
+        ``FrameDecoder.feed`` before any message of the read is handled; then the messages are
+        handled in order, stopping when the connection closes, a bug in one being that
+        message's ``on_internal_error``. A frame cut by the end of the read waits in the
+        decoder's buffer for the next."""
+        cdef Py_ssize_t n, pos = 0, count = 0, length, k, oi = 0
+        cdef const uint8_t* p
+        cdef Item* it
+        cdef int want = K_ORDER if client else K_REPORT
+        cdef uint32_t max_frame
+        dec = proto.decoder
+        if self._reading or dec._error is not None or type(data) is not bytes:
+            return self._read_objects(proto, data, client)  # (a nested read; a failed stream)
+        max_frame = dec._max_frame
+        buf = dec._buf
+        if PyByteArray_GET_SIZE(buf):
+            buf += data
+            src = buf
+            p = <const uint8_t*>PyByteArray_AS_STRING(buf)
+            n = PyByteArray_GET_SIZE(buf)
+        else:
+            src = data
+            p = <const uint8_t*>PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        objs = None
+        self._reading = True
+        try:
+            try:
+                while n - pos >= 4:
+                    length = _be32(p + pos)
+                    if length == 0 or length > max_frame:
+                        dec.check_length(length)
+                    if n - pos - 4 < length:
+                        break
+                    it = self._item_room(count + 1) + count
+                    it.start = pos + 4
+                    it.length = length
+                    it.kind = parse_frame(p + pos + 4, length, it, want)
+                    if it.kind == K_OTHER:
+                        if objs is None:
+                            objs = []
+                        objs.append(dec.decode_body(src[pos + 4:pos + 4 + length]))
+                    count += 1
+                    pos += 4 + length
+            except ProtocolError as err:
+                proto.on_protocol_error(str(err))
+                return 0
+            proto.messages_in += count
+            if client:
+                proto.last_in = monotonic_ns()
+            for k in range(count):
+                if proto.closed:
+                    break
+                it = self._items + k
+                msg = None
+                try:
+                    if it.kind == K_OTHER:
+                        msg = objs[oi]
+                        oi += 1
+                        self._dispatch(proto, msg, client)
+                    elif it.kind == K_ORDER:
+                        if proto.state == _ACTIVE:
+                            self._fast_order(proto, p + it.start, it, self.clock())
+                        else:
+                            proto.on_message(_decode(src[it.start:it.start + it.length]))
+                    else:
+                        self._fast_report(p + it.start, it, self.clock())
+                except Exception as exc:
+                    if msg is None:
+                        msg = _decode(src[it.start:it.start + it.length])
+                    proto.on_internal_error(msg, exc)
+        finally:
+            self._reading = False
+            if src is buf:
+                if pos:
+                    del buf[:pos]
+            elif pos < n:
+                buf += data[pos:]
+        return 0
+
+    cdef int _read_objects(self, proto, data, bint client) except -1:
+        """The read as ``FramedProtocol.data_received`` handles it, message objects throughout."""
+        try:
+            messages = proto.decoder.feed(data)
+        except ProtocolError as err:
+            proto.on_protocol_error(str(err))
+            return 0
+        proto.messages_in += len(messages)
+        if client:
+            proto.last_in = monotonic_ns()
         for msg in messages:
             if proto.closed:
                 break
             try:
-                if type(msg) is ExecReport:
-                    self.exchange_report(msg, self.clock())
-                else:
-                    proto.on_message(msg)
+                self._dispatch(proto, msg, client)
             except Exception as exc:
                 proto.on_internal_error(msg, exc)
+        return 0
+
+    cdef int _dispatch(self, proto, msg, bint client) except -1:
+        t = type(msg)
+        if client:
+            if t is NewOrder and proto.state == _ACTIVE:
+                self.new_order(proto, msg, self.clock())
+            elif t is CancelOrder and proto.state == _ACTIVE:
+                self.cancel(proto, msg, self.clock())
+            else:
+                proto.on_message(msg)
+        elif t is ExecReport:
+            self.exchange_report(msg, self.clock())
+        else:
+            proto.on_message(msg)
+        return 0
+
+    # ------------------------------------------------------------------ the compiled path
+    cdef int _fast_order(self, session, const uint8_t* body, Item* it, int64_t t) except -1:
+        """``new_order`` for a canonical order frame: the same steps, the order's record being
+        its frame and its copy to the exchange the frame with the gateway's id. Whatever the
+        accepting path does not cover (a field too long, a foreign account, a repeated or
+        over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
+        cdef OrderIn* f = &it.order
+        cdef set used
+        if t >= self.day_end:
+            self._new_day(t)
+        clid = _ascii(f.cl_ord_id)
+        account = _ascii(f.account)
+        msg = NewOrder(clid, account, _ascii(f.symbol), f.side, f.offset, f.hedge, f.ord_type,
+                       f.tif, f.price, f.qty)
+        user = session.user
+        found = self.used_clids.get(user)
+        link = self.link
+        if (not (1 <= f.cl_ord_id.n <= MAX_ID_BYTES and 1 <= f.account.n <= MAX_ACCOUNT_BYTES
+                 and 1 <= f.symbol.n <= MAX_SYMBOL_BYTES)
+                or found is None or self.replaying or self.halted is not None
+                or link is None or not link.up or account not in session.accounts):
+            return self._new_order_object(session, msg, t)
+        used = found
+        if clid in used or len(used) >= self.max_clids_per_user_day:
+            return self._new_order_object(session, msg, t)
+        sid = session.session_id
+        if self.audit is not None:
+            self.audit.append(inbound_record(t, sid, body, it.length))
+        self.stats["orders"] += 1
+        used.add(clid)
+        decision = self.engine.decide(msg, t, sid)
+        self._decided(session, msg, decision, t, user, clid, body, it)
+        return 0
+
+    cdef int _new_order_object(self, session, msg, int64_t t) except -1:
+        self.new_order(session, msg, t)
+        return 0
+
+    cdef int _fast_report(self, const uint8_t* body, Item* it, int64_t t) except -1:
+        """``exchange_report`` for a canonical report that acknowledges or fills a working
+        order whose owner is connected: the same steps, the record being the report's frame and
+        the client's report encoded into its session's buffer. Anything else (an order finished
+        or unknown, a repeated or surprising report, a cancel or reject, observers that want
+        report objects) goes to ``exchange_report`` before any effect."""
+        cdef ReportIn* f = &it.report
+        cdef Order o
+        cdef int et = <int>f.exec_type if -1 <= f.exec_type <= 64 else -1
+        cdef int event, cell, status
+        cdef bint trade = et == ET_TRADE
+        if t >= self.day_end:
+            self._new_day(t)
+        exch_id = _ascii(f.cl_ord_id)
+        ref = self.by_exch.get(exch_id)
+        found = self.orders.get(ref) if ref is not None else None
+        exec_id = None
+        if found is None or self.replaying or self.report_observers or not (et == ET_NEW or trade):
+            return self._report_object(body, it, t)
+        o = found
+        s = o.owner
+        if s is None or s.closed or getattr(s, "_out", None) is None or not 0 <= o.status < 8:
+            return self._report_object(body, it, t)
+        if trade:
+            if f.exec_id.n == 0 or f.last_qty <= 0 or f.last_qty > o.leaves or _final(o.status):
+                return self._report_object(body, it, t)
+            exec_id = _ascii(f.exec_id)
+            if exec_id in self.exec_ids:
+                return self._report_object(body, it, t)
+            event = EV_FULL_FILL if f.last_qty == o.leaves else EV_PARTIAL_FILL
+        else:
+            event = EV_ACK
+        cell = _STEP[o.status][event]
+        if cell < 0 or (cell & 7) != A_APPLY:
+            return self._report_object(body, it, t)
+        status = cell >> 3
+        if self.audit is not None:
+            self.audit.append(exchange_record(t, body, it.length, o.session_id, o.cl_ord_id))
+        engine = self.engine
+        if not trade:
+            engine.apply_ack(o.ref, t)
+            if self.ack_latency is not None:
+                self.ack_latency.observe(t - o.ts_ns)
+        else:
+            outcome = engine.apply_fill(o.ref, f.last_qty, f.last_px, t, f.self_trade)
+            if not outcome.known:
+                log.error("fill refused by the book", exch_id=o.exch_id, qty=f.last_qty)
+                return 0
+            self._seen_id(exec_id)
+            self.stats["fills"] += 1
+            o.cum += f.last_qty
+            o.leaves -= f.last_qty
+            if outcome.alerts:
+                self._alerts(outcome.alerts, t)
+            if outcome.trigger:
+                self._trigger(o.account, outcome.trigger, t)
+        o.status = status
+        if not o.order_id and f.order_id.n:
+            o.order_id = _ascii(f.order_id)
+        s = o.owner
+        if s is not None and not s.closed:
+            out = s._out
+            start = PyByteArray_GET_SIZE(out)
+            if put_report(out, o, status, f, trade, t) > s._max_frame:
+                del out[start:]  # a text too long for the client: the object path cuts it
+                rep = _decode(PyBytes_FromStringAndSize(<const char*>body, it.length))
+                s.send(ExecReport(o.cl_ord_id, o.order_id, o.account, o.symbol, _STATUS[status],
+                                  rep.exec_type, 0, rep.text, rep.last_qty if trade else 0,
+                                  rep.last_px if trade else 0.0, o.cum, o.leaves, t, o.side,
+                                  o.price, o.qty, rep.self_trade, rep.exec_id))
+            else:
+                s.queued(start)
+        if _final(status):
+            self._forget(o)
+        return 0
+
+    cdef int _report_object(self, const uint8_t* body, Item* it, int64_t t) except -1:
+        self.exchange_report(_decode(PyBytes_FromStringAndSize(<const char*>body, it.length)), t)
+        return 0
 
     # ------------------------------------------------------------------ new orders
     def new_order(self, session, msg, now=None, bint engine_saw=True):
@@ -303,6 +980,15 @@ cdef class RouterCore:
             if refusal is not None:
                 return self._reject(session, msg, refusal[0], refusal[1], t)
         decision = self.engine.decide(msg, t, sid)
+        self._decided(session, msg, decision, t, user, clid, NULL, NULL)
+        return None
+
+    cdef int _decided(self, session, msg, decision, int64_t t, str user, str clid,
+                      const uint8_t* body, Item* it) except -1:
+        """What follows the engine's decision on an order (``body``/``it``: its canonical
+        frame, when it came as one, or NULL)."""
+        cdef Order o
+        cdef int64_t qty
         reason = decision.reason
         if reason:  # right behind the order, before what the decision sets off
             self._journal_refusal(session, msg, reason, decision.text, t)
@@ -313,7 +999,7 @@ cdef class RouterCore:
         if reason:
             self._reject(session, msg, reason, None, t, decision.text, True)
         else:
-            stats["accepted"] += 1
+            self.stats["accepted"] += 1
             qty = int(msg.qty)
             self.order_seq += 1
             exch_id = self.prefix + format(self.order_seq, "x")
@@ -323,11 +1009,24 @@ cdef class RouterCore:
             self.by_exch[exch_id] = o.ref
             self.by_clid[(user, clid)] = o.ref
             if not self.replaying and self.link is not None:
-                self.link.send(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset,
-                                        msg.hedge, msg.ord_type, msg.tif, msg.price, qty))
+                self._order_to_exchange(exch_id, msg, qty, body, it)
         if decision.trigger:
             self._trigger(msg.account, decision.trigger, t)
-        return None
+        return 0
+
+    cdef int _order_to_exchange(self, str exch_id, msg, int64_t qty, const uint8_t* body,
+                                Item* it) except -1:
+        link = self.link
+        proto = getattr(link, "proto", None) if body != NULL else None
+        if proto is None or proto.closed or getattr(proto, "_out", None) is None:
+            link.send(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset, msg.hedge,
+                               msg.ord_type, msg.tif, msg.price, qty))
+        else:  # the client's frame with the gateway's id, encoded into the link's buffer
+            out = proto._out
+            start = PyByteArray_GET_SIZE(out)
+            put_exchange_order(out, exch_id, body, &it.order, it.length)
+            proto.queued(start)
+        return 0
 
     def _track(self, Order o):
         self.orders[o.ref] = o
@@ -598,12 +1297,15 @@ cdef class RouterCore:
             finished.popitem(last=False)
 
     def _seen_execution(self, rep):
-        exec_id = rep.exec_id
+        self._seen_id(rep.exec_id)
+
+    cdef int _seen_id(self, str exec_id) except -1:
         if exec_id:
             exec_ids = self.exec_ids
             exec_ids[exec_id] = None
             if len(exec_ids) > self.exec_id_memory:
                 exec_ids.popitem(last=False)
+        return 0
 
 
 # The enum members the reference passes (equal to their ints on the wire and in every
@@ -612,3 +1314,33 @@ _STATUS = {int(s): s for s in OrdStatus}
 _VIEW_FIELDS = ("ref", "session_id", "user", "cl_ord_id", "exch_id", "order_id", "account",
                 "symbol", "side", "price", "qty", "cum", "leaves", "status", "ts_ns", "cancel_id",
                 "adopted")
+
+
+# ------------------------------------------------------------------ the wire code, for tests
+def read_fields(bytes body, bint client):
+    """The fields the compiled reader takes from one frame body, as a tuple in the message's
+    field order, or None when it leaves the frame to msgspec (``client``: a NewOrder is
+    expected, else an ExecReport). tests/gateway/test_fastroute_wire.py holds it to msgspec."""
+    cdef Item it
+    cdef OrderIn* o = &it.order
+    cdef ReportIn* e = &it.report
+    kind = parse_frame(<const uint8_t*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), &it,
+                       K_ORDER if client else K_REPORT)
+    if kind == K_ORDER:
+        return (_ascii(o.cl_ord_id), _ascii(o.account), _ascii(o.symbol), o.side, o.offset,
+                o.hedge, o.ord_type, o.tif, o.price, o.qty)
+    if kind == K_REPORT:
+        return (_ascii(e.cl_ord_id), _ascii(e.order_id), _ascii(e.account), _ascii(e.symbol),
+                e.status, e.exec_type, e.reason, _ascii(e.text), e.last_qty, e.last_px,
+                e.cum_qty, e.leaves_qty, e.ts_ns, e.side, e.price, e.qty, e.self_trade,
+                _ascii(e.exec_id), e.offset, e.hedge, e.ord_type, e.tif)
+    return None
+
+
+def records_of(int64_t now, int64_t session, bytes body, str client_id=""):
+    """The journal records the compiled path writes for a canonical frame ``body``: its
+    ``Inbound`` from ``session`` and its ``ExchangeEvent`` owned by (``session``,
+    ``client_id``), encoded. For tests."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+    return inbound_record(now, session, p, n), exchange_record(now, p, n, session, client_id)

@@ -36,11 +36,12 @@ class FramedProtocol(asyncio.Protocol):
         self.congested = False
         self.closed = False
         self.peer: str = ""
-        # Takes every message of one read at once, instead of ``on_message`` one by one: the
-        # compiled router's ``client_messages`` / ``exchange_messages`` (gateway.fastroute),
-        # which keep this loop's rules (stop when closed; a bug in one message is that
-        # message's ``on_internal_error``) and dispatch the order path without Python frames.
-        self.on_messages: Callable[[FramedProtocol, list], None] | None = None
+        # Takes each read's bytes instead of ``data_received``'s decode-and-dispatch loop: the
+        # compiled router's ``client_data`` / ``exchange_data`` (gateway.fastroute), which split
+        # and read the frames themselves, keep this loop's rules (a bad frame anywhere in the
+        # read is a protocol error before any message of it is handled; stop when closed; a bug
+        # in one message is that message's ``on_internal_error``) and count ``messages_in``.
+        self.on_data: Callable[[FramedProtocol, bytes], None] | None = None
         # Messages received, ever (counted once a read, whichever path takes them): the
         # console's per-session rate is this count's change.
         self.messages_in = 0
@@ -63,15 +64,15 @@ class FramedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.on_data is not None:
+            self.on_data(self, data)
+            return
         try:
             messages = self.decoder.feed(data)
         except ProtocolError as err:
             self.on_protocol_error(str(err))
             return
         self.messages_in += len(messages)
-        if self.on_messages is not None:
-            self.on_messages(self, messages)
-            return
         for msg in messages:
             if self.closed:
                 break
@@ -107,7 +108,13 @@ class FramedProtocol(asyncio.Protocol):
         """Queue one frame; every frame queued this loop turn leaves in one write."""
         if self.closed:
             return
+        start = len(self._out)
         encode_into(msg, self._out)
+        self.queued(start)
+
+    def queued(self, start: int) -> None:
+        """Frames were appended to ``_out`` from ``start`` on (by ``send``, or encoded there
+        directly by the compiled order path): they leave with this loop turn's write."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)

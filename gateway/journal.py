@@ -779,7 +779,7 @@ class Journal:
                     self._after_write()
                 return self._next - 1
         for record in records:  # refuse a bad batch before writing any of it
-            if type(record) not in _RECORD_TYPE_SET:
+            if type(record) not in _RECORD_TYPE_SET and type(record) is not bytes:
                 _frame(record, 0, bytearray())  # raises the TypeError with its explanation
         out = bytearray()
         count = 0
@@ -985,14 +985,21 @@ except ImportError:
     _frame_many = None
 
 
-def _frame(record: JournalRecord, seq: int, out: bytearray) -> None:
-    """Append one record, framed as it sits in a segment, to ``out``."""
-    if type(record) not in _RECORD_TYPE_SET:
+def _frame(record: JournalRecord | bytes, seq: int, out: bytearray) -> None:
+    """Append one record, framed as it sits in a segment, to ``out``.
+
+    ``record`` may be a record already encoded: ``bytes``, its msgpack body exactly as
+    ``msgspec`` encodes the record (the compiled order path journals what it received that way,
+    splicing the frame it read into the record; see ``gateway.fastroute``)."""
+    if type(record) is bytes:
+        body = record
+    elif type(record) not in _RECORD_TYPE_SET:
         raise _not_a_record(record)
-    try:
-        body = _encode(record)
-    except (TypeError, OverflowError) as err:
-        raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
+    else:
+        try:
+            body = _encode(record)
+        except (TypeError, OverflowError) as err:
+            raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
     length = len(body)
     if length > MAX_RECORD:
         raise ValueError(f"record {seq} is {length} bytes; the maximum is {MAX_RECORD}")

@@ -11,6 +11,8 @@ zlib's CRC-32 (the same polynomial, reflected; the same value for any input).
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcpy
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 DEF HEADER = 16
@@ -75,7 +77,8 @@ def frame_many(list records, uint64_t first_seq, bytearray out, encode_into, fro
     """Append ``records`` to ``out`` framed with sequence numbers from ``first_seq``.
 
     ``encode_into`` is the journal's ``msgspec.msgpack.Encoder().encode_into``; ``types`` the
-    journal's record types, ``not_a_record`` its error for anything else. On a record that is not one of them, does not encode or is over
+    journal's record types, ``not_a_record`` its error for anything else; a ``bytes`` item is
+    a record already encoded (its body, copied as it is). On a record that is not one of them, does not encode or is over
     ``max_record`` bytes, ``out`` is cut back to where that record began and the error names it
     as ``gateway.journal._frame`` would; what came before stays framed."""
     cdef Py_ssize_t start, body
@@ -84,14 +87,19 @@ def frame_many(list records, uint64_t first_seq, bytearray out, encode_into, fro
     cdef uint8_t* p
     for record in records:
         start = PyByteArray_GET_SIZE(out)
-        if type(record) not in types:
+        if type(record) is bytes:  # a record already encoded: its body as it is
+            PyByteArray_Resize(out, start + HEADER + PyBytes_GET_SIZE(record))
+            memcpy(PyByteArray_AS_STRING(out) + start + HEADER, PyBytes_AS_STRING(record),
+                   PyBytes_GET_SIZE(record))
+        elif type(record) not in types:
             raise not_a_record(record)
-        PyByteArray_Resize(out, start + HEADER)
-        try:
-            encode_into(record, out, start + HEADER)
-        except (TypeError, OverflowError) as err:
-            PyByteArray_Resize(out, start)
-            raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
+        else:
+            PyByteArray_Resize(out, start + HEADER)
+            try:
+                encode_into(record, out, start + HEADER)
+            except (TypeError, OverflowError) as err:
+                PyByteArray_Resize(out, start)
+                raise TypeError(f"{type(record).__name__} cannot be journaled: {err}") from err
         body = PyByteArray_GET_SIZE(out) - start - HEADER
         if body > max_record:
             PyByteArray_Resize(out, start)

@@ -365,10 +365,8 @@ class FrameDecoder:
         unpack_from = _HEADER.unpack_from
         while end - pos >= HEADER_SIZE:
             (length,) = unpack_from(buf, pos)
-            if length > max_frame:
-                self._fail(f"frame length {length} exceeds the maximum of {max_frame} bytes")
-            if length == 0:
-                self._fail("empty frame (length 0); every frame carries one message")
+            if length > max_frame or length == 0:
+                self.check_length(length)
             start = pos + HEADER_SIZE
             pos = start + length
             if pos > end:
@@ -378,24 +376,44 @@ class FrameDecoder:
             body = buf[start:pos]
             try:
                 out.append(decode(body))
-            except msgspec.ValidationError as err:
-                self._fail(f"invalid message: {_explain(err, body)}")
-            except msgspec.DecodeError as err:
-                self._fail(f"malformed msgpack in frame body: {err}")
-            except UnicodeDecodeError as err:
-                # msgspec lets this escape for a str with bad UTF-8; it is still a bad frame.
-                tag = _peek(body)[1]
-                where = f"{tag} frame" if tag in _FIELDS else "frame"
-                self._fail(
-                    f"malformed msgpack in frame body: a string in the {where} is not UTF-8"
-                    f" ({err.reason})"
-                )
-            except RecursionError:
-                # msgspec recurses to skip nested values (e.g. extra trailing elements).
-                self._fail("malformed msgpack in frame body: arrays or maps nested too deeply")
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
+                    RecursionError) as err:
+                self._failed_body(body, err)
         if pos:
             del buf[:pos]
         return out
+
+    def decode_body(self, body: bytes | bytearray) -> _Msg:
+        """One frame's body (without its length header) as its message; ``ProtocolError`` as
+        ``feed`` raises it. For a reader that splits frames itself (``gateway.fastroute``)."""
+        if self._error is not None:
+            raise ProtocolError(f"stream already failed: {self._error}")
+        try:
+            return self._decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
+                RecursionError) as err:
+            self._failed_body(body, err)
+
+    def check_length(self, length: int) -> None:
+        """``ProtocolError`` for a frame length ``feed`` would refuse (for the same readers)."""
+        if length > self._max_frame:
+            self._fail(f"frame length {length} exceeds the maximum of {self._max_frame} bytes")
+        if length == 0:
+            self._fail("empty frame (length 0); every frame carries one message")
+
+    def _failed_body(self, body: bytes | bytearray, err: Exception) -> NoReturn:
+        if isinstance(err, msgspec.ValidationError):
+            self._fail(f"invalid message: {_explain(err, body)}")
+        if isinstance(err, msgspec.DecodeError):
+            self._fail(f"malformed msgpack in frame body: {err}")
+        if isinstance(err, UnicodeDecodeError):
+            # msgspec lets this escape for a str with bad UTF-8; it is still a bad frame.
+            tag = _peek(body)[1]
+            where = f"{tag} frame" if tag in _FIELDS else "frame"
+            self._fail(f"malformed msgpack in frame body: a string in the {where} is not UTF-8"
+                       f" ({err.reason})")
+        # msgspec recurses to skip nested values (e.g. extra trailing elements).
+        self._fail("malformed msgpack in frame body: arrays or maps nested too deeply")
 
     def close(self) -> None:
         """Call at end of stream: a partial frame still buffered is a truncated frame.

@@ -68,6 +68,7 @@ from gateway.protocol import (
     NewOrder,
     OrderStatusEnd,
     OrderStatusRequest,
+    encode_into,
     fit_frame,
     terminal_problem,
 )
@@ -277,9 +278,9 @@ class ClientSession(FramedProtocol):
         super().__init__(router.cfg.gateway.max_frame, router.before_write)
         self._max_frame = router.cfg.gateway.max_frame
         self._max_buffer = router.cfg.gateway.max_client_buffer
-        # The compiled router takes a read's messages at once (orders and cancels of an active
-        # session go straight to it; everything else comes back to ``on_message``).
-        self.on_messages = getattr(router, "client_messages", None)
+        # The compiled router takes each read's bytes (an active session's orders and cancels it
+        # handles itself; every other message comes back to ``on_message``).
+        self.on_data = getattr(router, "client_data", None)
         self.router = router
         self.guard = guard
         self.lockout = guard.lockout
@@ -363,15 +364,22 @@ class ClientSession(FramedProtocol):
                      cancelled=cancelled, reason=self.dropped_reason or str(exc or "closed"))
 
     def send(self, msg: Any) -> None:
+        if self.closed:
+            return
         out = self._out
         start = len(out)
-        super().send(msg)
+        encode_into(msg, out)
         # No frame may exceed the limit the peer enforces (it would close the stream): the
         # rare over-long one (a text echoing what the client sent) is re-sent with its texts cut.
         if len(out) - start - HEADER_SIZE > self._max_frame:
             del out[start:]
-            super().send(fit_frame(msg, self._max_frame))
+            encode_into(fit_frame(msg, self._max_frame), out)
+        self.queued(start)
+
+    def queued(self, start: int) -> None:
+        super().queued(start)
         # Held beyond the limit: dropped (the cheap bound first, the exact figure to decide).
+        out = self._out
         if len(out) + self._buffered > self._max_buffer \
                 and self.write_buffer_size() > self._max_buffer:
             self.drop_slow_consumer()

@@ -32,6 +32,7 @@ from gateway.protocol import (
     CancelOrder,
     CancelReject,
     ExecReport,
+    FrameDecoder,
     Logon,
     NewOrder,
     OrderStatusEnd,
@@ -39,6 +40,7 @@ from gateway.protocol import (
 )
 from gateway.router import Router
 from gateway.server import Gateway
+from gateway.session import State
 from tests.conftest import EXAMPLES
 from tests.gateway.test_router_faults import FakeLink, FakeSession
 
@@ -51,13 +53,62 @@ ACCOUNTS = ("A001", "A004")
 
 
 class Session(FakeSession):
-    """A client session that keeps the bytes it was sent."""
+    """A client session that keeps the bytes it was sent: frames ``send`` encodes, and frames
+    the compiled path encodes into its buffer (``_out``, then ``queued``), as a
+    ``gateway.framed.FramedProtocol`` takes them. What it receives comes as bytes
+    (``FastRouter.client_data``), read by its own ``FrameDecoder``."""
 
     def __init__(self, sid: int) -> None:
         super().__init__(sid, USER, ACCOUNTS)
+        self.state = State.ACTIVE
+        self.decoder = FrameDecoder()
+        self._out = bytearray()
+        self._max_frame = 300  # a long text from the exchange takes the object path
+        self.messages_in = 0
+        self.last_in = 0
+        self.problems: list[str] = []
 
     def send(self, msg: Any) -> None:
         self.sent.append(encode(msg))
+
+    def queued(self, start: int) -> None:
+        self.sent.append(bytes(self._out[start:]))
+        del self._out[start:]
+
+    def on_message(self, msg: Any) -> None:
+        raise AssertionError(f"the router passed back {msg!r}")
+
+    def on_protocol_error(self, text: str) -> None:
+        self.problems.append(text)
+
+    def on_internal_error(self, msg: Any, exc: Exception) -> None:
+        raise exc
+
+
+class Link(FakeLink):
+    """The exchange link: what the compiled path encodes into the connection's buffer is
+    decoded back into ``sent``; what the exchange says comes as bytes (``exchange_data``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proto = self
+        self.closed = False
+        self.decoder = FrameDecoder()
+        self._out = bytearray()
+        self.messages_in = 0
+
+    def queued(self, start: int) -> None:
+        self.sent.extend(FrameDecoder().feed(bytes(self._out[start:])))
+        del self._out[start:]
+
+    def on_message(self, msg: Any) -> None:
+        raise AssertionError(f"the router passed back {msg!r}")
+
+    def on_protocol_error(self, text: str) -> None:
+        raise AssertionError(text)
+
+    def on_internal_error(self, msg: Any, exc: Exception) -> None:
+        raise exc
 
 
 class Side_:
@@ -72,7 +123,9 @@ class Side_:
         assert type(r) is router_cls
         r.audit = self.audit
         r.prefix = "gw.t."  # the same exchange ids on both sides
-        r.link = self.link = FakeLink()
+        r.link = self.link = Link()
+        self.now = T0
+        r.clock = lambda: self.now
         r.record(jr.State(T0 - 1, "boot", r.prefix.encode()))
         self.sessions: dict[int, Session] = {}
         for sid in (1, 2):
@@ -115,39 +168,66 @@ def _report(side: Side_, k: int, et: int, status: int, **kw: Any) -> ExecReport 
     return ExecReport(o.cl_ord_id, f"X{k % len(orders)}", o.account, o.symbol, status, et, **kw)
 
 
+def _from_client(side: Side_, s: Session, *msgs: Any) -> None:
+    """Messages of one read from a client: the compiled router reads their bytes, the reference
+    takes the decoded messages as ``FramedProtocol.data_received`` hands them over."""
+    r = side.router
+    if type(r) is FastRouter:
+        r.client_data(s, b"".join(encode(m) for m in msgs))
+        assert not s.problems, s.problems
+        return
+    for m in msgs:
+        if type(m) is NewOrder:
+            r.new_order(s, m, side.now)
+        else:
+            r.cancel(s, m, side.now)
+
+
+def _from_exchange(side: Side_, rep: ExecReport | None) -> None:
+    r = side.router
+    if rep is None:
+        return
+    if type(r) is FastRouter:
+        r.exchange_data(side.link, encode(rep))
+    else:
+        r.exchange_report(rep, side.now)
+
+
+def _order(step: tuple) -> NewOrder:
+    _, sid, clid, account, side_, offset, ticks, qty = step
+    return NewOrder(clid if type(clid) is str else f"c{clid}", account, "rb2605", side_, offset,
+                    Hedge.SPEC, OrdType.LIMIT, Tif.GFD, 3200.0 + ticks, qty)
+
+
 def apply(side: Side_, step: tuple, now: int) -> None:
     r = side.router
+    side.now = now
     kind = step[0]
     if kind == "order":
-        _, sid, clid, account, side_, offset, ticks, qty = step
-        s = side.sessions.get(sid)
+        s = side.sessions.get(step[1])
         if s is not None and not s.closed:
-            r.new_order(s, NewOrder(f"c{clid}", account, "rb2605", side_, offset, Hedge.SPEC,
-                                    OrdType.LIMIT, Tif.GFD, 3200.0 + ticks, qty), now)
+            _from_client(side, s, _order(step))
+    elif kind == "burst":  # several orders in one read
+        s = side.sessions.get(step[1])
+        if s is not None and not s.closed:
+            _from_client(side, s, *(_order(o) for o in step[2]))
     elif kind == "cancel":
         _, sid, clid, account = step
         s = side.sessions.get(sid)
         if s is not None and not s.closed:
-            r.cancel(s, CancelOrder(f"x{now}", f"c{clid}", account), now)
+            _from_client(side, s, CancelOrder(f"x{now}", f"c{clid}", account))
     elif kind == "ack":
-        rep = _report(side, step[1], ExecType.NEW, OrdStatus.NEW)
-        if rep is not None:
-            r.exchange_report(rep, now)
+        _from_exchange(side, _report(side, step[1], ExecType.NEW, OrdStatus.NEW,
+                                     text=step[2] if len(step) > 2 else ""))
     elif kind == "fill":
         _, k, qty, exec_n = step
-        rep = _report(side, k, ExecType.TRADE, OrdStatus.PARTIALLY_FILLED, last_qty=qty,
-                      last_px=3200.0, exec_id=f"E{exec_n}")
-        if rep is not None:
-            r.exchange_report(rep, now)
+        _from_exchange(side, _report(side, k, ExecType.TRADE, OrdStatus.PARTIALLY_FILLED,
+                                     last_qty=qty, last_px=3200.0, exec_id=f"E{exec_n}"))
     elif kind == "canceled":
-        rep = _report(side, step[1], ExecType.CANCELED, OrdStatus.CANCELED)
-        if rep is not None:
-            r.exchange_report(rep, now)
+        _from_exchange(side, _report(side, step[1], ExecType.CANCELED, OrdStatus.CANCELED))
     elif kind == "reject":
-        rep = _report(side, step[1], ExecType.REJECTED, OrdStatus.REJECTED, reason=step[2],
-                      text="exchange says no")
-        if rep is not None:
-            r.exchange_report(rep, now)
+        _from_exchange(side, _report(side, step[1], ExecType.REJECTED, OrdStatus.REJECTED,
+                                     reason=step[2], text="exchange says no"))
     elif kind == "cxl_reject":
         cancels = side.exch_cancels()
         if cancels:
@@ -194,9 +274,17 @@ steps = st.one_of(
     st.tuples(st.just("order"), st.sampled_from((1, 2)), st.just(99), st.just("A001"),
               st.just(Side.BUY), st.just(Offset.OPEN), st.just(0),
               st.sampled_from((1, 2.5, 10**9))),  # whole, fractional, absurd quantities
+    # identifiers the compiled reader leaves to msgspec (not ASCII) or refuses (too long)
+    st.tuples(st.just("order"), st.sampled_from((1, 2)), st.sampled_from(("单1", "c" * 65, "")),
+              st.just("A001"), st.just(Side.BUY), st.just(Offset.OPEN), st.just(0), st.just(1)),
+    st.tuples(st.just("burst"), st.sampled_from((1, 2)), st.lists(
+        st.tuples(st.just("order"), st.just(0), clids, st.sampled_from(("A001", "A004")),
+                  st.sampled_from((Side.BUY, Side.SELL)), st.just(Offset.OPEN),
+                  st.integers(-3, 3), st.integers(1, 3)), min_size=2, max_size=5)),
     st.tuples(st.just("cancel"), st.sampled_from((1, 2)), clids,
               st.sampled_from(("A001", "A004"))),
     st.tuples(st.just("ack"), st.integers(0, 20)),
+    st.tuples(st.just("ack"), st.integers(0, 20), st.sampled_from(("ok", "好", "t" * 300))),
     st.tuples(st.just("fill"), st.integers(0, 20), st.integers(0, 4), st.integers(0, 15)),
     st.tuples(st.just("canceled"), st.integers(0, 20)),
     st.tuples(st.just("reject"), st.integers(0, 20), st.sampled_from((0, 1202))),
