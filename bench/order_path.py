@@ -1,13 +1,15 @@
-"""The gateway's own per-order work, without sockets: router + engine + journal, in one process.
+"""The gateway's own per-order work, without sockets: a read of orders in, the exchange's reads of
+acks and fills back, through router + engine + journal, in one process.
 
 The end-to-end harness (``fengkong bench``) measures what a client sees, sockets and all, on a
 machine shared with the load generator and the simulator; it takes minutes and is noisy. This
-drives the same code a live gateway runs for each order — ``Router.new_order`` on a client's
-``NewOrder``, then ``Router.exchange_report`` on the exchange's ack and its fill — with a
-session and an exchange link that only count, the bench configuration's 256 accounts and 8
-contracts, and the journal on a real directory (one write per batch of orders, as one socket
-read gives). What it leaves out is what the bare forwarder pays as well: decoding and encoding
-frames and the socket calls.
+drives the same code a live gateway runs between the socket read and the socket write: a
+client's read of ``--batch`` NewOrder frames, then the exchange's read of their acks and one of
+their fills, each handed over as bytes as ``FramedProtocol.data_received`` gets them (the
+compiled router's ``client_data`` / ``exchange_data``; the reference router behind the same
+``FrameDecoder`` loop), with the bench configuration's 256 accounts and 8 contracts and the
+journal on a real directory (one write per read). The frames the gateway sends are encoded
+into the connections' buffers and dropped there; what it leaves out are the socket calls.
 
 Run: ``.venv/bin/python -m bench.order_path [--orders N] [--batch B] [--journal DIR|off]
 [--engine cython|reference] [--router fast|reference|both] [--rounds R] [--profile]``; it prints
@@ -26,20 +28,82 @@ import pstats
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from bench import benchconfig as bc
 from bench.loadgen import InstrumentSpec, build_flow
-from bench.soak import NullLink, NullSession
 from checks.enums import ExecType, Hedge, OrdStatus, OrdType, Tif
 from gateway import journal as jr
 from gateway.config import load_gateway_config
 from gateway.fast_router import router_class
-from gateway.protocol import ExecReport, Logon, NewOrder
+from gateway.protocol import (
+    DEFAULT_MAX_FRAME,
+    ExecReport,
+    FrameDecoder,
+    Logon,
+    NewOrder,
+    encode,
+)
 from gateway.server import Gateway
+from gateway.session import State
 
-SESSION_ID = 1  # NullSession's
+SESSION_ID = 1
+
+
+class Connection:
+    """A connection's ends as the router sees them (``gateway.framed.FramedProtocol``'s
+    attributes), with no socket: what is queued to it is counted and dropped."""
+
+    def __init__(self) -> None:
+        self.state = State.ACTIVE
+        self.closed = False
+        self.decoder = FrameDecoder()
+        self._out = self.frame_buffer = bytearray()
+        self._max_frame = DEFAULT_MAX_FRAME
+        self.messages_in = 0
+        self.last_in = 0
+        self.frames = 0
+
+    def send(self, msg: Any) -> None:
+        self.frames += 1
+
+    def queued(self, start: int) -> None:
+        self.frames += 1
+        del self._out[start:]
+
+    def on_message(self, msg: Any) -> None:
+        raise SystemExit(f"bench flow: unexpected {type(msg).__name__}")
+
+    def on_protocol_error(self, text: str) -> None:
+        raise SystemExit(f"bench flow: {text}")
+
+    def on_internal_error(self, msg: Any, exc: Exception) -> None:
+        raise exc
+
+
+class BenchSession(Connection):
+    def __init__(self, accounts: frozenset[str]) -> None:
+        super().__init__()
+        self.session_id = SESSION_ID
+        self.user = bc.USER
+        self.accounts = accounts
+        self.cancel_on_disconnect = False
+        self.automated = True
+
+
+class BenchLink(Connection):
+    """The exchange link, up; its connection is itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.proto = self
+
+    def send(self, msg: Any) -> bool:
+        self.frames += 1
+        return True
 
 
 class OrderPath:
@@ -57,10 +121,10 @@ class OrderPath:
             from checks.engine import Engine as engine_cls  # noqa: N813
         self.gw = Gateway(cfg, engine_cls=engine_cls, router_cls=router_class(router))
         self.router = r = self.gw.router
-        r.link = self.link = NullLink()
+        r.link = self.link = BenchLink()
         universe = bc.load_bench_universe()
         user = cfg.users[bc.USER]
-        self.session = NullSession(frozenset(user.accounts))
+        self.session = BenchSession(frozenset(user.accounts))
         now = time.time_ns()
         r.record(jr.Inbound(now, SESSION_ID, Logon(bc.USER, "***", list(user.accounts), 5.0,
                                                    False)))
@@ -70,6 +134,10 @@ class OrderPath:
         self.flow = build_flow(list(universe.accounts), specs)
         self.pos = 0
         self.seq = 0
+        self.exch_seq = 0
+        # How a read reaches the router: the compiled one takes the bytes; the reference
+        # takes what the connection's FrameDecoder makes of them, message by message.
+        self.compiled = hasattr(r, "client_data")
 
     def orders(self, n: int) -> list[NewOrder]:
         out = []
@@ -82,27 +150,48 @@ class OrderPath:
                                 OrdType.LIMIT, Tif.GFD, price, qty))
         return out
 
-    def run_batch(self, orders: list[NewOrder]) -> None:
-        """Each order in, its ack and its fill back, as one read's worth of work; then the
-        journal's write-ahead flush (what the session does before its write)."""
+    def reads(self, n: int) -> tuple[bytes, bytes, bytes]:
+        """The three reads of one batch: ``n`` orders from the client, then their acks, then
+        their fills from the exchange (every order of the bench flow is accepted, so the
+        gateway's ids for them are the next ``n``)."""
+        orders = self.orders(n)
+        acks, fills = [], []
+        for i, o in enumerate(orders):
+            self.exch_seq += 1
+            exch_id = self.router.prefix + format(self.exch_seq, "x")
+            acks.append(encode(ExecReport(exch_id, f"X{i}", o.account, o.symbol,
+                                          OrdStatus.NEW, ExecType.NEW)))
+            fills.append(encode(ExecReport(exch_id, f"X{i}", o.account, o.symbol,
+                                           OrdStatus.FILLED, ExecType.TRADE, last_qty=o.qty,
+                                           last_px=o.price, exec_id=f"E{exch_id}")))
+        return b"".join(encode(o) for o in orders), b"".join(acks), b"".join(fills)
+
+    def run_batch(self, reads: tuple[bytes, bytes, bytes]) -> None:
+        """The three reads, each followed by the journal's write-ahead flush (what the
+        connection does before its write)."""
         r, s, link = self.router, self.session, self.link
-        clock = time.time_ns
-        acked = []
-        for msg in orders:
-            r.new_order(s, msg, clock())
-            sent = link.last
-            if sent is not None:
-                acked.append(sent)
-                link.last = None
-        for i, o in enumerate(acked):
-            r.exchange_report(ExecReport(o.cl_ord_id, f"X{i}", o.account, o.symbol,
-                                         OrdStatus.NEW, ExecType.NEW), clock())
-        for i, o in enumerate(acked):
-            r.exchange_report(ExecReport(o.cl_ord_id, f"X{i}", o.account, o.symbol,
-                                         OrdStatus.FILLED, ExecType.TRADE, last_qty=o.qty,
-                                         last_px=o.price, exec_id=f"E{o.cl_ord_id}"), clock())
-        if r.audit is not None:
-            r.audit.flush()
+        audit = r.audit
+        if self.compiled:
+            r.client_data(s, reads[0])
+            if audit is not None:
+                audit.flush()
+            r.exchange_data(link, reads[1])
+            if audit is not None:
+                audit.flush()
+            r.exchange_data(link, reads[2])
+        else:
+            clock = r.clock
+            for msg in s.decoder.feed(reads[0]):
+                r.new_order(s, msg, clock())
+            if audit is not None:
+                audit.flush()
+            for data in reads[1:]:
+                for msg in link.decoder.feed(data):
+                    r.exchange_report(msg, clock())
+                if audit is not None:
+                    audit.flush()
+        if audit is not None:
+            audit.flush()
 
     def close(self) -> None:
         if self.gw.audit is not None:
@@ -116,7 +205,7 @@ def measure(path: OrderPath, n: int, batch: int) -> float:
 
 
 async def _measure(path: OrderPath, n: int, batch: int) -> float:
-    batches = [path.orders(batch) for _ in range(n // batch)]
+    batches = [path.reads(batch) for _ in range(n // batch)]
     accepted_before = path.router.stats["accepted"]
     journal = path.gw.journal
     # Interval fsyncs in a worker thread, as the gateway runs them (its CPU counts here too).

@@ -18,7 +18,8 @@ cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from libc.stdio cimport snprintf
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
@@ -508,6 +509,18 @@ cdef inline str _ascii(Str s):
     return PyUnicode_DecodeASCII(s.p, s.n, NULL)
 
 
+cdef str _with_hex(str prefix, int64_t n):
+    """``prefix + format(n, "x")``, for n >= 0 (the gateway's exchange ids)."""
+    cdef char buf[600]
+    cdef Str p = _utf8(prefix)
+    cdef int k
+    if p.n > 512 or n < 0:
+        return prefix + format(n, "x")
+    memcpy(buf, p.p, p.n)
+    k = snprintf(buf + p.n, 40, "%llx", <unsigned long long>n)
+    return PyUnicode_DecodeUTF8(buf, p.n + k, NULL)
+
+
 cdef bytes inbound_record(int64_t now, int64_t session, const uint8_t* body, Py_ssize_t n):
     """``journal.Inbound(now, session, msg)`` encoded, ``body`` being ``msg``'s canonical frame."""
     cdef bytes rec = PyBytes_FromStringAndSize(NULL, 4 + _int_size(now) + _int_size(session)
@@ -621,8 +634,10 @@ cdef class RouterCore:
     cdef public dict orders
     cdef public dict by_exch
     cdef public dict by_clid
-    cdef public object finished
-    cdef public object exec_ids
+    cdef public dict finished
+    cdef public object finished_order
+    cdef public dict exec_ids
+    cdef public object exec_order
     cdef public dict cancels
     cdef public dict used_clids
     cdef public int64_t day
@@ -878,7 +893,8 @@ cdef class RouterCore:
             return self._report_object(body, it, t)
         o = found
         s = o.owner
-        if s is None or s.closed or getattr(s, "_out", None) is None or not 0 <= o.status < 8:
+        if s is None or s.closed or getattr(s, "frame_buffer", None) is None \
+                or not 0 <= o.status < 8:
             return self._report_object(body, it, t)
         if trade:
             if f.exec_id.n == 0 or f.last_qty <= 0 or f.last_qty > o.leaves or _final(o.status):
@@ -918,7 +934,7 @@ cdef class RouterCore:
             o.order_id = _ascii(f.order_id)
         s = o.owner
         if s is not None and not s.closed:
-            out = s._out
+            out = s.frame_buffer
             start = PyByteArray_GET_SIZE(out)
             if put_report(out, o, status, f, trade, t) > s._max_frame:
                 del out[start:]  # a text too long for the client: the object path cuts it
@@ -1002,7 +1018,7 @@ cdef class RouterCore:
             self.stats["accepted"] += 1
             qty = int(msg.qty)
             self.order_seq += 1
-            exch_id = self.prefix + format(self.order_seq, "x")
+            exch_id = _with_hex(self.prefix, self.order_seq)
             o = Order(decision.ref, session, user, clid, exch_id, msg.account, msg.symbol,
                       msg.side, msg.price, qty, t)
             self.orders[o.ref] = o
@@ -1018,11 +1034,11 @@ cdef class RouterCore:
                                 Item* it) except -1:
         link = self.link
         proto = getattr(link, "proto", None) if body != NULL else None
-        if proto is None or proto.closed or getattr(proto, "_out", None) is None:
+        out = getattr(proto, "frame_buffer", None) if proto is not None else None
+        if out is None or proto.closed:
             link.send(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset, msg.hedge,
                                msg.ord_type, msg.tif, msg.price, qty))
         else:  # the client's frame with the gateway's id, encoded into the link's buffer
-            out = proto._out
             start = PyByteArray_GET_SIZE(out)
             put_exchange_order(out, exch_id, body, &it.order, it.length)
             proto.queued(start)
@@ -1292,19 +1308,22 @@ cdef class RouterCore:
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
         finished = self.finished
+        if o.exch_id not in finished:
+            self.finished_order.append(o.exch_id)
         finished[o.exch_id] = o
         if len(finished) > self.finished_memory:
-            finished.popitem(last=False)
+            del finished[self.finished_order.popleft()]
 
     def _seen_execution(self, rep):
         self._seen_id(rep.exec_id)
 
     cdef int _seen_id(self, str exec_id) except -1:
-        if exec_id:
+        if exec_id and exec_id not in self.exec_ids:
             exec_ids = self.exec_ids
             exec_ids[exec_id] = None
+            self.exec_order.append(exec_id)
             if len(exec_ids) > self.exec_id_memory:
-                exec_ids.popitem(last=False)
+                del exec_ids[self.exec_order.popleft()]
         return 0
 
 

@@ -29,6 +29,10 @@ class FramedProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_frame)
         self._out = bytearray()
+        # The same buffer, by the name the compiled order path looks for: a connection that
+        # has it takes native frames encoded straight into it (then ``queued``); any other
+        # session (FIX) is sent message objects.
+        self.frame_buffer = self._out
         self._flush_scheduled = False
         # The transport's own buffer as it was after the last write: it only shrinks until the
         # next one, so ``_buffered + len(_out)`` bounds what is held (a cheap test per frame).

@@ -218,8 +218,13 @@ class RouterBase:
         self.orders: dict[int, RoutedOrder] = {}
         self.by_exch: dict[str, int] = {}
         self.by_clid: dict[tuple[str, str], int] = {}  # (user, cl_ord_id) -> working order
-        self.finished: OrderedDict[str, RoutedOrder] = OrderedDict()  # by exchange id, today
-        self.exec_ids: OrderedDict[str, None] = OrderedDict()  # executions applied today
+        # By exchange id, today; and executions applied today. Each remembers at most its
+        # ``*_memory`` newest keys: the order they came in is the deque beside it (a dict whose
+        # oldest key is dropped by name stays cheap; an OrderedDict's upkeep cost more).
+        self.finished: dict[str, RoutedOrder] = {}
+        self.finished_order: deque[str] = deque()
+        self.exec_ids: dict[str, None] = {}
+        self.exec_order: deque[str] = deque()
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
         self.used_clids: dict[str, set[str]] = {}  # user -> ids used this trading day
         self.day = -1
@@ -271,7 +276,9 @@ class RouterBase:
         self.day_end = trading_day_bounds(day, boundary)[1]
         self.used_clids.clear()
         self.exec_ids.clear()
+        self.exec_order.clear()
         self.finished.clear()
+        self.finished_order.clear()
         if not first and self.on_day_start is not None and not self.replaying:
             self.on_day_start(day, now)
 
@@ -930,15 +937,18 @@ class Router(RouterBase):
             for cancel_id in o.old_cancels:
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
+        if o.exch_id not in self.finished:
+            self.finished_order.append(o.exch_id)
         self.finished[o.exch_id] = o
         if len(self.finished) > self.finished_memory:
-            self.finished.popitem(last=False)
+            del self.finished[self.finished_order.popleft()]
 
     def _seen_execution(self, rep: ExecReport) -> None:
         """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
         when the exchange says it again (a trade query after a reconnect) nothing repeats."""
-        if rep.exec_id:
+        if rep.exec_id and rep.exec_id not in self.exec_ids:
             self.exec_ids[rep.exec_id] = None
+            self.exec_order.append(rep.exec_id)
             if len(self.exec_ids) > self.exec_id_memory:
-                self.exec_ids.popitem(last=False)
+                del self.exec_ids[self.exec_order.popleft()]
 

@@ -62,7 +62,7 @@ class Session(FakeSession):
         super().__init__(sid, USER, ACCOUNTS)
         self.state = State.ACTIVE
         self.decoder = FrameDecoder()
-        self._out = bytearray()
+        self._out = self.frame_buffer = bytearray()
         self._max_frame = 300  # a long text from the exchange takes the object path
         self.messages_in = 0
         self.last_in = 0
@@ -94,7 +94,7 @@ class Link(FakeLink):
         self.proto = self
         self.closed = False
         self.decoder = FrameDecoder()
-        self._out = bytearray()
+        self._out = self.frame_buffer = bytearray()
         self.messages_in = 0
 
     def queued(self, start: int) -> None:
