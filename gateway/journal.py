@@ -609,15 +609,16 @@ class Journal:
         self._path: Path | None = None
         self._size = 0
         self._next = 1
-        self._dirty = False
+        self._dirty = False  # written since the last fsync (the syncer's, while it runs)
         self._cut_pending = False  # a failed write left bytes past _size that could not be cut yet
         self._broken: str | None = None  # why appends are refused (closed)
         self._last_sync = 0
         self._interval_ns = fsync.interval_ms * 1_000_000
         self._background_sync = False  # run_flusher owns interval fsyncs (off the event loop)
+        self._syncer: Any = None  # its ``journal_frame.Syncer`` while it runs
         # Operations: bytes written since the last fsync of this segment, and two optional
         # latency hooks (``gateway.metrics.Histogram``: ``observe(ns)``), read at scrape time.
-        self.unflushed_bytes = 0
+        self._unflushed = 0
         self.write_latency: Any = None
         self.sync_latency: Any = None
 
@@ -822,9 +823,28 @@ class Journal:
         if timer is not None:
             timer.observe(time.perf_counter_ns() - t0)
         self._size += len(data)
-        self.unflushed_bytes += len(data)
         self._next += count
-        self._dirty = True
+        if self._syncer is not None:
+            self._syncer.wrote(len(data))
+        else:
+            self._unflushed += len(data)
+            self._dirty = True
+
+    @property
+    def dirty(self) -> bool:
+        """Written since the last fsync."""
+        return self._syncer.dirty if self._syncer is not None else self._dirty
+
+    @property
+    def unflushed_bytes(self) -> int:
+        """Bytes written to this segment since its last fsync."""
+        return self._syncer.unflushed if self._syncer is not None else self._unflushed
+
+    def _synced(self) -> None:
+        self._dirty = False
+        self._unflushed = 0
+        if self._syncer is not None:
+            self._syncer.synced()
 
     def _cut(self) -> None:
         try:
@@ -834,6 +854,11 @@ class Journal:
         self._cut_pending = False
 
     def _after_write(self) -> None:
+        syncer = self._syncer
+        if syncer is not None:
+            if syncer.pending_latencies and self.sync_latency is not None:
+                syncer.drain_latencies(self.sync_latency.observe)
+            return
         mode = self.fsync.mode
         if mode == "record":
             self.flush()
@@ -848,6 +873,8 @@ class Journal:
                     self._cut()
                 if self.fsync.mode != "os":
                     os.fdatasync(self._fd)  # a segment is complete on disk before the next exists
+                if self._syncer is not None:
+                    self._syncer.set_fd(-1)  # (before the descriptor can be reused)
                 os.close(self._fd)
                 self._fd = -1
             path = self.directory / segment_name(self._next)
@@ -855,8 +882,9 @@ class Journal:
                                0o644)
             self._path = path
             self._size = 0
-            self.unflushed_bytes = 0
-            self._dirty = False
+            self._synced()
+            if self._syncer is not None:
+                self._syncer.set_fd(self._fd)
             if self.fsync.mode != "os":
                 _fsync_dir(self.directory)
         except OSError as err:
@@ -871,7 +899,7 @@ class Journal:
 
     def flush(self) -> None:
         """Force everything appended so far to disk (whatever the policy)."""
-        if self._dirty and self._fd >= 0:
+        if self.dirty and self._fd >= 0:
             t0 = time.perf_counter_ns()
             try:
                 os.fdatasync(self._fd)
@@ -880,8 +908,7 @@ class Journal:
                 raise self.sync_failed from err
             if self.sync_latency is not None:
                 self.sync_latency.observe(time.perf_counter_ns() - t0)
-            self._dirty = False
-            self.unflushed_bytes = 0
+            self._synced()
         self.sync_failed = None
         self._last_sync = monotonic_ns()
 
@@ -892,31 +919,59 @@ class Journal:
         task and cancels it before ``close()``; it returns at once in the other modes. A failed
         fsync is reported to ``on_sync_failure`` (on the loop) and tried again.
 
-        One long-lived thread rather than a worker per fsync: handing each fsync to an executor
-        cost the loop a future, a wake-up and a callback every few milliseconds under load; the
-        thread sleeps without the GIL and touches the loop only to report a failure."""
+        The thread runs ``journal_frame.Syncer``, which never holds the GIL: a Python thread
+        waking every interval took the GIL from the loop each time, and those hand-overs cost
+        more CPU per order than the fsyncs. (A test that puts its own ``os.fdatasync`` in place
+        has it called from the same thread.)"""
         if self.fsync.mode != "interval":
             return
         loop = asyncio.get_running_loop()
-        stop = threading.Event()
-        thread = threading.Thread(target=self._sync_thread, args=(loop, stop),
-                                  name="journal-fsync", daemon=True)
+        if _Syncer is None:  # not built: a Python thread does the same
+            stop = threading.Event()
+            target: Callable[[], None] = lambda: self._sync_thread(loop, stop)  # noqa: E731
+        else:
+            hook = None if os.fdatasync is _SYSTEM_FDATASYNC else os.fdatasync
+            syncer = _Syncer(self.fsync.interval_ms, hook,
+                             lambda err: self._thread_sync_failed(loop, err))
+            syncer.set_fd(self._fd)
+            if self._dirty:
+                syncer.wrote(self._unflushed)
+            self._syncer = syncer
+            target = syncer.run
         self._background_sync = True
-        thread.start()
+        threading.Thread(target=target, name="journal-fsync", daemon=True).start()
         try:
             await loop.create_future()  # until cancelled
         finally:
-            stop.set()
             self._background_sync = False
+            if _Syncer is None:
+                stop.set()
+            else:
+                syncer.stop()
+                self._syncer = None
+                self._dirty, self._unflushed = syncer.dirty, syncer.unflushed
+                if self.sync_latency is not None:
+                    syncer.drain_latencies(self.sync_latency.observe)
+
+    def _thread_sync_failed(self, loop: asyncio.AbstractEventLoop, err: int) -> None:
+        """(On the syncer's thread, with the GIL.) Its fsync failed: hold new records."""
+        failure = JournalIOError("fsync", self._path, self._next - 1,
+                                 OSError(err, os.strerror(err)))
+        self.sync_failed = failure
+        try:
+            loop.call_soon_threadsafe(self._sync_thread_failed, failure)
+        except RuntimeError:  # the loop is closed: the owner is shutting down
+            pass
 
     def _sync_thread(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        """The flusher's thread where ``journal_frame`` is not built (it holds the GIL when awake)."""
         interval = self.fsync.interval_ms / 1000
         while not stop.wait(interval):
             fd = self._fd
             if not self._dirty or fd < 0:
                 continue
             self._dirty = False  # before the fsync: a write after this line is synced next time
-            covered = self.unflushed_bytes
+            covered = self._unflushed
             t0 = time.perf_counter_ns()
             try:
                 os.fdatasync(fd)
@@ -935,7 +990,7 @@ class Journal:
             if self.sync_latency is not None:
                 self.sync_latency.observe(time.perf_counter_ns() - t0)
             if fd == self._fd:  # what was written meanwhile is still to be synced
-                self.unflushed_bytes = max(0, self.unflushed_bytes - covered)
+                self._unflushed = max(0, self._unflushed - covered)
             self.sync_failed = None
             self._last_sync = monotonic_ns()
 
@@ -980,9 +1035,11 @@ _encode = _encoder.encode
 _encode_into = _encoder.encode_into
 
 try:  # the compiled framing (gateway/journal_frame.pyx): the same bytes, a batch per call
+    from gateway.journal_frame import Syncer as _Syncer
     from gateway.journal_frame import frame_many as _frame_many
 except ImportError:
-    _frame_many = None
+    _frame_many = _Syncer = None
+_SYSTEM_FDATASYNC = os.fdatasync  # (a test that replaces it has the syncer call its own)
 
 
 def _frame(record: JournalRecord | bytes, seq: int, out: bytearray) -> None:

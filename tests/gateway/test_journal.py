@@ -318,8 +318,44 @@ def test_fsync_every_interval_syncs_when_due(tmp_path: Path, monkeypatch: pytest
             now[0] += 1_000_000  # 1 ms apart: synced on the 5th ms, not before
             j.append(order(i))
         assert syncs.count == 2
-        assert j._dirty
+        assert j.dirty
     assert syncs.count == 3  # close() syncs what the interval had not yet covered
+
+
+async def test_the_flusher_thread_syncs_without_the_gil_and_follows_rotations(
+        tmp_path: Path) -> None:
+    """The compiled syncer (the system's fdatasync, no Python on its thread): what is written is
+    synced within an interval or two, across segment rotations, and its latencies reach the
+    journal's histogram on the loop."""
+    from gateway.metrics import Histogram
+
+    pytest.importorskip("gateway.journal_frame")
+    j = Journal.open(tmp_path, fsync=FsyncPolicy.every(1), segment_bytes=1024)
+    j.sync_latency = Histogram()
+    task = asyncio.create_task(j.run_flusher())
+    try:
+        for i in range(200):  # ~14 segments
+            j.append(order(i))
+            if i % 20 == 0:  # (dirty clears as a sync starts; the count once it is done)
+                await _until(lambda: j.unflushed_bytes == 0)
+                assert not j.dirty
+        assert len(list(tmp_path.glob("*.journal"))) > 10
+        await _until(lambda: j.unflushed_bytes == 0)
+        j.append(order(200))  # the histogram is fed as appends go on
+        assert sum(j.sync_latency.counts) > 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        j.close()
+    assert [r for _, r in JournalReader(tmp_path)] == [order(i) for i in range(201)]
+
+
+async def _until(done, timeout: float = 10.0) -> None:  # noqa: ANN001
+    """Wait for the flusher thread's work (a condition, not a duration, is what is tested)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done():
+        assert asyncio.get_running_loop().time() < deadline, "the flusher did not sync"
+        await asyncio.sleep(0.001)
 
 
 async def test_run_flusher_syncs_the_idle_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,12 +372,12 @@ async def test_run_flusher_syncs_the_idle_tail(tmp_path: Path, monkeypatch: pyte
     j = Journal.open(tmp_path, fsync=FsyncPolicy.every(1))
     j.append(order(0))
     j.append(order(1))  # not due: left dirty for the flusher
-    assert j._dirty
+    assert j.dirty
     monkeypatch.setattr(jmod.os, "fdatasync", fake)
     task = asyncio.create_task(j.run_flusher())
     try:
         await asyncio.wait_for(synced.wait(), timeout=5)
-        assert not j._dirty
+        assert not j.dirty
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
