@@ -88,6 +88,9 @@ class AuditLog:
         self.retry_min_s = RETRY_MIN_S
         self.retry_max_s = RETRY_MAX_S
         self._batch: list[Any] = []
+        # The same list, for a writer that appends to it directly and then calls ``appended``
+        # once (the compiled order path: a read's records, already encoded, one call a read).
+        self.records = self._batch
         self._scheduled = False
         self._retry_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -106,11 +109,26 @@ class AuditLog:
             return
         self._batch.append(record)
         if not self._scheduled:
-            self._scheduled = True
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop (offline tools): write through
-                self.flush()
+            self._schedule()
+
+    def appended(self) -> None:
+        """Records were appended to ``records`` directly: ``append``'s bookkeeping, once."""
+        if self._closed:
+            if self._batch:
+                log.error("audit records after the journal was closed: not journaled",
+                          count=len(self._batch))
+                self._batch.clear()
+            return
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Write the batch at the end of this loop turn."""
+        self._scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop (offline tools): write through
+            self.flush()
 
     def flush(self) -> None:
         """Write the batch now (write-ahead). Never raises on a failing disk while a loop runs:

@@ -397,6 +397,10 @@ cdef class Order:
 
     def __init__(self, int64_t ref, owner, str user, str cl_ord_id, str exch_id, str account,
                  str symbol, int side, double price, int64_t qty, int64_t now):
+        self._set(ref, owner, user, cl_ord_id, exch_id, account, symbol, side, price, qty, now)
+
+    cdef int _set(self, int64_t ref, owner, str user, str cl_ord_id, str exch_id, str account,
+                  str symbol, int side, double price, int64_t qty, int64_t now) except -1:
         self.ref = ref
         self.owner = owner
         self.session_id = owner.session_id if owner is not None else 0
@@ -416,9 +420,18 @@ cdef class Order:
         self.cancel_id = ""
         self.adopted = False
         self.old_cancels = None
+        return 0
 
     def view(self):
         return {s: getattr(self, s) for s in _VIEW_FIELDS}
+
+
+cdef Order _new_order(int64_t ref, owner, str user, str cl_ord_id, str exch_id, str account,
+                      str symbol, int side, double price, int64_t qty, int64_t now):
+    """``Order(...)`` without the call's argument parsing (every accepted order makes one)."""
+    cdef Order o = Order.__new__(Order)
+    o._set(ref, owner, user, cl_ord_id, exch_id, account, symbol, side, price, qty, now)
+    return o
 
 
 # Writing: the shortest msgpack forms, as msgspec writes them (positive ints unsigned).
@@ -652,15 +665,40 @@ cdef class RouterCore:
     cdef public int64_t exec_id_memory
     cdef public int64_t finished_memory
     cdef public int64_t max_cancels_per_order
-    cdef public dict stats
+    cdef dict _stats
+    # The three counters every order moves, kept in C and added to ``stats`` when it is read.
+    cdef int64_t _n_orders, _n_accepted, _n_fills
     cdef public list rejects_by_reason
     cdef public list report_observers
     cdef public object on_counted
     cdef public object ack_latency
     cdef public object recon_seen
+    cdef list _records           # during a read: the audit log's records list (or None)
+    cdef list _touched           # during a read: connections sent frames, and from where
+    cdef list _starts
     cdef Item* _items            # a read's frames between its two passes (grown, reused)
     cdef Py_ssize_t _items_cap
     cdef bint _reading
+
+    @property
+    def stats(self):
+        """The router's counters (``RouterBase``): a dict, up to date when read."""
+        stats = self._stats
+        if self._n_orders or self._n_accepted or self._n_fills:
+            stats["orders"] += self._n_orders
+            stats["accepted"] += self._n_accepted
+            stats["fills"] += self._n_fills
+            self._n_orders = self._n_accepted = self._n_fills = 0
+        return stats
+
+    @stats.setter
+    def stats(self, dict value):
+        self._stats = value
+        self._n_orders = self._n_accepted = self._n_fills = 0
+
+    def __cinit__(self, *args, **kwargs):
+        self._touched = []
+        self._starts = []
 
     def __dealloc__(self):
         PyMem_Free(self._items)
@@ -745,6 +783,8 @@ cdef class RouterCore:
             p = <const uint8_t*>PyBytes_AS_STRING(data)
             n = PyBytes_GET_SIZE(data)
         objs = None
+        audit = self.audit
+        self._records = audit.records if audit is not None else None
         self._reading = True
         try:
             try:
@@ -798,6 +838,35 @@ cdef class RouterCore:
                     del buf[:pos]
             elif pos < n:
                 buf += data[pos:]
+            self._end_of_read(audit)
+        return 0
+
+    cdef int _queued(self, conn, Py_ssize_t start) except -1:
+        """Frames for ``conn`` were encoded into its buffer from ``start``: its ``queued`` is
+        called once, at the end of the read, from the first such frame (one write per peer per
+        read; a slow consumer is found there)."""
+        cdef Py_ssize_t k
+        touched = self._touched
+        for k in range(len(touched)):
+            if touched[k] is conn:
+                return 0
+        touched.append(conn)
+        self._starts.append(start)
+        return 0
+
+    cdef int _end_of_read(self, audit) except -1:
+        """The read's records written ahead of its frames: the audit log told once that records
+        were appended (``AuditLog.appended``), then each connection that got frames."""
+        cdef Py_ssize_t k
+        records = self._records
+        self._records = None
+        if records:
+            audit.appended()
+        touched, starts = self._touched, self._starts
+        if touched:
+            self._touched, self._starts = [], []
+            for k in range(len(touched)):
+                touched[k].queued(starts[k])
         return 0
 
     cdef int _read_objects(self, proto, data, bint client) except -1:
@@ -860,9 +929,9 @@ cdef class RouterCore:
         if clid in used or len(used) >= self.max_clids_per_user_day:
             return self._new_order_object(session, msg, t)
         sid = session.session_id
-        if self.audit is not None:
-            self.audit.append(inbound_record(t, sid, body, it.length))
-        self.stats["orders"] += 1
+        if self._records is not None:
+            self._records.append(inbound_record(t, sid, body, it.length))
+        self._n_orders += 1
         used.add(clid)
         decision = self.engine.decide(msg, t, sid)
         self._decided(session, msg, decision, t, user, clid, body, it)
@@ -909,8 +978,8 @@ cdef class RouterCore:
         if cell < 0 or (cell & 7) != A_APPLY:
             return self._report_object(body, it, t)
         status = cell >> 3
-        if self.audit is not None:
-            self.audit.append(exchange_record(t, body, it.length, o.session_id, o.cl_ord_id))
+        if self._records is not None:
+            self._records.append(exchange_record(t, body, it.length, o.session_id, o.cl_ord_id))
         engine = self.engine
         if not trade:
             engine.apply_ack(o.ref, t)
@@ -922,7 +991,7 @@ cdef class RouterCore:
                 log.error("fill refused by the book", exch_id=o.exch_id, qty=f.last_qty)
                 return 0
             self._seen_id(exec_id)
-            self.stats["fills"] += 1
+            self._n_fills += 1
             o.cum += f.last_qty
             o.leaves -= f.last_qty
             if outcome.alerts:
@@ -944,7 +1013,7 @@ cdef class RouterCore:
                                   rep.last_px if trade else 0.0, o.cum, o.leaves, t, o.side,
                                   o.price, o.qty, rep.self_trade, rep.exec_id))
             else:
-                s.queued(start)
+                self._queued(s, start)
         if _final(status):
             self._forget(o)
         return 0
@@ -964,8 +1033,7 @@ cdef class RouterCore:
         sid = session.session_id
         if self.audit is not None and not self.replaying:
             self.audit.append(jr.Inbound(t, sid, msg))
-        stats = self.stats
-        stats["orders"] += 1
+        self._n_orders += 1
         bad = None
         if not (_fits(msg.cl_ord_id, MAX_ID_BYTES) and _fits(msg.account, MAX_ACCOUNT_BYTES)
                 and _fits(msg.symbol, MAX_SYMBOL_BYTES)):
@@ -987,7 +1055,7 @@ cdef class RouterCore:
                                 "until the next trading day", t)
         used.add(clid)
         if self.replaying and not engine_saw:
-            stats["rejected"] += 1
+            self.stats["rejected"] += 1
             return None
         if not self.replaying:
             refusal = self.halted
@@ -1015,12 +1083,12 @@ cdef class RouterCore:
         if reason:
             self._reject(session, msg, reason, None, t, decision.text, True)
         else:
-            self.stats["accepted"] += 1
+            self._n_accepted += 1
             qty = int(msg.qty)
             self.order_seq += 1
             exch_id = _with_hex(self.prefix, self.order_seq)
-            o = Order(decision.ref, session, user, clid, exch_id, msg.account, msg.symbol,
-                      msg.side, msg.price, qty, t)
+            o = _new_order(decision.ref, session, user, clid, exch_id, msg.account, msg.symbol,
+                           msg.side, msg.price, qty, t)
             self.orders[o.ref] = o
             self.by_exch[exch_id] = o.ref
             self.by_clid[(user, clid)] = o.ref
@@ -1041,7 +1109,7 @@ cdef class RouterCore:
         else:  # the client's frame with the gateway's id, encoded into the link's buffer
             start = PyByteArray_GET_SIZE(out)
             put_exchange_order(out, exch_id, body, &it.order, it.length)
-            proto.queued(start)
+            self._queued(proto, start)
         return 0
 
     def _track(self, Order o):
@@ -1250,7 +1318,7 @@ cdef class RouterCore:
                 log.error("fill refused by the book", exch_id=o.exch_id, qty=last_qty)
                 return
             self._seen_execution(rep)
-            self.stats["fills"] += 1
+            self._n_fills += 1
             o.cum += last_qty
             o.leaves -= last_qty
             if outcome.alerts:

@@ -37,12 +37,12 @@ from gateway.protocol import (
     NewOrder,
     OrderStatusEnd,
     encode,
+    encode_into,
 )
 from gateway.router import Router
 from gateway.server import Gateway
 from gateway.session import State
 from tests.conftest import EXAMPLES
-from tests.gateway.test_router_faults import FakeLink, FakeSession
 
 pytestmark = pytest.mark.skipif(FastRouter is None, reason="gateway/fastroute.pyx is not built")
 
@@ -52,54 +52,29 @@ USER = "algo1"
 ACCOUNTS = ("A001", "A004")
 
 
-class Session(FakeSession):
-    """A client session that keeps the bytes it was sent: frames ``send`` encodes, and frames
-    the compiled path encodes into its buffer (``_out``, then ``queued``), as a
-    ``gateway.framed.FramedProtocol`` takes them. What it receives comes as bytes
-    (``FastRouter.client_data``), read by its own ``FrameDecoder``."""
-
-    def __init__(self, sid: int) -> None:
-        super().__init__(sid, USER, ACCOUNTS)
-        self.state = State.ACTIVE
-        self.decoder = FrameDecoder()
-        self._out = self.frame_buffer = bytearray()
-        self._max_frame = 300  # a long text from the exchange takes the object path
-        self.messages_in = 0
-        self.last_in = 0
-        self.problems: list[str] = []
-
-    def send(self, msg: Any) -> None:
-        self.sent.append(encode(msg))
-
-    def queued(self, start: int) -> None:
-        self.sent.append(bytes(self._out[start:]))
-        del self._out[start:]
-
-    def on_message(self, msg: Any) -> None:
-        raise AssertionError(f"the router passed back {msg!r}")
-
-    def on_protocol_error(self, text: str) -> None:
-        self.problems.append(text)
-
-    def on_internal_error(self, msg: Any, exc: Exception) -> None:
-        raise exc
-
-
-class Link(FakeLink):
-    """The exchange link: what the compiled path encodes into the connection's buffer is
-    decoded back into ``sent``; what the exchange says comes as bytes (``exchange_data``)."""
+class Connection:
+    """A ``gateway.framed.FramedProtocol`` as the routers use it, without a socket: every frame
+    sent — by ``send``, or encoded into ``frame_buffer`` by the compiled path, which then calls
+    ``queued`` — stays in the buffer, in the order a socket would carry it; reads come as bytes
+    (``FastRouter.client_data`` / ``exchange_data``) through its own ``FrameDecoder``."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.proto = self
         self.closed = False
         self.decoder = FrameDecoder()
         self._out = self.frame_buffer = bytearray()
         self.messages_in = 0
+        self.last_in = 0
+
+    def frames(self) -> list[bytes]:
+        out, frames, pos = bytes(self._out), [], 0
+        while pos < len(out):
+            end = pos + 4 + int.from_bytes(out[pos:pos + 4], "big")
+            frames.append(out[pos:end])
+            pos = end
+        return frames
 
     def queued(self, start: int) -> None:
-        self.sent.extend(FrameDecoder().feed(bytes(self._out[start:])))
-        del self._out[start:]
+        assert start <= len(self._out)
 
     def on_message(self, msg: Any) -> None:
         raise AssertionError(f"the router passed back {msg!r}")
@@ -109,6 +84,42 @@ class Link(FakeLink):
 
     def on_internal_error(self, msg: Any, exc: Exception) -> None:
         raise exc
+
+
+class Session(Connection):
+    """A logged-on client session."""
+
+    def __init__(self, sid: int) -> None:
+        super().__init__()
+        self.session_id = sid
+        self.user = USER
+        self.accounts = frozenset(ACCOUNTS)
+        self.cancel_on_disconnect = False
+        self.automated = True
+        self.state = State.ACTIVE
+        self._max_frame = 300  # a long text from the exchange takes the object path
+
+    def send(self, msg: Any) -> None:
+        encode_into(msg, self._out)
+
+
+class Link(Connection):
+    """The exchange link (its connection is itself); down, it sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.proto = self
+
+    def send(self, msg: Any) -> bool:
+        if not self.up:
+            return False
+        encode_into(msg, self._out)
+        return True
+
+    @property
+    def sent(self) -> list[Any]:
+        return FrameDecoder().feed(bytes(self._out))
 
 
 class Side_:
@@ -148,7 +159,7 @@ class Side_:
         journal = [rec for _, rec in jr.JournalReader(self.path)]  # the records so far
         r = self.router
         return {
-            "sessions": {sid: s.sent for sid, s in self.sessions.items()},
+            "sessions": {sid: s.frames() for sid, s in self.sessions.items()},
             "link": [encode(m) for m in self.link.sent],
             "journal": journal,
             "book": digest(self.gw.engine.snapshot()),
@@ -174,7 +185,6 @@ def _from_client(side: Side_, s: Session, *msgs: Any) -> None:
     r = side.router
     if type(r) is FastRouter:
         r.client_data(s, b"".join(encode(m) for m in msgs))
-        assert not s.problems, s.problems
         return
     for m in msgs:
         if type(m) is NewOrder:
