@@ -124,12 +124,7 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<errno.h>" nogil:
     int errno
 
-cdef extern from "<time.h>" nogil:
-    ctypedef struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec* ts)
-    int CLOCK_MONOTONIC
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cpython.pythread cimport (
     PyThread_acquire_lock,

@@ -180,6 +180,38 @@ async def test_records_are_held_while_writes_fail_and_written_once_when_they_wor
                                    *(order(i) for i in range(2, 7))]
 
 
+async def test_records_appended_already_encoded_are_held_and_named_like_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled order path appends its records encoded (``AuditLog.records``, then one
+    ``appended``): a failed write names the orders in them as well, and they are written in
+    their place once the disk works."""
+    disk = Disk(monkeypatch)
+    health = Health()
+    audit = AuditLog(Journal.open(tmp_path, fsync=FsyncPolicy.every_record()), health.failed, health.back)
+    disk.failing = True
+    audit.records.append(msgspec.msgpack.encode(order(1)))
+    audit.append(order(2))
+    audit.records.append(msgspec.msgpack.encode(order(3)))
+    audit.appended()
+    audit.flush()
+    [(err, unjournaled)] = health.failures
+    assert err.op == "write" and unjournaled == [(7, "c1"), (7, "c2"), (7, "c3")]
+    disk.failing = False
+    await asyncio.wait_for(health.recovered.wait(), T)
+    audit.close()
+    assert [r for _, r in read_all(tmp_path)] == [order(1), order(2), order(3)]
+
+
+def test_records_appended_after_close_are_dropped(tmp_path: Path) -> None:
+    audit = AuditLog(Journal.open(tmp_path, fsync=FsyncPolicy.every_record()))
+    audit.append(order(0))
+    audit.close()
+    audit.records.append(msgspec.msgpack.encode(order(1)))
+    audit.appended()  # (logged as not journaled)
+    assert audit.pending == 0
+    assert [r for _, r in read_all(tmp_path)] == [order(0)]
+
+
 async def test_a_batch_split_by_a_failed_rotation_is_written_once(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     real_open = os.open
