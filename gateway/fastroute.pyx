@@ -159,12 +159,16 @@ DEF K_ORDER = 1
 DEF K_REPORT = 2
 
 
+cdef union Fields:
+    OrderIn order
+    ReportIn report
+
+
 cdef struct Item:               # one frame of a read, between the two passes of a read
     int kind
     Py_ssize_t start            # the body's offset in the read's bytes
     Py_ssize_t length
-    OrderIn order
-    ReportIn report
+    Fields f                    # its fields (order or report, as ``kind`` says)
 
 
 cdef struct Reader:
@@ -261,7 +265,7 @@ cdef inline bint r_int(Reader* r, int64_t* out) noexcept nogil:
         if r.end - p < 9:
             return False
         u = _be64(p + 1)
-        if u <= U32_MAX or u > <uint64_t>I64_MAX:
+        if u <= <uint64_t>U32_MAX or u > <uint64_t>I64_MAX:
             return False
         out[0] = <int64_t>u
         r.p = p + 9
@@ -335,8 +339,8 @@ cdef int parse_frame(const uint8_t* body, Py_ssize_t length, Item* item, int wan
     """The kind of one frame's body: ``want`` (K_ORDER or K_REPORT, fields in ``item``) when it
     is a canonical NewOrder / ExecReport, K_OTHER for anything else (msgspec decodes it)."""
     cdef Reader r
-    cdef OrderIn* o = &item.order
-    cdef ReportIn* e = &item.report
+    cdef OrderIn* o = &item.f.order
+    cdef ReportIn* e = &item.f.report
     r.p = body
     r.end = body + length
     if want == K_ORDER and length > 1 and body[0] == 0x9b and body[1] == 0xa8:  # an array of 11, tag of 8
@@ -909,7 +913,7 @@ cdef class RouterCore:
         its frame and its copy to the exchange the frame with the gateway's id. Whatever the
         accepting path does not cover (a field too long, a foreign account, a repeated or
         over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
-        cdef OrderIn* f = &it.order
+        cdef OrderIn* f = &it.f.order
         cdef set used
         if t >= self.day_end:
             self._new_day(t)
@@ -947,7 +951,7 @@ cdef class RouterCore:
         the client's report encoded into its session's buffer. Anything else (an order finished
         or unknown, a repeated or surprising report, a cancel or reject, observers that want
         report objects) goes to ``exchange_report`` before any effect."""
-        cdef ReportIn* f = &it.report
+        cdef ReportIn* f = &it.f.report
         cdef Order o
         cdef int et = <int>f.exec_type if -1 <= f.exec_type <= 64 else -1
         cdef int event, cell, status
@@ -1108,7 +1112,7 @@ cdef class RouterCore:
                                msg.ord_type, msg.tif, msg.price, qty))
         else:  # the client's frame with the gateway's id, encoded into the link's buffer
             start = PyByteArray_GET_SIZE(out)
-            put_exchange_order(out, exch_id, body, &it.order, it.length)
+            put_exchange_order(out, exch_id, body, &it.f.order, it.length)
             self._queued(proto, start)
         return 0
 
@@ -1409,8 +1413,8 @@ def read_fields(bytes body, bint client):
     field order, or None when it leaves the frame to msgspec (``client``: a NewOrder is
     expected, else an ExecReport). tests/gateway/test_fastroute_wire.py holds it to msgspec."""
     cdef Item it
-    cdef OrderIn* o = &it.order
-    cdef ReportIn* e = &it.report
+    cdef OrderIn* o = &it.f.order
+    cdef ReportIn* e = &it.f.report
     kind = parse_frame(<const uint8_t*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), &it,
                        K_ORDER if client else K_REPORT)
     if kind == K_ORDER:
