@@ -1017,6 +1017,8 @@ class Journal:
                     self.flush()
                 except JournalIOError as err:
                     log.error("journal.close_fsync_failed", error=str(err))
+            if self._syncer is not None:  # (closed before its flusher was stopped)
+                self._syncer.set_fd(-1)
             os.close(self._fd)
             self._fd = -1
         if self._lock_fd >= 0:

@@ -36,6 +36,7 @@ from gateway.protocol import (
     Logon,
     NewOrder,
     OrderStatusEnd,
+    ProtocolError,
     encode,
     encode_into,
 )
@@ -379,3 +380,32 @@ async def test_the_reference_engine_and_router_run_the_gateway_end_to_end():
     finally:
         gw.stop()
         ex.stop()
+
+
+def test_a_bad_frame_anywhere_in_a_read_refuses_the_whole_read_as_the_decoder_does(tmp_path):
+    """``client_data`` splits the frames itself: a read with good orders and then a bad frame is
+    the protocol error ``FrameDecoder.feed`` raises for it, before any order of the read is
+    handled; a frame cut by the end of a read waits for the next read."""
+    fast = Side_(FastRouter, tmp_path / "fast", ReferenceEngine)
+    problems: list[str] = []
+    s = fast.sessions[1]
+    s.on_protocol_error = problems.append  # type: ignore[method-assign]
+    good = encode(_order(("order", 1, 1, "A001", Side.BUY, Offset.OPEN, 0, 1)))
+    bad = b"\x00\x00\x00\x03\x93\xa3Bad"
+    try:
+        fast.router.client_data(s, good + bad)
+        with pytest.raises(ProtocolError) as expected:
+            FrameDecoder().feed(good + bad)
+        assert problems == [str(expected.value)]
+        assert fast.exch_orders() == [] and s.frames() == []
+        assert fast.router.stats["orders"] == 0
+
+        other = fast.sessions[2]
+        frame = encode(_order(("order", 2, 2, "A001", Side.BUY, Offset.OPEN, 0, 1)))
+        fast.router.client_data(other, frame[:7])  # a frame cut by the end of the read
+        assert fast.exch_orders() == []
+        fast.router.client_data(other, frame[7:])
+        assert [o.account for o in fast.exch_orders()] == ["A001"]
+        assert other.messages_in == 1
+    finally:
+        fast.audit.close()
