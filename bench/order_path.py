@@ -201,19 +201,29 @@ class OrderPath:
 def measure(path: OrderPath, n: int, batch: int) -> float:
     """CPU µs per order (order + ack + fill) over ``n`` orders in batches of ``batch``, inside
     an event loop as the gateway runs (the journal batches what one loop turn appends)."""
+    return asyncio.run(_measure(path, n, batch))[0]
+
+
+def measure_with_stalls(path: OrderPath, n: int, batch: int) -> tuple[float, float]:
+    """``measure``, and the longest wall time one batch (its three reads) took, in ms: a
+    stall inside the order path (a table resized at once, a collection) shows there."""
     return asyncio.run(_measure(path, n, batch))
 
 
-async def _measure(path: OrderPath, n: int, batch: int) -> float:
+async def _measure(path: OrderPath, n: int, batch: int) -> tuple[float, float]:
     batches = [path.reads(batch) for _ in range(n // batch)]
     accepted_before = path.router.stats["accepted"]
     journal = path.gw.journal
     # Interval fsyncs in a worker thread, as the gateway runs them (its CPU counts here too).
     flusher = asyncio.create_task(journal.run_flusher()) if journal is not None else None
     await asyncio.sleep(0)
+    worst = 0
+    wall = time.perf_counter_ns
     start = time.process_time_ns()
     for b in batches:
+        t0 = wall()
         path.run_batch(b)
+        worst = max(worst, wall() - t0)
         await asyncio.sleep(0)  # the loop turn between two reads: the flusher may run
     spent = time.process_time_ns() - start
     if flusher is not None:
@@ -222,7 +232,7 @@ async def _measure(path: OrderPath, n: int, batch: int) -> float:
     accepted = path.router.stats["accepted"] - accepted_before
     if accepted != done:
         raise SystemExit(f"only {accepted} of {done} orders were accepted: the flow is off")
-    return spent / done / 1000
+    return spent / done / 1000, worst / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     routers = ("fast", "reference") if args.router == "both" else (args.router,)
     best: dict[str, float] = {}
+    worst: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         paths = {}
         for name in routers:
@@ -252,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                     if args.profile:
                         prof = cProfile.Profile()
                         prof.enable()
-                    us = measure(path, args.orders, args.batch)
+                    us, stall = measure_with_stalls(path, args.orders, args.batch)
+                    worst[name] = max(stall, worst.get(name, stall))
                     if args.profile:
                         prof.disable()
                         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
@@ -262,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 path.close()
     for name, us in best.items():
         print(f"{us:.2f} µs CPU per order (order + ack + fill), router {name}, journal "
-              f"{args.journal or 'on'}, engine {args.engine}, batch {args.batch}")
+              f"{args.journal or 'on'}, engine {args.engine}, batch {args.batch}; longest "
+              f"batch {worst[name]:.1f} ms")
     if len(best) == 2:
         print(f"reference / fast: {best['reference'] / best['fast']:.2f}×")
     return 0

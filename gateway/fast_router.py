@@ -18,7 +18,7 @@ from gateway.router import Router, RouterBase
 log = structlog.get_logger("fengkong.router")
 
 try:
-    from gateway.fastroute import Order, RouterCore
+    from gateway.fastroute import IdTable, Order, RouterCore
 except ImportError:  # not built: the reference stands in
     FastRouter: Any = None
 else:
@@ -26,6 +26,7 @@ else:
         """``RouterBase`` with the compiled order path (``gateway.fastroute``)."""
 
         order_type = Order
+        id_memory = IdTable
 
 
 def router_class(name: str = "fast") -> type:

@@ -17,7 +17,10 @@ and the engine's book. Change one, change both.
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
+from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdio cimport snprintf
 from libc.math cimport isfinite
@@ -50,6 +53,11 @@ _decode = msgspec.msgpack.Decoder(Message).decode  # a canonical frame: decodes 
 log = structlog.get_logger("fengkong.router")
 
 from gateway import router as _reference
+from gateway import idmemory as _idmemory
+
+cdef Py_ssize_t _ID_SHARDS = _idmemory.SHARDS
+cdef Py_ssize_t _ID_SPLIT_AT = _idmemory.SPLIT_AT
+cdef int _ID_SHIFT = _idmemory.SHIFT
 
 # Identifier caps (gateway.router): C constants here, checked against the reference at import.
 DEF MAX_ID_BYTES = 64
@@ -370,6 +378,87 @@ cdef int parse_frame(const uint8_t* body, Py_ssize_t length, Item* item, int wan
 
 
 @cython.final
+cdef class IdTable:
+    """``gateway.idmemory.IdMemory`` compiled: the same shards, limit and arrival order, with
+    ``has`` / ``get`` / ``put`` as C calls (see that module for why a day's ids are kept in
+    shards)."""
+
+    cdef public object limit         # None: no limit
+    cdef Py_ssize_t _limit           # the limit, or -1
+    cdef public list shards
+    cdef public Py_ssize_t mask
+    cdef public Py_ssize_t size
+    cdef public object order         # deque of keys, oldest first (only with a limit)
+
+    def __init__(self, limit=None):
+        self.limit = limit
+        self._limit = -1 if limit is None else limit
+        self.shards = [{}]
+        self.mask = 0
+        self.size = 0
+        self.order = deque() if limit is not None else None
+
+    def __len__(self):
+        return self.size
+
+    def __contains__(self, str key):
+        return self.has(key)
+
+    cdef inline dict _shard(self, str key):
+        return <dict><object>PyList_GET_ITEM(self.shards,
+                                             <Py_ssize_t>(<uint64_t>hash(key) >> _ID_SHIFT) & self.mask)
+
+    cpdef bint has(self, str key) except -1:
+        return PyDict_Contains(self._shard(key), key)
+
+    cpdef object get(self, str key, object default=None):
+        cdef PyObject* found = PyDict_GetItemWithError(self._shard(key), key)
+        if found == NULL:
+            return default
+        return <object>found
+
+    cpdef put(self, str key, object value=None):
+        cdef dict shard = self._shard(key)
+        if PyDict_Contains(shard, key):
+            shard[key] = value
+            return
+        shard[key] = value
+        self.size += 1
+        if self._limit >= 0:
+            self.order.append(key)
+            if self.size > self._limit:
+                oldest = self.order.popleft()
+                del self._shard(oldest)[oldest]
+                self.size -= 1
+        if self.mask == 0 and self.size > _ID_SPLIT_AT:
+            self.split()
+
+    def split(self):
+        cdef Py_ssize_t mask = _ID_SHARDS - 1
+        cdef list shards = [{} for _ in range(_ID_SHARDS)]
+        for key, value in (<dict>self.shards[0]).items():
+            (<dict>shards[<Py_ssize_t>(<uint64_t>hash(key) >> _ID_SHIFT) & mask])[key] = value
+        self.shards, self.mask = shards, mask
+
+    def clear(self):
+        self.shards, self.mask, self.size = [{}], 0, 0
+        if self.order is not None:
+            self.order.clear()
+
+    def __iter__(self):
+        if self.order is not None:
+            return iter(self.order)
+        return (key for shard in self.shards for key in shard)
+
+    def values(self):
+        return (self.get(key) for key in self) if self.order is not None else \
+            (value for shard in self.shards for value in shard.values())
+
+    def __repr__(self):
+        return f"IdTable({self.size} ids, limit {self.limit}, {len(self.shards)} shard(s))"
+
+
+@cython.final
 @cython.no_gc  # never part of a reference cycle: not scanned by the cyclic collector
 cdef class Order:
     """``gateway.router.RoutedOrder``, typed: what the gateway knows of one order.
@@ -651,10 +740,8 @@ cdef class RouterCore:
     cdef public dict orders
     cdef public dict by_exch
     cdef public dict by_clid
-    cdef public dict finished
-    cdef public object finished_order
-    cdef public dict exec_ids
-    cdef public object exec_order
+    cdef public IdTable finished
+    cdef public IdTable exec_ids
     cdef public dict cancels
     cdef public dict used_clids
     cdef public int64_t day
@@ -666,8 +753,6 @@ cdef class RouterCore:
     cdef public int64_t order_seq
     cdef public int64_t _cancel_seq
     cdef public int64_t max_clids_per_user_day
-    cdef public int64_t exec_id_memory
-    cdef public int64_t finished_memory
     cdef public int64_t max_cancels_per_order
     cdef dict _stats
     # The three counters every order moves, kept in C and added to ``stats`` when it is read.
@@ -732,7 +817,7 @@ cdef class RouterCore:
         self._at(now)
         used = self.used_clids.get(user)
         if used is None:
-            used = self.used_clids[user] = set()
+            used = self.used_clids[user] = IdTable()
         return used
 
     # ------------------------------------------------------------------ a read
@@ -914,7 +999,7 @@ cdef class RouterCore:
         accepting path does not cover (a field too long, a foreign account, a repeated or
         over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
         cdef OrderIn* f = &it.f.order
-        cdef set used
+        cdef IdTable used
         if t >= self.day_end:
             self._new_day(t)
         clid = _ascii(f.cl_ord_id)
@@ -930,13 +1015,13 @@ cdef class RouterCore:
                 or link is None or not link.up or account not in session.accounts):
             return self._new_order_object(session, msg, t)
         used = found
-        if clid in used or len(used) >= self.max_clids_per_user_day:
+        if used.has(clid) or used.size >= self.max_clids_per_user_day:
             return self._new_order_object(session, msg, t)
         sid = session.session_id
         if self._records is not None:
             self._records.append(inbound_record(t, sid, body, it.length))
         self._n_orders += 1
-        used.add(clid)
+        used.put(clid)
         decision = self.engine.decide(msg, t, sid)
         self._decided(session, msg, decision, t, user, clid, body, it)
         return 0
@@ -973,7 +1058,7 @@ cdef class RouterCore:
             if f.exec_id.n == 0 or f.last_qty <= 0 or f.last_qty > o.leaves or _final(o.status):
                 return self._report_object(body, it, t)
             exec_id = _ascii(f.exec_id)
-            if exec_id in self.exec_ids:
+            if self.exec_ids.has(exec_id):
                 return self._report_object(body, it, t)
             event = EV_FULL_FILL if f.last_qty == o.leaves else EV_PARTIAL_FILL
         else:
@@ -1029,7 +1114,7 @@ cdef class RouterCore:
     # ------------------------------------------------------------------ new orders
     def new_order(self, session, msg, now=None, bint engine_saw=True):
         cdef int64_t t = self.clock() if now is None else now
-        cdef set used
+        cdef IdTable used
         cdef Order o
         cdef int64_t qty
         if t >= self.day_end:
@@ -1050,14 +1135,14 @@ cdef class RouterCore:
         user = session.user
         used = self._clids(user, t)
         clid = msg.cl_ord_id
-        if clid in used:
+        if used.has(clid):
             return self._reject(session, msg, Reason.DUPLICATE_CL_ORD_ID, f"cl_ord_id {clid!r}", t)
-        if len(used) >= self.max_clids_per_user_day:
+        if used.size >= self.max_clids_per_user_day:
             return self._reject(session, msg, R_INVALID_FIELD,
                                 f"user {user!r} used {self.max_clids_per_user_day} cl_ord_ids "
                                 "today, the most the gateway remembers; new orders are refused "
                                 "until the next trading day", t)
-        used.add(clid)
+        used.put(clid)
         if self.replaying and not engine_saw:
             self.stats["rejected"] += 1
             return None
@@ -1260,7 +1345,7 @@ cdef class RouterCore:
         et = rep.exec_type
         exec_id = rep.exec_id
         if et == ET_TRADE and exec_id:
-            if exec_id in self.exec_ids:
+            if self.exec_ids.has(exec_id):
                 self.stats["duplicate_fills"] += 1
                 log.info("execution already applied", exec_id=exec_id, exch_id=exch_id)
                 return
@@ -1379,23 +1464,14 @@ cdef class RouterCore:
             for cancel_id in o.old_cancels:
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
-        finished = self.finished
-        if o.exch_id not in finished:
-            self.finished_order.append(o.exch_id)
-        finished[o.exch_id] = o
-        if len(finished) > self.finished_memory:
-            del finished[self.finished_order.popleft()]
+        self.finished.put(o.exch_id, o)
 
     def _seen_execution(self, rep):
         self._seen_id(rep.exec_id)
 
     cdef int _seen_id(self, str exec_id) except -1:
-        if exec_id and exec_id not in self.exec_ids:
-            exec_ids = self.exec_ids
-            exec_ids[exec_id] = None
-            self.exec_order.append(exec_id)
-            if len(exec_ids) > self.exec_id_memory:
-                del exec_ids[self.exec_order.popleft()]
+        if exec_id:
+            self.exec_ids.put(exec_id)
         return 0
 
 

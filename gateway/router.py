@@ -54,6 +54,7 @@ from checks.decision import TRIGGER_STATUS, AlertEvent
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
+from gateway.idmemory import IdMemory
 from gateway.lifecycle import FINAL, Action, Event, step
 from gateway.protocol import (
     Alert,
@@ -201,6 +202,7 @@ class RouterBase:
     below call them on ``self`` and get whichever the concrete class has."""
 
     order_type: Any = RoutedOrder  # what ``_adopt`` makes an order of
+    id_memory: Any = IdMemory  # what the day's id tables are (``FastRouter``: its compiled twin)
 
     def __init__(self, cfg: GatewayConfig, engine: Any, audit: AuditLog | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
@@ -219,14 +221,11 @@ class RouterBase:
         self.by_exch: dict[str, int] = {}
         self.by_clid: dict[tuple[str, str], int] = {}  # (user, cl_ord_id) -> working order
         # By exchange id, today; and executions applied today. Each remembers at most its
-        # ``*_memory`` newest keys: the order they came in is the deque beside it (a dict whose
-        # oldest key is dropped by name stays cheap; an OrderedDict's upkeep cost more).
-        self.finished: dict[str, RoutedOrder] = {}
-        self.finished_order: deque[str] = deque()
-        self.exec_ids: dict[str, None] = {}
-        self.exec_order: deque[str] = deque()
+        # newest keys, in shards that never rebuild the whole table at once (``IdMemory``).
+        self.finished = self.id_memory(FINISHED_MEMORY)  # exchange id -> RoutedOrder
+        self.exec_ids = self.id_memory(EXEC_ID_MEMORY)
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
-        self.used_clids: dict[str, set[str]] = {}  # user -> ids used this trading day
+        self.used_clids: dict[str, IdMemory] = {}  # user -> ids used this trading day
         self.day = -1
         self.day_end = -1  # the per-day memory above is forgotten from this timestamp on
         self.on_day_start: Callable[[int, int], None] | None = None  # (day, now): checkpoint
@@ -254,8 +253,6 @@ class RouterBase:
         self.order_seq = 0  # exchange ids of orders: deterministic, so replay gives the same ids
         # The memory caps above, per instance (a test may lower one before it builds a router).
         self.max_clids_per_user_day = MAX_CLIDS_PER_USER_DAY
-        self.exec_id_memory = EXEC_ID_MEMORY
-        self.finished_memory = FINISHED_MEMORY
         self.max_cancels_per_order = MAX_CANCELS_PER_ORDER
         self._cancel_seq = 0
         self.stats = {"orders": 0, "accepted": 0, "rejected": 0, "cancels": 0, "fills": 0,
@@ -276,9 +273,7 @@ class RouterBase:
         self.day_end = trading_day_bounds(day, boundary)[1]
         self.used_clids.clear()
         self.exec_ids.clear()
-        self.exec_order.clear()
         self.finished.clear()
-        self.finished_order.clear()
         if not first and self.on_day_start is not None and not self.replaying:
             self.on_day_start(day, now)
 
@@ -641,10 +636,13 @@ class Router(RouterBase):
             return
         self.link.send(msg)
 
-    def _clids(self, user: str, now: int) -> set[str]:
+    def _clids(self, user: str, now: int) -> IdMemory:
         """The cl_ord_ids ``user`` used this trading day (they must be unique per day)."""
         self._at(now)
-        return self.used_clids.setdefault(user, set())
+        used = self.used_clids.get(user)
+        if used is None:
+            used = self.used_clids[user] = IdMemory()
+        return used
 
     # ------------------------------------------------------------------ new orders
     def new_order(self, session: SessionPort, msg: NewOrder, now: int | None = None,
@@ -671,7 +669,7 @@ class Router(RouterBase):
                                 f"user {session.user!r} used {self.max_clids_per_user_day} cl_ord_ids "
                                 "today, the most the gateway remembers; new orders are refused "
                                 "until the next trading day", now)
-        used.add(msg.cl_ord_id)
+        used.put(msg.cl_ord_id)
         if self.replaying and not engine_saw:
             self.stats["rejected"] += 1
             return None
@@ -937,18 +935,11 @@ class Router(RouterBase):
             for cancel_id in o.old_cancels:
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
-        if o.exch_id not in self.finished:
-            self.finished_order.append(o.exch_id)
-        self.finished[o.exch_id] = o
-        if len(self.finished) > self.finished_memory:
-            del self.finished[self.finished_order.popleft()]
+        self.finished.put(o.exch_id, o)
 
     def _seen_execution(self, rep: ExecReport) -> None:
         """An execution is dealt with once: booked, or (if the book cannot take it) alerted —
         when the exchange says it again (a trade query after a reconnect) nothing repeats."""
-        if rep.exec_id and rep.exec_id not in self.exec_ids:
-            self.exec_ids[rep.exec_id] = None
-            self.exec_order.append(rep.exec_id)
-            if len(self.exec_ids) > self.exec_id_memory:
-                del self.exec_ids[self.exec_order.popleft()]
+        if rep.exec_id:
+            self.exec_ids.put(rep.exec_id)
 
