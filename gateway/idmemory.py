@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-SHARDS = 256
+SHARDS = 256  # at most 256 (see SHIFT): a 1,000,000-key memory rebuilds ~4,000 keys at a time
 SPLIT_AT = 4_096  # a memory this small rebuilds in well under a millisecond: one dict until then
-# A key's shard is chosen by the top bits of its hash: a dict places keys by the low bits, and
+# A key's shard is chosen by the top 8 bits of its hash: a dict places keys by the low bits, and
 # a shard whose keys all shared their low bits would pile them onto the same few slots.
 SHIFT = sys.hash_info.width - 8
 
@@ -39,6 +39,8 @@ SHIFT = sys.hash_info.width - 8
 class IdMemory:
     """Ids (str) with a value each (None for a plain set), in shards; the oldest forgotten past
     ``limit`` if one is given."""
+
+    __slots__ = ("limit", "mask", "order", "shards", "size")
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
