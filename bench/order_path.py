@@ -73,6 +73,8 @@ class Connection:
         self.frames += 1
         del self._out[start:]
 
+    read_done = queued
+
     def on_message(self, msg: Any) -> None:
         raise SystemExit(f"bench flow: unexpected {type(msg).__name__}")
 

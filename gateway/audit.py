@@ -122,6 +122,14 @@ class AuditLog:
         if not self._scheduled:
             self._schedule()
 
+    def appended_now(self) -> None:
+        """``appended``, for a read that is over and whose frames leave next: the records are
+        written now (write-ahead), not at the end of the loop turn."""
+        if self._closed:
+            self.appended()
+            return
+        self.flush()
+
     def _schedule(self) -> None:
         """Write the batch at the end of this loop turn."""
         self._scheduled = True

@@ -931,7 +931,7 @@ cdef class RouterCore:
         return 0
 
     cdef int _queued(self, conn, Py_ssize_t start) except -1:
-        """Frames for ``conn`` were encoded into its buffer from ``start``: its ``queued`` is
+        """Frames for ``conn`` were encoded into its buffer from ``start``: its ``read_done`` is
         called once, at the end of the read, from the first such frame (one write per peer per
         read; a slow consumer is found there)."""
         cdef Py_ssize_t k
@@ -944,18 +944,20 @@ cdef class RouterCore:
         return 0
 
     cdef int _end_of_read(self, audit) except -1:
-        """The read's records written ahead of its frames: the audit log told once that records
-        were appended (``AuditLog.appended``), then each connection that got frames."""
+        """The read's records written ahead of its frames, now: the audit log writes them
+        (``AuditLog.appended_now``), then each connection that got frames writes them in one
+        write (``read_done``) — one journal append and one write per peer per read, without
+        waiting for the end of the loop turn."""
         cdef Py_ssize_t k
         records = self._records
         self._records = None
         if records:
-            audit.appended()
+            audit.appended_now()
         touched, starts = self._touched, self._starts
         if touched:
             self._touched, self._starts = [], []
             for k in range(len(touched)):
-                touched[k].queued(starts[k])
+                touched[k].read_done(starts[k])
         return 0
 
     cdef int _read_objects(self, proto, data, bint client) except -1:

@@ -378,9 +378,15 @@ class ClientSession(FramedProtocol):
 
     def queued(self, start: int) -> None:
         super().queued(start)
+        self._check_backlog()
+
+    def read_done(self, start: int) -> None:
+        super().read_done(start)
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
         # Held beyond the limit: dropped (the cheap bound first, the exact figure to decide).
-        out = self._out
-        if len(out) + self._buffered > self._max_buffer \
+        if len(self._out) + self._buffered > self._max_buffer \
                 and self.write_buffer_size() > self._max_buffer:
             self.drop_slow_consumer()
 

@@ -56,7 +56,7 @@ ACCOUNTS = ("A001", "A004")
 class Connection:
     """A ``gateway.framed.FramedProtocol`` as the routers use it, without a socket: every frame
     sent — by ``send``, or encoded into ``frame_buffer`` by the compiled path, which then calls
-    ``queued`` — stays in the buffer, in the order a socket would carry it; reads come as bytes
+    ``read_done`` — stays in the buffer, in the order a socket would carry it; reads come as bytes
     (``FastRouter.client_data`` / ``exchange_data``) through its own ``FrameDecoder``."""
 
     def __init__(self) -> None:
@@ -76,6 +76,8 @@ class Connection:
 
     def queued(self, start: int) -> None:
         assert start <= len(self._out)
+
+    read_done = queued
 
     def on_message(self, msg: Any) -> None:
         raise AssertionError(f"the router passed back {msg!r}")
@@ -407,5 +409,34 @@ def test_a_bad_frame_anywhere_in_a_read_refuses_the_whole_read_as_the_decoder_do
         fast.router.client_data(other, frame[7:])
         assert [o.account for o in fast.exch_orders()] == ["A001"]
         assert other.messages_in == 1
+    finally:
+        fast.audit.close()
+
+
+def test_a_read_is_journaled_then_written_to_each_peer_once_before_it_returns(tmp_path):
+    """One journal append and one write per peer per read, in that order, when the read ends —
+    not a loop turn later: ``read_done`` is called once per connection that got frames, with
+    the read's records already in the journal on disk."""
+    fast = Side_(FastRouter, tmp_path / "fast", ReferenceEngine)
+    calls: list[tuple[str, int, int]] = []
+
+    def spy(conn: Connection, name: str) -> None:
+        def read_done(start: int) -> None:
+            on_disk = [rec for _, rec in jr.JournalReader(fast.path)]
+            calls.append((name, len(on_disk), len(conn.frames())))
+        conn.read_done = read_done  # type: ignore[method-assign]
+
+    s = fast.sessions[1]
+    spy(fast.link, "link")
+    spy(s, "session")
+    try:
+        before = len([rec for _, rec in jr.JournalReader(fast.path)]) + len(fast.audit.records)
+        orders = [_order(("order", 1, k, "A001", Side.BUY, Offset.OPEN, 0, 1)) for k in (1, 2)]
+        fast.router.client_data(s, b"".join(encode(o) for o in orders))
+        assert calls == [("link", before + 2, 2)]  # both orders journaled, then one write
+        acks = [ExecReport(f"gw.t.{k}", f"X{k}", "A001", orders[0].symbol, OrdStatus.NEW,
+                           ExecType.NEW) for k in (1, 2)]
+        fast.router.exchange_data(fast.link, b"".join(encode(a) for a in acks))
+        assert calls[1:] == [("session", before + 4, 2)]
     finally:
         fast.audit.close()
