@@ -2,7 +2,8 @@
 
 It owns the sans-IO ``FrameDecoder`` for inbound bytes and an outbound buffer that coalesces
 every frame produced in one event-loop turn into a single ``transport.write`` (one syscall for
-a burst of reports instead of one each). Subclasses implement ``on_message`` and
+a burst of reports instead of one each); the compiled order path writes a read's frames when
+the read ends (``read_done``). Subclasses implement ``on_message`` and
 ``on_protocol_error``; nothing here knows what the messages mean.
 
 Backpressure: when the transport's write buffer passes its high-water mark, ``pause_writing``
