@@ -13,7 +13,8 @@ into the connections' buffers and dropped there; what it leaves out are the sock
 
 Run: ``.venv/bin/python -m bench.order_path [--orders N] [--batch B] [--journal DIR|off]
 [--engine cython|reference] [--router fast|reference|both] [--rounds R] [--profile]``; it prints
-CPU µs per order (order + ack + fill). ``--router both`` measures the compiled order path and
+CPU µs per order (order + ack + fill) and the longest wall time one batch took (a stall: a
+table rebuilt at once, a collection). ``--router both`` measures the compiled order path and
 the reference alternately in one process, ``--rounds`` times each, and gives each one's best
 round and their ratio: on a shared machine the ratio of one run is the figure to trust.
 ``bench/test_bench_order_path.py`` runs the same loop under pytest-benchmark.
