@@ -29,14 +29,17 @@ def test_order_path(benchmark, tmp_path: Path, router: str, journal: str) -> Non
         accepted = path.router.stats["accepted"]
 
         reads = iter([path.reads(BATCH) for _ in range(310)])
+        ran = [0]
 
         def one_batch() -> None:
             path.run_batch(next(reads))
+            ran[0] += 1
 
         loop.run_until_complete(_warm(path))
         benchmark.pedantic(lambda: loop.run_until_complete(_run(one_batch)), rounds=300,
                            warmup_rounds=10)
-        assert path.router.stats["accepted"] - accepted == BATCH * 310 + BATCH * 20
+        # (every batch the benchmark ran: 310 when it measures, 1 under --benchmark-disable)
+        assert path.router.stats["accepted"] - accepted == BATCH * ran[0] + BATCH * 20
     finally:
         path.close()
         loop.close()
