@@ -641,7 +641,7 @@ class Router(RouterBase):
         self._at(now)
         used = self.used_clids.get(user)
         if used is None:
-            used = self.used_clids[user] = IdMemory()
+            used = self.used_clids[user] = self.id_memory()
         return used
 
     # ------------------------------------------------------------------ new orders
