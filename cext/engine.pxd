@@ -73,14 +73,38 @@ cdef class Engine:
     cdef object account_state_cls
     # alerts raised by the call in progress (None until the first one)
     cdef list alerts
+    # what the last accepted order / applied fill left for its caller (decide_c, fill_c)
+    cdef int64_t last_slot
+    cdef object last_alerts
+    cdef object last_trigger
 
     cdef int64_t _group_held(self, int64_t g, int64_t i, int64_t side) noexcept nogil
     cdef int _alert(self, object event) except -1
     cdef int _roll_day(self, int64_t now) except -1
-    cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
-                         int64_t hedge, int64_t ord_type, int64_t tif, double price,
-                         int64_t ticks, int64_t qty, bint large, bint counts_open,
-                         int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td)
+    # the compiled order path's entries (gateway/fastroute.pyx): an order, an ack and a fill as
+    # the wire carries them, no message or result objects on the common path
+    cdef int64_t account_index(self, object account) noexcept
+    cdef int64_t instrument_index(self, object symbol) noexcept
+    cdef object decide_c(self, int64_t a, int64_t i, int64_t side, int64_t offset, int64_t hedge,
+                         int64_t ord_type, int64_t tif, double price, int64_t qty, int64_t now,
+                         object session)
+    cdef bint ack_c(self, int64_t ref) except -1
+    cdef int fill_c(self, int64_t ref, int64_t n, double p, int64_t now,
+                    bint self_trade) except -1
+
+    cdef void _prefetch_account(self, int64_t a) noexcept
+    cdef void _prefetch(self, int64_t a, int64_t i) noexcept
+    cdef object _check(self, object order, bint slots, int64_t a, int64_t i, int64_t side,
+                       int64_t offset, int64_t hedge, int64_t ord_type, int64_t tif,
+                       int64_t qty_c, double price_c, int64_t now, object session)
+    cdef int _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
+                      int64_t hedge, int64_t ord_type, int64_t tif, double price,
+                      int64_t ticks, int64_t qty, bint large, bint counts_open,
+                      int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td) except -1
+    cdef bint _ack(self, int64_t slot) except -1
+    cdef bint _fill(self, int64_t slot, int64_t n, double p, int64_t now,
+                    bint self_trade) except -1
+    cdef int64_t _slot_at(self, int64_t ref) noexcept
     cdef object _count_message(self, int64_t a, int64_t i, int64_t now)
     cdef void _hint(self, int64_t a, int64_t hft_per_sec) noexcept
     cdef int _count_contract_cancel(self, int64_t slot) except -1

@@ -693,19 +693,9 @@ cdef class Engine:
     # ---------------------------------------------------------------- decide
     def decide(self, order, now_ns, session=0):
         """Check a ``NewOrder`` (or anything with its fields); reserve it when it passes."""
-        cdef int64_t a, i, side, offset, hedge, ord_type, tif, qty, lo, hi, ticks
-        cdef int64_t held, yd_free, td_free, close_yd = 0, close_td = 0, margin = 0, fee = 0
-        cdef int64_t need, available, messages, mode, local, g
-        cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
-        cdef bint opening, market, large, counts_open, ok, slots
-        cdef int overflow = 0, ok_int, k
-        cdef int64_t rk
-        cdef long long x
-        cdef Account* acct
-        cdef Instrument* inst
-        cdef Position* pos
-        cdef ProductCounters* pc
-        cdef GroupInstrument* gi
+        cdef int64_t a, i, side, offset, hedge, ord_type, tif
+        cdef bint slots
+        cdef int ok_int
         cdef int64_t now = fk_exact_int(<PyObject*>now_ns, &ok_int)
         cdef PyObject* early
 
@@ -723,37 +713,18 @@ cdef class Engine:
             if type(account) is str else -1
         if a < 0:
             return rejected(R.UNKNOWN_ACCOUNT, f"account {order.account!r}")
-        acct = &self.accts[a]
         # A realistic book does not fit in the caches: ask for the account's lines now, and
         # its position, counters and group lines as soon as the instrument is known, so the
         # memory fetches overlap with the Python-level field checks below. Where in its
         # rolling windows the account's checks will read is only known from its own lines,
         # so the last order left a hint (a compact array) to fetch those in parallel, too.
-        _prefetch_lines(acct, sizeof(Account))
-        for k in range(N_HINTS):
-            prefetch(self.ring_hints[N_HINTS * a + k])
+        self._prefetch_account(a)
         symbol = _field(order, slots, F_SYMBOL)
         i = fk_name_lookup(self.inst_table, self.inst_mask, self.inst_keys, <void*>symbol) \
             if type(symbol) is str else -1
         if i < 0:
             return rejected(R.UNKNOWN_INSTRUMENT, f"symbol {order.symbol!r}")
-        inst = &self.insts[i]
-        pos = &self.pos[a * self.n_inst + i]
-        _prefetch_lines(pos, sizeof(Position))
-        pc = &self.prods[a * self.n_prod + inst.product]
-        prefetch(pc)
-        gi = &self.gis[self.acct_group[a] * self.n_inst + i]  # (not waiting for acct's line)
-        _prefetch_lines(gi, sizeof(GroupInstrument))
-        g = self.acct_group[a]  # the group's other positions, for an opening's position limit
-        for k in range(self.group_start[g], min(self.group_start[g + 1], self.group_start[g] + 4)):
-            if self.group_members[k] != a:
-                _prefetch_lines(&self.pos[self.group_members[k] * self.n_inst + i], sizeof(Position))
-        # The windows' lines depend on the account's (head, count): the first wait for memory.
-        _prefetch_ring(&acct.orders, acct.max_orders_per_sec)
-        _prefetch_ring(&acct.cancels, acct.max_cancels_per_sec)
-        _prefetch_ring(&acct.msgs, acct.programmatic_per_sec)
-        _prefetch_ring(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
-                       and not acct.direct_access else inst.hft_per_sec)
+        self._prefetch(a, i)
         v_side = _field(order, slots, F_SIDE)
         v_offset = _field(order, slots, F_OFFSET)
         v_hedge = _field(order, slots, F_HEDGE)
@@ -774,6 +745,139 @@ cdef class Engine:
         tif = fk_enum(<PyObject*>v_tif, 3)
         if tif == 0:
             return rejected(R.INVALID_FIELD, f"tif={v_tif!r}")
+        decision = self._check(order, slots, a, i, side, offset, hedge, ord_type, tif, 0, 0.0, now,
+                               session)
+        if decision is None:
+            decision = _Decision(0, self._ref_of(self.last_slot), "", self.last_alerts,
+                                 self.last_trigger)
+            self.last_alerts = None
+        return decision
+
+    cdef int64_t account_index(self, object account) noexcept:
+        """The book's index of an account id (a str), or -1: ``decide``'s first lookup."""
+        if type(account) is not str:
+            return -1
+        return fk_name_lookup(self.acct_table, self.acct_mask, self.acct_keys, <void*>account)
+
+    cdef int64_t instrument_index(self, object symbol) noexcept:
+        """The book's index of a symbol (a str), or -1: ``decide``'s second lookup."""
+        if type(symbol) is not str:
+            return -1
+        return fk_name_lookup(self.inst_table, self.inst_mask, self.inst_keys, <void*>symbol)
+
+    cdef object decide_c(self, int64_t a, int64_t i, int64_t side, int64_t offset, int64_t hedge,
+                         int64_t ord_type, int64_t tif, double price, int64_t qty, int64_t now,
+                         object session):
+        """``decide`` for an order as the wire carries it — the account and symbol already
+        found (``account_index`` / ``instrument_index``, both >= 0), the enums and lots as
+        integers, the price a float — with no order object: the compiled order path's call.
+        Returns None when the order is accepted (its slot in ``last_slot``, what it set off in
+        ``last_alerts`` and ``last_trigger``; ``_ref_of`` gives its reference), else the
+        refusal's ``Decision``, exactly as ``decide`` of the same order would."""
+        if now >= self.day_end:
+            self._roll_day(now)
+        self._prefetch_account(a)
+        self._prefetch(a, i)
+        if not 1 <= side <= 2:
+            return rejected(R.INVALID_FIELD, f"side={side}")
+        if not 1 <= offset <= 4:
+            return rejected(R.INVALID_FIELD, f"offset={offset}")
+        if not 1 <= hedge <= 3:
+            return rejected(R.INVALID_FIELD, f"hedge={hedge}")
+        if not 1 <= ord_type <= 2:
+            return rejected(R.INVALID_FIELD, f"ord_type={ord_type}")
+        if not 1 <= tif <= 3:
+            return rejected(R.INVALID_FIELD, f"tif={tif}")
+        return self._check(None, False, a, i, side, offset, hedge, ord_type, tif, qty, price, now,
+                           session)
+
+    def decide_wire(self, str account, str symbol, int64_t side, int64_t offset, int64_t hedge,
+                    int64_t ord_type, int64_t tif, double price, int64_t qty, int64_t now,
+                    int64_t session):
+        """``decide_c`` from Python, answering as ``decide`` does (an unknown account or
+        symbol refused as there): how tests/cext holds the compiled path's entry to the
+        reference."""
+        cdef int64_t a = self.account_index(account)
+        cdef int64_t i = self.instrument_index(symbol)
+        if a < 0 or i < 0:
+            return self.decide(types.SimpleNamespace(
+                account=account, symbol=symbol, side=side, offset=offset, hedge=hedge,
+                ord_type=ord_type, tif=tif, price=price, qty=qty), now, session)
+        decision = self.decide_c(a, i, side, offset, hedge, ord_type, tif, price, qty, now,
+                                 session)
+        if decision is None:
+            decision = _Decision(0, self._ref_of(self.last_slot), "", self.last_alerts,
+                                 self.last_trigger)
+            self.last_alerts = None
+        return decision
+
+    def ack_wire(self, int64_t ref):
+        """``ack_c`` from Python, answering as ``apply_ack``."""
+        return Outcome() if self.ack_c(ref) else Outcome(known=False)
+
+    def fill_wire(self, int64_t ref, int64_t qty, double px, int64_t now, bint self_trade):
+        """``fill_c`` from Python, answering as ``apply_fill``."""
+        cdef int done = self.fill_c(ref, qty, px, now, self_trade)
+        if not done:
+            return Outcome(known=False)
+        alerts = self.last_alerts
+        self.last_alerts = None
+        return Outcome(finished=done == 2, alerts=alerts, trigger=self.last_trigger)
+
+    cdef void _prefetch_account(self, int64_t a) noexcept:
+        """Ask for account ``a``'s lines, and for where its windows were last read."""
+        cdef int k
+        _prefetch_lines(&self.accts[a], sizeof(Account))
+        for k in range(N_HINTS):
+            prefetch(self.ring_hints[N_HINTS * a + k])
+
+    cdef void _prefetch(self, int64_t a, int64_t i) noexcept:
+        """Ask for the lines an order of account ``a`` in instrument ``i`` will be checked
+        against, so the fetches overlap with the field checks before them."""
+        cdef Account* acct = &self.accts[a]
+        cdef Instrument* inst
+        cdef Position* pos
+        cdef ProductCounters* pc
+        cdef GroupInstrument* gi
+        cdef int64_t g, k
+        inst = &self.insts[i]
+        pos = &self.pos[a * self.n_inst + i]
+        _prefetch_lines(pos, sizeof(Position))
+        pc = &self.prods[a * self.n_prod + inst.product]
+        prefetch(pc)
+        gi = &self.gis[self.acct_group[a] * self.n_inst + i]  # (not waiting for acct's line)
+        _prefetch_lines(gi, sizeof(GroupInstrument))
+        g = self.acct_group[a]  # the group's other positions, for an opening's position limit
+        for k in range(self.group_start[g], min(self.group_start[g + 1], self.group_start[g] + 4)):
+            if self.group_members[k] != a:
+                _prefetch_lines(&self.pos[self.group_members[k] * self.n_inst + i], sizeof(Position))
+        # The windows' lines depend on the account's (head, count): the first wait for memory.
+        _prefetch_ring(&acct.orders, acct.max_orders_per_sec)
+        _prefetch_ring(&acct.cancels, acct.max_cancels_per_sec)
+        _prefetch_ring(&acct.msgs, acct.programmatic_per_sec)
+        _prefetch_ring(&acct.msgs, acct.hft_max_per_sec if acct.hft_registered
+                       and not acct.direct_access else inst.hft_per_sec)
+
+    cdef object _check(self, object order, bint slots, int64_t a, int64_t i, int64_t side,
+                       int64_t offset, int64_t hedge, int64_t ord_type, int64_t tif,
+                       int64_t qty_c, double price_c, int64_t now, object session):
+        """Checks 2-11 of an order whose account, instrument and enums are known: None when it
+        passes (reserved: see ``decide_c``), else the refusal. The lots and price are read
+        from ``order`` at their check, or, when ``order`` is None, are ``qty_c`` and
+        ``price_c`` as the wire carries them."""
+        cdef int64_t qty, lo, hi, ticks
+        cdef int64_t held, yd_free, td_free, close_yd = 0, close_td = 0, margin = 0, fee = 0
+        cdef int64_t need, available, messages, mode, local
+        cdef double price = 0.0, px, q, steps, width, notional, otr, rate, mf, ff
+        cdef bint opening, market, large, counts_open, ok
+        cdef int overflow = 0, ok_int
+        cdef int64_t rk
+        cdef long long x
+        cdef Account* acct = &self.accts[a]
+        cdef Instrument* inst = &self.insts[i]
+        cdef Position* pos = &self.pos[a * self.n_inst + i]
+        cdef ProductCounters* pc = &self.prods[a * self.n_prod + inst.product]
+        cdef GroupInstrument* gi = &self.gis[self.acct_group[a] * self.n_inst + i]
         opening = offset == OFF_OPEN
 
         # 2. kill switch
@@ -829,42 +933,53 @@ cdef class Engine:
                 return rejected(R.MARKET_CLOSED)
         lo = inst.min_market_qty if market else inst.min_limit_qty
         hi = inst.max_market_qty if market else inst.max_limit_qty
-        oq = _field(order, slots, F_QTY)
-        if type(oq) is int:
-            x = fk_exact_int(<PyObject*>oq, &ok_int)
-            if not ok_int:
-                x = PyLong_AsLongLongAndOverflow(oq, &overflow)
-            if overflow < 0:
-                return rejected(R.INVALID_QTY, f"qty={oq!r}")
-            if overflow > 0:  # beyond int64: positive, and above any instrument's maximum
-                return rejected(R.QTY_ABOVE_MAX, f"{oq} > {hi}")
-            qty = x
-        elif type(oq) is float:
-            q = PyFloat_AS_DOUBLE(oq)
-            if not (isfinite(q) and q == ffloor(q) and fabs(q) < TWO_62):
-                return rejected(R.INVALID_QTY, f"qty={oq!r}")
-            qty = <int64_t>q
+        if order is None:  # lots as the wire carries them: an int64
+            qty = qty_c
+            if qty <= 0:
+                return rejected(R.INVALID_QTY, f"qty={qty}")
         else:
-            return rejected(R.INVALID_QTY, f"qty={oq!r}")
-        if qty <= 0:
-            return rejected(R.INVALID_QTY, f"qty={oq!r}")
+            oq = _field(order, slots, F_QTY)
+            if type(oq) is int:
+                x = fk_exact_int(<PyObject*>oq, &ok_int)
+                if not ok_int:
+                    x = PyLong_AsLongLongAndOverflow(oq, &overflow)
+                if overflow < 0:
+                    return rejected(R.INVALID_QTY, f"qty={oq!r}")
+                if overflow > 0:  # beyond int64: positive, and above any instrument's maximum
+                    return rejected(R.QTY_ABOVE_MAX, f"{oq} > {hi}")
+                qty = x
+            elif type(oq) is float:
+                q = PyFloat_AS_DOUBLE(oq)
+                if not (isfinite(q) and q == ffloor(q) and fabs(q) < TWO_62):
+                    return rejected(R.INVALID_QTY, f"qty={oq!r}")
+                qty = <int64_t>q
+            else:
+                return rejected(R.INVALID_QTY, f"qty={oq!r}")
+            if qty <= 0:
+                return rejected(R.INVALID_QTY, f"qty={oq!r}")
         if qty < lo:
             return rejected(R.QTY_BELOW_MIN, f"{qty} < {lo}")
         if qty > hi:
             return rejected(R.QTY_ABOVE_MAX, f"{qty} > {hi}")
-        op = _field(order, slots, F_PRICE)
         ok = True
-        if type(op) is float:
-            price = PyFloat_AS_DOUBLE(op)
-        elif type(op) is int:
-            x = PyLong_AsLongLongAndOverflow(op, &overflow)
-            if overflow or not (-TWO_53 < <double>x < TWO_53):
-                ok = False
-            else:
-                price = <double>x
+        if order is None:  # a float, as the wire carries it
+            price = price_c
+            op = None
         else:
-            ok = False
+            op = _field(order, slots, F_PRICE)
+            if type(op) is float:
+                price = PyFloat_AS_DOUBLE(op)
+            elif type(op) is int:
+                x = PyLong_AsLongLongAndOverflow(op, &overflow)
+                if overflow or not (-TWO_53 < <double>x < TWO_53):
+                    ok = False
+                else:
+                    price = <double>x
+            else:
+                ok = False
         if not ok or not isfinite(price) or price < 0.0 or (price == 0.0 and not market):
+            if order is None:
+                op = price
             return rejected(R.INVALID_PRICE, f"price={op!r}")
         if not market:
             steps = price / inst.tick + 0.5  # inf for an absurd price: not on tick
@@ -1019,8 +1134,9 @@ cdef class Engine:
             return rejected(R.SELF_TRADE,
                             f"crosses own buy at {<double>gi.best_buy * inst.tick:.6g}")
 
-        return self._reserve(a, i, now, side, offset, hedge, ord_type, tif, price, ticks, qty,
-                             large, counts_open, margin, fee, close_yd, close_td)
+        self._reserve(a, i, now, side, offset, hedge, ord_type, tif, price, ticks, qty, large,
+                      counts_open, margin, fee, close_yd, close_td)
+        return None
 
     cdef int64_t _group_held(self, int64_t g, int64_t i, int64_t side) noexcept nogil:
         """``checks.engine.Engine._group_held``: the group's position on one side, pending
@@ -1043,10 +1159,12 @@ cdef class Engine:
             self.alerts.append(event)
         return 0
 
-    cdef object _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
-                         int64_t hedge, int64_t ord_type, int64_t tif, double price,
-                         int64_t ticks, int64_t qty, bint large, bint counts_open,
-                         int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td):
+    cdef int _reserve(self, int64_t a, int64_t i, int64_t now, int64_t side, int64_t offset,
+                      int64_t hedge, int64_t ord_type, int64_t tif, double price,
+                      int64_t ticks, int64_t qty, bint large, bint counts_open,
+                      int64_t margin, int64_t fee, int64_t close_yd, int64_t close_td) except -1:
+        """Reserve an order that passed: its slot in ``last_slot``, its alerts and trigger in
+        ``last_alerts`` / ``last_trigger``."""
         cdef Account* acct = &self.accts[a]
         cdef Instrument* inst = &self.insts[i]
         cdef Position* pos = &self.pos[a * self.n_inst + i]
@@ -1171,9 +1289,11 @@ cdef class Engine:
                 if ticks < gi.best_sell:
                     gi.best_sell = ticks
         self._hint(a, inst.hft_per_sec)
-        alerts = self.alerts
+        self.last_slot = slot
+        self.last_alerts = self.alerts
+        self.last_trigger = trigger
         self.alerts = None
-        return _Decision(0, self._ref_of(slot), "", alerts, trigger)
+        return 0
 
     cdef void _hint(self, int64_t a, int64_t hft_per_sec) noexcept:
         """Where the account's next decide will read its windows (for ``decide`` to prefetch)."""
@@ -1284,10 +1404,15 @@ cdef class Engine:
             if not (value == ref):
                 return -1
             return self._slot_of(value)
-        if x < 0:
+        return self._slot_at(x)
+
+    cdef int64_t _slot_at(self, int64_t ref) noexcept:
+        """``_slot_of`` of an int64 reference."""
+        cdef int64_t slot, gen
+        if ref < 0:
             return -1
-        slot = x & SLOT_MASK
-        gen = x >> SLOT_BITS
+        slot = ref & SLOT_MASK
+        gen = ref >> SLOT_BITS
         if slot < self.n_slots and self.orders[slot].live and self.orders[slot].gen == gen:
             return slot
         return -1
@@ -1358,12 +1483,21 @@ cdef class Engine:
 
     # ---------------------------------------------------------------- exchange events
     def apply_ack(self, ref, now):
-        cdef int64_t slot = self._slot_of(ref)
-        if slot < 0:
+        if not self._ack(self._slot_of(ref)):
             return Outcome(known=False)
+        return Outcome()
+
+    cdef bint ack_c(self, int64_t ref) except -1:
+        """``apply_ack`` of an int64 reference, for the compiled order path: whether the
+        reference was known (an ack sets off nothing else)."""
+        return self._ack(self._slot_at(ref))
+
+    cdef bint _ack(self, int64_t slot) except -1:
+        if slot < 0:
+            return False
         if self.orders[slot].status == ST_PENDING_NEW:
             self.orders[slot].status = ST_NEW
-        return Outcome()
+        return True
 
     def apply_reject(self, ref, now):
         """The exchange refused the order: release everything it holds."""
@@ -1393,27 +1527,52 @@ cdef class Engine:
 
     def apply_fill(self, ref, qty, px, int64_t now, self_trade=False):
         """A trade: move the position, turn frozen margin/fees into used margin/paid fees."""
-        cdef int64_t slot, n, leaves, release_margin, release_fee, value, margin, cost, total
-        cdef int64_t from_yd, from_td, a, i
-        cdef double p, q
+        cdef int64_t slot, n
+        cdef double p
         cdef int overflow = 0
-        cdef bint finished, before
-        cdef Order* o
-        cdef Account* acct
-        cdef Instrument* inst
-        cdef Position* pos
         if now >= self.day_end:
             self._roll_day(now)
         slot = self._slot_of(ref)
         if slot < 0 or type(qty) is not int:
             return Outcome(known=False)
         n = PyLong_AsLongLongAndOverflow(qty, &overflow)
-        o = &self.orders[slot]
-        if overflow or not 0 < n <= o.leaves:
+        if overflow or not 0 < n <= self.orders[slot].leaves:
             return Outcome(known=False)
         p = px  # a float, as the wire delivers it (None or a str raise, as math.isfinite does)
         if not (isfinite(p) and 0.0 < p <= MAX_PRICE):
             return Outcome(known=False)
+        finished = self._fill(slot, n, p, now, self_trade)
+        alerts = self.last_alerts
+        self.last_alerts = None
+        return Outcome(finished=finished, alerts=alerts, trigger=self.last_trigger)
+
+    cdef int fill_c(self, int64_t ref, int64_t n, double p, int64_t now,
+                    bint self_trade) except -1:
+        """``apply_fill`` of an int64 reference, lots and a float price, for the compiled order
+        path: 0 when the book refused it (nothing changed), 1 when it was applied, 2 when it
+        also finished the order; its alerts and trigger in ``last_alerts`` / ``last_trigger``."""
+        cdef int64_t slot
+        if now >= self.day_end:
+            self._roll_day(now)
+        slot = self._slot_at(ref)
+        if slot < 0 or not 0 < n <= self.orders[slot].leaves:
+            return 0
+        if not (isfinite(p) and 0.0 < p <= MAX_PRICE):
+            return 0
+        return 2 if self._fill(slot, n, p, now, self_trade) else 1
+
+    cdef bint _fill(self, int64_t slot, int64_t n, double p, int64_t now,
+                    bint self_trade) except -1:
+        """Apply a fill the book can take (checked by the callers); whether it finished the
+        order. Alerts and trigger in ``last_alerts`` / ``last_trigger``."""
+        cdef int64_t leaves, release_margin, release_fee, value, margin, cost, total
+        cdef int64_t from_yd, from_td, a, i
+        cdef double q
+        cdef bint finished, before
+        cdef Order* o = &self.orders[slot]
+        cdef Account* acct
+        cdef Instrument* inst
+        cdef Position* pos
         a = o.acct
         i = o.inst
         acct = &self.accts[a]
@@ -1508,9 +1667,10 @@ cdef class Engine:
             self._finish(slot, ST_FILLED)
         else:
             o.status = ST_PARTIALLY_FILLED
-        alerts = self.alerts
+        self.last_alerts = self.alerts
+        self.last_trigger = trigger
         self.alerts = None
-        return Outcome(finished=finished, alerts=alerts, trigger=trigger)
+        return finished
 
     cdef int _finish(self, int64_t slot, int64_t status) except -1:
         """Release everything a finished order still holds and drop it from the book."""

@@ -9,8 +9,11 @@ DCE (two contracts of one product, market orders) and CFFEX (day session only), 
 tight that every check of docs/ARCHITECTURE.md §4 fires within a few dozen steps.
 
 ``Pair`` holds a ``checks.engine.Engine`` and a ``cext.engine.Engine`` built from the same
-config. ``Pair.call`` runs one method on both and insists on the same answer — or the same
-exception type — and ``Pair.check`` compares the two snapshots and runs the book invariants
+config, and a second ``cext.engine.Engine`` that takes orders, acks and fills through the entries
+of the compiled order path (``decide_c``, ``ack_c``, ``fill_c``, reached from Python as
+``decide_wire`` / ``ack_wire`` / ``fill_wire``) whenever the arguments are what the wire carries.
+``Pair.call`` runs one method on all three and insists on the same answer — or the same
+exception type — and ``Pair.check`` compares the snapshots and runs the book invariants
 (``checks.invariants``) with the positions the test expects from the fills it applied.
 
 ``Driver`` holds the steps of a random history (a new order, a burst, a fill, a kill, time
@@ -163,6 +166,41 @@ def start_positions() -> dict[tuple[str, str], list[int]]:
     return out
 
 
+I64 = 1 << 63
+
+
+def _i64(v: Any) -> bool:
+    return type(v) is int and -I64 <= v < I64
+
+
+def wire_call(engine: CEngine, name: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
+    """``name(*args)`` on ``engine`` through the compiled order path's entry when the arguments
+    are as the wire carries them (exact ints in int64, a float price, str names), else the
+    method itself; what went through an entry is counted in ``SEEN`` ("wire <reason>", "wire
+    ack", "wire fill")."""
+    if name == "decide" and not kwargs:
+        order, now, *rest = args
+        session = rest[0] if rest else 0
+        fields = [getattr(order, f, None) for f in ("side", "offset", "hedge", "ord_type", "tif",
+                                                    "qty")]
+        if (type(getattr(order, "account", None)) is str and type(getattr(order, "symbol", None))
+                is str and all(map(_i64, fields)) and type(getattr(order, "price", None)) is float
+                and _i64(now) and _i64(session)):
+            out = outcome_of(engine.decide_wire, order.account, order.symbol, *fields[:5],
+                             order.price, fields[5], now, session)
+            if out[0] == "ok":
+                SEEN[f"wire {Reason(out[1].reason).name}"] += 1
+            return out
+    elif name == "apply_ack" and not kwargs and _i64(args[0]):
+        SEEN["wire ack"] += 1
+        return outcome_of(engine.ack_wire, args[0])
+    elif (name == "apply_fill" and not kwargs and _i64(args[0]) and _i64(args[1])
+          and type(args[2]) is float and _i64(args[3]) and type(args[4]) is bool):
+        SEEN["wire fill"] += 1
+        return outcome_of(engine.fill_wire, *args)
+    return outcome_of(getattr(engine, name), *args, **kwargs)
+
+
 def outcome_of(fn, *args, **kwargs) -> tuple[str, Any]:  # noqa: ANN001
     try:
         return "ok", fn(*args, **kwargs)
@@ -176,6 +214,7 @@ class Pair:
     def __init__(self, cfg: RiskConfig) -> None:
         self.ref = RefEngine(cfg)
         self.c = CEngine(cfg)
+        self.wire = CEngine(cfg)  # driven through the compiled order path's entries
         self.groups = [a.group for a in self.ref.accounts]
         self.positions = start_positions()
 
@@ -183,6 +222,8 @@ class Pair:
         want = outcome_of(getattr(self.ref, name), *args, **kwargs)
         got = outcome_of(getattr(self.c, name), *args, **kwargs)
         assert got == want, f"{name}{args}: cext {got} != reference {want}"
+        got = wire_call(self.wire, name, args, kwargs)
+        assert got == want, f"{name}{args}: cext wire entry {got} != reference {want}"
         return want[1] if want[0] == "ok" else None
 
     def fill(self, ref: Any, qty: Any, px: Any, now: int, self_trade: bool) -> Any:
@@ -208,10 +249,12 @@ class Pair:
     def check(self) -> None:
         snap = self.ref.snapshot()
         assert self.c.snapshot() == snap
+        assert self.wire.snapshot() == snap
         views = {}
         for account in ACCOUNT_IDS:
             views[account] = self.ref.account_view(account)
             assert self.c.account_view(account) == views[account]
+            assert self.wire.account_view(account) == views[account]
         bad = book_violations(snap, self.groups,
                               {k: tuple(v) for k, v in self.positions.items()}, views)
         assert not bad, "\n".join(bad)

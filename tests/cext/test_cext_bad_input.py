@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import msgspec
 import pytest
-from diffbook import SYMBOLS, T0, Pair, config, outcome_of
+from diffbook import SYMBOLS, T0, Pair, config, outcome_of, wire_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,9 +79,11 @@ def _same_decision(pair: Pair, order: object, session: object = 0) -> object:
     want = outcome_of(pair.ref.decide, order, T0, session)
     got = outcome_of(pair.c.decide, order, T0, session)
     assert got == want, f"{order}: cext {got} != reference {want}"
+    got = wire_call(pair.wire, "decide", (order, T0, session), {})  # (the wire's types only)
+    assert got == want, f"{order}: cext wire entry {got} != reference {want}"
     assert want[0] == "ok", f"the reference raised {want[1]} on {order}"
     if not want[1].accepted:
-        assert pair.ref.snapshot() == before == pair.c.snapshot()
+        assert pair.ref.snapshot() == before == pair.c.snapshot() == pair.wire.snapshot()
     else:  # release it again, so the next case starts from the same book
         pair.call("apply_reject", want[1].ref, T0)
     return want[1]
