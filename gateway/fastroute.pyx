@@ -27,6 +27,8 @@ from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from cext.engine cimport Engine as CEngine
+
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
 from gateway import journal as jr
@@ -734,6 +736,12 @@ cdef Py_ssize_t put_report(bytearray out, Order o, int status, ReportIn* f, bint
     return _close_frame(out, start, p + 4)
 
 
+cdef object _order_msg(str clid, str account, str symbol, OrderIn* f):
+    """The ``NewOrder`` a canonical order frame carries (for the object path)."""
+    return NewOrder(clid, account, symbol, f.side, f.offset, f.hedge, f.ord_type, f.tif, f.price,
+                    f.qty)
+
+
 cdef class RouterCore:
     """The order path's state and handlers; ``gateway.router.FastRouter`` adds the rest."""
 
@@ -1010,12 +1018,13 @@ cdef class RouterCore:
         over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
         cdef OrderIn* f = &it.f.order
         cdef IdTable used
+        cdef CEngine ce = None
+        cdef int64_t a = -1, i = -1
         if t >= self.day_end:
             self._new_day(t)
         clid = _ascii(f.cl_ord_id)
         account = _ascii(f.account)
-        msg = NewOrder(clid, account, _ascii(f.symbol), f.side, f.offset, f.hedge, f.ord_type,
-                       f.tif, f.price, f.qty)
+        symbol = _ascii(f.symbol)
         user = session.user
         found = self.used_clids.get(user)
         link = self.link
@@ -1023,18 +1032,37 @@ cdef class RouterCore:
                  and 1 <= f.symbol.n <= MAX_SYMBOL_BYTES)
                 or found is None or self.replaying or self.halted is not None
                 or link is None or not link.up or account not in session.accounts):
-            return self._new_order_object(session, msg, t)
+            return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
         used = found
         if used.has(clid) or used.size >= self.max_clids_per_user_day:
-            return self._new_order_object(session, msg, t)
+            return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
+        engine = self.engine
+        msg = None
+        if type(engine) is CEngine:  # the compiled engine: no message or decision objects
+            ce = engine
+            a = ce.account_index(account)
+            i = ce.instrument_index(symbol) if a >= 0 else -1
+            if i < 0:  # refused as unknown: the object path, in its words
+                return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
+        else:
+            msg = _order_msg(clid, account, symbol, f)
         sid = session.session_id
         if self._records is not None:
             self._records.append(inbound_record(t, sid, body, it.length))
         self._n_orders += 1
         used.add_new(clid)
-        decision = self.engine.decide(msg, t, sid)
-        self._decided(session, msg, decision, t, user, clid, body, it)
-        return 0
+        if ce is None:
+            decision = engine.decide(msg, t, sid)
+            return self._decided(session, msg, decision, t, user, clid, body, it)
+        decision = ce.decide_c(a, i, f.side, f.offset, f.hedge, f.ord_type, f.tif, f.price, f.qty,
+                               t, sid)
+        if decision is not None:
+            return self._decided(session, _order_msg(clid, account, symbol, f), decision, t, user,
+                                 clid, body, it)
+        alerts, trigger = ce.last_alerts, ce.last_trigger
+        ce.last_alerts = None
+        return self._accepted(session, t, user, clid, account, symbol, ce._ref_of(ce.last_slot),
+                              alerts, trigger, body, it)
 
     cdef int _new_order_object(self, session, msg, int64_t t) except -1:
         self.new_order(session, msg, t)
@@ -1048,6 +1076,7 @@ cdef class RouterCore:
         report objects) goes to ``exchange_report`` before any effect."""
         cdef ReportIn* f = &it.f.report
         cdef Order o
+        cdef CEngine ce
         cdef int et = <int>f.exec_type if -1 <= f.exec_type <= 64 else -1
         cdef int event, cell, status
         cdef bint trade = et == ET_TRADE
@@ -1081,22 +1110,32 @@ cdef class RouterCore:
             self._records.append(exchange_record(t, body, it.length, o.session_id, o.cl_ord_id))
         engine = self.engine
         if not trade:
-            engine.apply_ack(o.ref, t)
+            if type(engine) is CEngine:
+                (<CEngine>engine).ack_c(o.ref)
+            else:
+                engine.apply_ack(o.ref, t)
             if self.ack_latency is not None:
                 self.ack_latency.observe(t - o.ts_ns)
         else:
-            outcome = engine.apply_fill(o.ref, f.last_qty, f.last_px, t, f.self_trade)
-            if not outcome.known:
-                log.error("fill refused by the book", exch_id=o.exch_id, qty=f.last_qty)
-                return 0
+            if type(engine) is CEngine:
+                ce = engine
+                if not ce.fill_c(o.ref, f.last_qty, f.last_px, t, f.self_trade):
+                    return self._fill_refused(o, f.last_qty)
+                alerts, trigger = ce.last_alerts, ce.last_trigger
+                ce.last_alerts = None
+            else:
+                outcome = engine.apply_fill(o.ref, f.last_qty, f.last_px, t, f.self_trade)
+                if not outcome.known:
+                    return self._fill_refused(o, f.last_qty)
+                alerts, trigger = outcome.alerts, outcome.trigger
             self.exec_ids.add_new(exec_id)  # (found absent above)
             self._n_fills += 1
             o.cum += f.last_qty
             o.leaves -= f.last_qty
-            if outcome.alerts:
-                self._alerts(outcome.alerts, t)
-            if outcome.trigger:
-                self._trigger(o.account, outcome.trigger, t)
+            if alerts:
+                self._alerts(alerts, t)
+            if trigger:
+                self._trigger(o.account, trigger, t)
         o.status = status
         if not o.order_id and f.order_id.n:
             o.order_id = _ascii(f.order_id)
@@ -1115,6 +1154,10 @@ cdef class RouterCore:
                 self._queued(s, start)
         if _final(status):
             self._forget(o)
+        return 0
+
+    cdef int _fill_refused(self, Order o, int64_t qty) except -1:
+        log.error("fill refused by the book", exch_id=o.exch_id, qty=qty)
         return 0
 
     cdef int _report_object(self, const uint8_t* body, Item* it, int64_t t) except -1:
@@ -1170,41 +1213,64 @@ cdef class RouterCore:
                       const uint8_t* body, Item* it) except -1:
         """What follows the engine's decision on an order (``body``/``it``: its canonical
         frame, when it came as one, or NULL)."""
-        cdef Order o
-        cdef int64_t qty
         reason = decision.reason
-        if reason:  # right behind the order, before what the decision sets off
-            self._journal_refusal(session, msg, reason, decision.text, t)
+        if not reason:
+            return self._accepted(session, t, user, clid, msg.account, msg.symbol, decision.ref,
+                                  decision.alerts, decision.trigger, body, it, msg)
+        self._journal_refusal(session, msg, reason, decision.text, t)  # right behind the order
         if decision.alerts:
             self._alerts(decision.alerts, t)
         if self.on_counted is not None:
             self.on_counted(msg.account, t, int(reason))
-        if reason:
-            self._reject(session, msg, reason, None, t, decision.text, True)
-        else:
-            self._n_accepted += 1
-            qty = int(msg.qty)
-            self.order_seq += 1
-            exch_id = _with_hex(self.prefix, self.order_seq)
-            o = _new_order(decision.ref, session, user, clid, exch_id, msg.account, msg.symbol,
-                           msg.side, msg.price, qty, t)
-            self.orders[o.ref] = o
-            self.by_exch[exch_id] = o.ref
-            self.by_clid[(user, clid)] = o.ref
-            if not self.replaying and self.link is not None:
-                self._order_to_exchange(exch_id, msg, qty, body, it)
+        self._reject(session, msg, reason, None, t, decision.text, True)
         if decision.trigger:
             self._trigger(msg.account, decision.trigger, t)
         return 0
 
-    cdef int _order_to_exchange(self, str exch_id, msg, int64_t qty, const uint8_t* body,
-                                Item* it) except -1:
+    cdef int _accepted(self, session, int64_t t, str user, str clid, str account, str symbol,
+                       object ref, object alerts, object trigger, const uint8_t* body, Item* it,
+                       object msg=None) except -1:
+        """An order the engine accepted as ``ref``: tracked under a new exchange id and sent
+        on. ``msg`` is the order as an object, or None when only its canonical frame
+        ``body``/``it`` carries it."""
+        cdef Order o
+        cdef OrderIn* f
+        cdef int64_t qty
+        cdef int side
+        cdef double price
+        if alerts:
+            self._alerts(alerts, t)
+        if self.on_counted is not None:
+            self.on_counted(account, t, 0)
+        self._n_accepted += 1
+        if msg is None:
+            f = &it.f.order
+            side, price, qty = f.side, f.price, f.qty
+        else:
+            side, price, qty = msg.side, msg.price, int(msg.qty)
+        self.order_seq += 1
+        exch_id = _with_hex(self.prefix, self.order_seq)
+        o = _new_order(ref, session, user, clid, exch_id, account, symbol, side, price, qty, t)
+        self.orders[o.ref] = o
+        self.by_exch[exch_id] = o.ref
+        self.by_clid[(user, clid)] = o.ref
+        if not self.replaying and self.link is not None:
+            self._order_to_exchange(exch_id, msg, account, symbol, qty, body, it)
+        if trigger:
+            self._trigger(account, trigger, t)
+        return 0
+
+    cdef int _order_to_exchange(self, str exch_id, msg, str account, str symbol, int64_t qty,
+                                const uint8_t* body, Item* it) except -1:
         link = self.link
         proto = getattr(link, "proto", None) if body != NULL else None
         out = getattr(proto, "frame_buffer", None) if proto is not None else None
         if out is None or proto.closed:
-            link.send(NewOrder(exch_id, msg.account, msg.symbol, msg.side, msg.offset, msg.hedge,
-                               msg.ord_type, msg.tif, msg.price, qty))
+            if msg is None:  # (its lots are the frame's: qty)
+                link.send(_order_msg(exch_id, account, symbol, &it.f.order))
+            else:
+                link.send(NewOrder(exch_id, account, symbol, msg.side, msg.offset, msg.hedge,
+                                   msg.ord_type, msg.tif, msg.price, qty))
         else:  # the client's frame with the gateway's id, encoded into the link's buffer
             start = PyByteArray_GET_SIZE(out)
             put_exchange_order(out, exch_id, body, &it.f.order, it.length)

@@ -333,6 +333,19 @@ def test_the_compiled_order_path_matches_the_reference(tmp_path_factory, flow):
     run_both(tmp_path_factory.mktemp("flow"), flow)
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(flow=st.lists(steps, min_size=1, max_size=40))
+def test_the_compiled_order_path_matches_the_reference_with_the_cython_engine(
+        tmp_path_factory, flow):
+    """With the Cython engine the compiled path calls its C entries (``decide_c``, ``ack_c``,
+    ``fill_c``) where the reference router calls ``decide``/``apply_ack``/``apply_fill``: the
+    same flows, the same bytes, journal and book."""
+    from cext.engine import Engine as CythonEngine
+
+    run_both(tmp_path_factory.mktemp("flow"), flow, CythonEngine)
+
+
 def test_a_typical_day_matches_with_the_cython_engine_too(tmp_path):
     """The same comparison over a fixed flow touching every handler, with the Cython engine."""
     from cext.engine import Engine as CythonEngine
