@@ -390,7 +390,8 @@ cdef class IdTable:
     cdef public list shards
     cdef public Py_ssize_t mask
     cdef public Py_ssize_t size
-    cdef public object order         # deque of keys, oldest first (only with a limit)
+    cdef readonly object order       # deque of keys, oldest first (only with a limit)
+    cdef object _append, _popleft    # its methods, bound once (not looked up per key)
 
     def __init__(self, limit=None):
         self.limit = limit
@@ -399,6 +400,8 @@ cdef class IdTable:
         self.mask = 0
         self.size = 0
         self.order = deque() if limit is not None else None
+        if self.order is not None:
+            self._append, self._popleft = self.order.append, self.order.popleft
 
     def __len__(self):
         return self.size
@@ -421,10 +424,10 @@ cdef class IdTable:
 
     cpdef put(self, str key, object value=None):
         cdef dict shard = self._shard(key)
-        if PyDict_Contains(shard, key):
-            shard[key] = value
-            return
-        self._insert(shard, key, value)
+        cdef Py_ssize_t before = len(shard)
+        shard[key] = value  # (one probe: a new key is told by the shard's growth)
+        if len(shard) > before:
+            self._added(key)
 
     cdef int add_new(self, str key, object value=None) except -1:
         """``put`` of a key the caller has just found absent with ``has``: one probe less."""
@@ -432,11 +435,16 @@ cdef class IdTable:
 
     cdef int _insert(self, dict shard, str key, object value) except -1:
         shard[key] = value
+        return self._added(key)
+
+    cdef int _added(self, str key) except -1:
+        """``key`` was just added to its shard: counted, remembered in order, the oldest key
+        forgotten past the limit."""
         self.size += 1
         if self._limit >= 0:
-            self.order.append(key)
+            self._append(key)
             if self.size > self._limit:
-                oldest = self.order.popleft()
+                oldest = self._popleft()
                 del self._shard(oldest)[oldest]
                 self.size -= 1
         if self.mask == 0 and self.size > _ID_SPLIT_AT:
@@ -1153,7 +1161,7 @@ cdef class RouterCore:
             else:
                 self._queued(s, start)
         if _final(status):
-            self._forget(o)
+            self._forget_c(o)
         return 0
 
     cdef int _fill_refused(self, Order o, int64_t qty) except -1:
@@ -1514,7 +1522,7 @@ cdef class RouterCore:
                          o.side, o.price, o.qty, rep.self_trade, rep.exec_id)
         self._report(o, out, now, derived)
         if _final(status):
-            self._forget(o)
+            self._forget_c(o)
 
     def _report(self, Order o, out, int64_t now, bint derived):
         s = o.owner
@@ -1528,6 +1536,10 @@ cdef class RouterCore:
                 observe(out)
 
     def _forget(self, Order o):
+        self._forget_c(o)
+
+    cdef int _forget_c(self, Order o) except -1:
+        """A finished order leaves the working tables for ``finished``."""
         self.orders.pop(o.ref, None)
         self.by_exch.pop(o.exch_id, None)
         key = (o.user, o.cl_ord_id)
@@ -1541,6 +1553,7 @@ cdef class RouterCore:
                 self.cancels.pop(cancel_id, None)
             o.old_cancels = None
         self.finished.put(o.exch_id, o)
+        return 0
 
     def _seen_execution(self, rep):
         self._seen_id(rep.exec_id)
