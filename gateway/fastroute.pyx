@@ -21,7 +21,10 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from cpython.unicode cimport (
+    PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8,
+    PyUnicode_GET_LENGTH,
+)
 from libc.stdio cimport snprintf
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -633,6 +636,28 @@ cdef inline str _ascii(Str s):
     return PyUnicode_DecodeASCII(s.p, s.n, NULL)
 
 
+# Accounts and symbols repeat on every order: the str of each is made once and kept here (by a
+# hash of its bytes; a colliding name replaces the one kept), so an order's names cost no
+# allocation and their hashes are computed once. A cache of immutable strs, shared by routers.
+DEF NAME_SLOTS = 1024
+cdef list _names = [None] * NAME_SLOTS
+
+
+cdef str _name(Str s):
+    """``_ascii(s)`` for a name that recurs (an account, a symbol): the same str each time."""
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t k
+    for k in range(s.n):  # FNV-1a
+        h = (h ^ <uint8_t>s.p[k]) * 16777619u
+    kept = <object>PyList_GET_ITEM(_names, h & (NAME_SLOTS - 1))
+    if (kept is not None and PyUnicode_GET_LENGTH(kept) == s.n
+            and memcmp(PyUnicode_DATA(kept), s.p, s.n) == 0):
+        return kept
+    made = _ascii(s)
+    _names[h & (NAME_SLOTS - 1)] = made
+    return made
+
+
 cdef str _with_hex(str prefix, int64_t n):
     """``prefix + format(n, "x")``, for n >= 0 (the gateway's exchange ids)."""
     cdef char buf[600]
@@ -1031,8 +1056,8 @@ cdef class RouterCore:
         if t >= self.day_end:
             self._new_day(t)
         clid = _ascii(f.cl_ord_id)
-        account = _ascii(f.account)
-        symbol = _ascii(f.symbol)
+        account = _name(f.account)
+        symbol = _name(f.symbol)
         user = session.user
         found = self.used_clids.get(user)
         link = self.link
@@ -1591,6 +1616,15 @@ def read_fields(bytes body, bint client):
                 e.cum_qty, e.leaves_qty, e.ts_ns, e.side, e.price, e.qty, e.self_trade,
                 _ascii(e.exec_id), e.offset, e.hedge, e.ord_type, e.tif)
     return None
+
+
+def name_of(bytes text):
+    """The str the compiled path makes of an account or symbol's ASCII bytes ``text``
+    (``_name``). For tests."""
+    cdef Str s
+    s.p = PyBytes_AS_STRING(text)
+    s.n = PyBytes_GET_SIZE(text)
+    return _name(s)
 
 
 def records_of(int64_t now, int64_t session, bytes body, str client_id=""):

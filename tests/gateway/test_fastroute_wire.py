@@ -99,3 +99,15 @@ def test_its_journal_records_are_msgspec_records(msg, now, session, client_id):
     assert inbound == encode(jr.Inbound(now, session, msg))
     if type(msg) is ExecReport:
         assert exchange == encode(jr.ExchangeEvent(now, msg, "", session, client_id))
+
+
+def test_a_recurring_name_is_one_str_and_a_colliding_one_is_still_itself():
+    """Accounts and symbols are made into strs once and kept by a hash of their bytes: the same
+    bytes give the same object, and with more names than the cache keeps (so names collide and
+    replace each other) every answer is still exactly the str of its bytes."""
+    assert fastroute.name_of(b"A001") is fastroute.name_of(b"A001")
+    names = [f"acct{k}" for k in range(5000)] + ["", "x" * 32]
+    for _ in range(2):
+        for name in names:
+            got = fastroute.name_of(name.encode())
+            assert got == name and type(got) is str
