@@ -508,6 +508,7 @@ cdef class Order:
     cdef public str cancel_id
     cdef public bint adopted
     cdef public object old_cancels
+    cdef int64_t seq                 # the exchange id's counter (0: not the router's index)
 
     def __init__(self, int64_t ref, owner, str user, str cl_ord_id, str exch_id, str account,
                  str symbol, int side, double price, int64_t qty, int64_t now):
@@ -534,6 +535,7 @@ cdef class Order:
         self.cancel_id = ""
         self.adopted = False
         self.old_cancels = None
+        self.seq = 0
         return 0
 
     def view(self):
@@ -640,6 +642,7 @@ cdef inline str _ascii(Str s):
 # hash of its bytes; a colliding name replaces the one kept), so an order's names cost no
 # allocation and their hashes are computed once. A cache of immutable strs, shared by routers.
 DEF NAME_SLOTS = 1024
+DEF BY_SEQ_SLOTS = 65536          # RouterCore._by_seq: the working orders most reports are for
 cdef list _names = [None] * NAME_SLOTS
 
 
@@ -815,6 +818,11 @@ cdef class RouterCore:
     cdef list _touched           # during a read: connections sent frames, and from where
     cdef list _starts
     cdef Item* _items            # a read's frames between its two passes (grown, reused)
+    # Working orders by their exchange id's counter, at counter & mask: where a report finds
+    # its order without making a str of its id or probing by_exch and orders. An order leaves
+    # it when forgotten or when a newer order takes its slot (it is then found by id).
+    cdef list _by_seq
+    cdef Py_ssize_t _by_seq_mask
     cdef Py_ssize_t _items_cap
     cdef bint _reading
 
@@ -837,6 +845,17 @@ cdef class RouterCore:
     def __cinit__(self, *args, **kwargs):
         self._touched = []
         self._starts = []
+        self._by_seq = [None] * BY_SEQ_SLOTS
+        self._by_seq_mask = BY_SEQ_SLOTS - 1
+
+    def index_slots(self, Py_ssize_t slots):
+        """Size the index of working orders by exchange-id counter (a power of two; it starts
+        empty: orders placed before are found by their ids). Tests make it small, so that
+        newer orders take older ones' slots."""
+        if slots < 1 or slots & (slots - 1):
+            raise ValueError(f"index slots must be a power of two, not {slots}")
+        self._by_seq = [None] * slots
+        self._by_seq_mask = slots - 1
 
     def __dealloc__(self):
         PyMem_Free(self._items)
@@ -1115,9 +1134,7 @@ cdef class RouterCore:
         cdef bint trade = et == ET_TRADE
         if t >= self.day_end:
             self._new_day(t)
-        exch_id = _ascii(f.cl_ord_id)
-        ref = self.by_exch.get(exch_id)
-        found = self.orders.get(ref) if ref is not None else None
+        found = self._working(f.cl_ord_id)
         exec_id = None
         if found is None or self.replaying or self.report_observers or not (et == ET_NEW or trade):
             return self._report_object(body, it, t)
@@ -1192,6 +1209,35 @@ cdef class RouterCore:
     cdef int _fill_refused(self, Order o, int64_t qty) except -1:
         log.error("fill refused by the book", exch_id=o.exch_id, qty=qty)
         return 0
+
+    cdef object _working(self, Str exch_id):
+        """The working order of an exchange id, or None: by its counter when the id is the
+        router's own and its order still holds the slot, else by ``by_exch``."""
+        cdef Str prefix = _utf8(self.prefix)
+        cdef int64_t seq = 0
+        cdef Py_ssize_t k
+        cdef uint8_t c
+        cdef Order o
+        if (prefix.n < exch_id.n <= prefix.n + 15
+                and memcmp(prefix.p, exch_id.p, prefix.n) == 0 and exch_id.p[prefix.n] != 48):  # '0'
+            for k in range(prefix.n, exch_id.n):
+                c = <uint8_t>exch_id.p[k]
+                if 48 <= c <= 57:  # 0-9 (format(n, "x"): lower case, no leading zero)
+                    seq = seq * 16 + (c - 48)
+                elif 97 <= c <= 102:  # a-f
+                    seq = seq * 16 + (c - 87)
+                else:
+                    seq = 0
+                    break
+            if seq:
+                found = <object>PyList_GET_ITEM(self._by_seq, seq & self._by_seq_mask)
+                if found is not None:
+                    o = found
+                    if (o.seq == seq and PyUnicode_GET_LENGTH(o.exch_id) == exch_id.n
+                            and memcmp(PyUnicode_DATA(o.exch_id), exch_id.p, exch_id.n) == 0):
+                        return o
+        ref = self.by_exch.get(_ascii(exch_id))
+        return self.orders.get(ref) if ref is not None else None
 
     cdef int _report_object(self, const uint8_t* body, Item* it, int64_t t) except -1:
         self.exchange_report(_decode(PyBytes_FromStringAndSize(<const char*>body, it.length)), t)
@@ -1287,6 +1333,8 @@ cdef class RouterCore:
         self.orders[o.ref] = o
         self.by_exch[exch_id] = o.ref
         self.by_clid[(user, clid)] = o.ref
+        o.seq = self.order_seq
+        self._by_seq[o.seq & self._by_seq_mask] = o
         if not self.replaying and self.link is not None:
             self._order_to_exchange(exch_id, msg, account, symbol, qty, body, it)
         if trigger:
@@ -1565,6 +1613,11 @@ cdef class RouterCore:
 
     cdef int _forget_c(self, Order o) except -1:
         """A finished order leaves the working tables for ``finished``."""
+        cdef Py_ssize_t k
+        if o.seq:
+            k = o.seq & self._by_seq_mask
+            if self._by_seq[k] is o:
+                self._by_seq[k] = None
         self.orders.pop(o.ref, None)
         self.by_exch.pop(o.exch_id, None)
         key = (o.user, o.cl_ord_id)

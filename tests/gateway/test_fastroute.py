@@ -310,9 +310,14 @@ steps = st.one_of(
 )
 
 
-def run_both(tmp_path: Path, flow: list[tuple], engine_cls: Any = ReferenceEngine) -> None:
+def run_both(tmp_path: Path, flow: list[tuple], engine_cls: Any = ReferenceEngine,
+             index_slots: int | None = None) -> None:
+    """``index_slots``: the compiled router's index of working orders made that small, so that
+    newer orders take older ones' slots and reports find those by id."""
     ref = Side_(Router, tmp_path / "reference", engine_cls)
     fast = Side_(FastRouter, tmp_path / "fast", engine_cls)
+    if index_slots is not None:
+        fast.router.index_slots(index_slots)
     try:
         for i, step in enumerate(flow):
             now = T0 + (i + 1) * MS
@@ -328,22 +333,22 @@ def run_both(tmp_path: Path, flow: list[tuple], engine_cls: Any = ReferenceEngin
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(flow=st.lists(steps, min_size=1, max_size=40))
-def test_the_compiled_order_path_matches_the_reference(tmp_path_factory, flow):
-    run_both(tmp_path_factory.mktemp("flow"), flow)
+@given(flow=st.lists(steps, min_size=1, max_size=40), index_slots=st.sampled_from((None, 1, 2)))
+def test_the_compiled_order_path_matches_the_reference(tmp_path_factory, flow, index_slots):
+    run_both(tmp_path_factory.mktemp("flow"), flow, index_slots=index_slots)
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(flow=st.lists(steps, min_size=1, max_size=40))
+@given(flow=st.lists(steps, min_size=1, max_size=40), index_slots=st.sampled_from((None, 2)))
 def test_the_compiled_order_path_matches_the_reference_with_the_cython_engine(
-        tmp_path_factory, flow):
+        tmp_path_factory, flow, index_slots):
     """With the Cython engine the compiled path calls its C entries (``decide_c``, ``ack_c``,
     ``fill_c``) where the reference router calls ``decide``/``apply_ack``/``apply_fill``: the
     same flows, the same bytes, journal and book."""
     from cext.engine import Engine as CythonEngine
 
-    run_both(tmp_path_factory.mktemp("flow"), flow, CythonEngine)
+    run_both(tmp_path_factory.mktemp("flow"), flow, CythonEngine, index_slots)
 
 
 def test_a_typical_day_matches_with_the_cython_engine_too(tmp_path):
@@ -453,3 +458,22 @@ def test_a_read_is_journaled_then_written_to_each_peer_once_before_it_returns(tm
         assert calls[1:] == [("session", before + 4, 2)]
     finally:
         fast.audit.close()
+
+
+def test_the_index_of_working_orders_takes_only_powers_of_two(tmp_path):
+    fast = Side_(FastRouter, tmp_path / "fast", ReferenceEngine)
+    try:
+        for bad in (0, 3, -4):
+            with pytest.raises(ValueError, match="power of two"):
+                fast.router.index_slots(bad)
+    finally:
+        fast.audit.close()
+
+
+def test_a_report_for_an_order_whose_index_slot_was_taken_finds_it_by_id(tmp_path):
+    """With one slot, each new order takes the slot of the one before: the reports for the
+    older orders are found by their ids, and each reaches its own order and session."""
+    flow = [("order", 1, 0, "A001", Side.BUY, Offset.OPEN, 0, 1),
+            ("order", 2, 1, "A001", Side.BUY, Offset.OPEN, 0, 2),
+            ("ack", 0), ("ack", 1), ("fill", 0, 1, 1), ("fill", 1, 1, 2), ("fill", 1, 1, 3)]
+    run_both(tmp_path, flow, index_slots=1)
