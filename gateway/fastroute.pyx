@@ -17,7 +17,7 @@ and the engine's book. Change one, change both.
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_SetDefault
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
@@ -431,6 +431,17 @@ cdef class IdTable:
         shard[key] = value  # (one probe: a new key is told by the shard's growth)
         if len(shard) > before:
             self._added(key)
+
+    cdef bint add_absent(self, str key) except -1:
+        """``put(key)`` when the key is absent (True), nothing when it is there (False): a
+        test and an insert in one probe."""
+        cdef dict shard = self._shard(key)
+        cdef Py_ssize_t before = len(shard)
+        PyDict_SetDefault(shard, key, None)
+        if len(shard) == before:
+            return False
+        self._added(key)
+        return True
 
     cdef int add_new(self, str key, object value=None) except -1:
         """``put`` of a key the caller has just found absent with ``has``: one probe less."""
@@ -1085,24 +1096,22 @@ cdef class RouterCore:
                 or found is None or self.replaying or self.halted is not None
                 or link is None or not link.up or account not in session.accounts):
             return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
-        used = found
-        if used.has(clid) or used.size >= self.max_clids_per_user_day:
-            return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
         engine = self.engine
-        msg = None
         if type(engine) is CEngine:  # the compiled engine: no message or decision objects
             ce = engine
             a = ce.account_index(account)
             i = ce.instrument_index(symbol) if a >= 0 else -1
             if i < 0:  # refused as unknown: the object path, in its words
                 return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
-        else:
-            msg = _order_msg(clid, account, symbol, f)
+        used = found
+        # the last way out: the id is taken here unless it is repeated (then nothing changed)
+        if used.size >= self.max_clids_per_user_day or not used.add_absent(clid):
+            return self._new_order_object(session, _order_msg(clid, account, symbol, f), t)
+        msg = None if ce is not None else _order_msg(clid, account, symbol, f)
         sid = session.session_id
         if self._records is not None:
             self._records.append(inbound_record(t, sid, body, it.length))
         self._n_orders += 1
-        used.add_new(clid)
         if ce is None:
             decision = engine.decide(msg, t, sid)
             return self._decided(session, msg, decision, t, user, clid, body, it)
