@@ -658,9 +658,12 @@ cdef list _names = [None] * NAME_SLOTS
 
 
 cdef str _name(Str s):
-    """``_ascii(s)`` for a name that recurs (an account, a symbol): the same str each time."""
+    """``_ascii(s)`` for a name that recurs (an account, a symbol): the same str each time.
+    Only names within the identifier caps are kept (a client's over-long junk is not)."""
     cdef uint32_t h = 2166136261u
     cdef Py_ssize_t k
+    if s.n > MAX_ACCOUNT_BYTES or s.n > MAX_SYMBOL_BYTES:
+        return _ascii(s)
     for k in range(s.n):  # FNV-1a
         h = (h ^ <uint8_t>s.p[k]) * 16777619u
     kept = <object>PyList_GET_ITEM(_names, h & (NAME_SLOTS - 1))

@@ -106,6 +106,9 @@ def test_a_recurring_name_is_one_str_and_a_colliding_one_is_still_itself():
     bytes give the same object, and with more names than the cache keeps (so names collide and
     replace each other) every answer is still exactly the str of its bytes."""
     assert fastroute.name_of(b"A001") is fastroute.name_of(b"A001")
+    long = b"x" * 33  # past the identifier caps: never kept (a client's junk must not fill it)
+    assert fastroute.name_of(long) == long.decode() and fastroute.name_of(long) is not \
+        fastroute.name_of(long)
     names = [f"acct{k}" for k in range(5000)] + ["", "x" * 32]
     for _ in range(2):
         for name in names:
