@@ -92,6 +92,7 @@ cdef class Engine:
     cdef int fill_c(self, int64_t ref, int64_t n, double p, int64_t now,
                     bint self_trade) except -1
 
+    cdef object _accepted_decision(self)
     cdef void _prefetch_account(self, int64_t a) noexcept
     cdef void _prefetch(self, int64_t a, int64_t i) noexcept
     cdef object _check(self, object order, bint slots, int64_t a, int64_t i, int64_t side,

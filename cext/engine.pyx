@@ -747,10 +747,14 @@ cdef class Engine:
             return rejected(R.INVALID_FIELD, f"tif={v_tif!r}")
         decision = self._check(order, slots, a, i, side, offset, hedge, ord_type, tif, 0, 0.0, now,
                                session)
-        if decision is None:
-            decision = _Decision(0, self._ref_of(self.last_slot), "", self.last_alerts,
-                                 self.last_trigger)
-            self.last_alerts = None
+        return self._accepted_decision() if decision is None else decision
+
+    cdef object _accepted_decision(self):
+        """The ``Decision`` of the order the last ``_check`` accepted (``last_slot``), taking
+        its alerts."""
+        decision = _Decision(0, self._ref_of(self.last_slot), "", self.last_alerts,
+                             self.last_trigger)
+        self.last_alerts = None
         return decision
 
     cdef int64_t account_index(self, object account) noexcept:
@@ -805,11 +809,7 @@ cdef class Engine:
                 ord_type=ord_type, tif=tif, price=price, qty=qty), now, session)
         decision = self.decide_c(a, i, side, offset, hedge, ord_type, tif, price, qty, now,
                                  session)
-        if decision is None:
-            decision = _Decision(0, self._ref_of(self.last_slot), "", self.last_alerts,
-                                 self.last_trigger)
-            self.last_alerts = None
-        return decision
+        return self._accepted_decision() if decision is None else decision
 
     def ack_wire(self, int64_t ref):
         """``ack_c`` from Python, answering as ``apply_ack``."""
