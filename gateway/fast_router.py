@@ -19,6 +19,7 @@ log = structlog.get_logger("fengkong.router")
 
 try:
     from gateway.fastroute import IdTable, Order, RouterCore
+    from gateway.idset import IdSet
 except ImportError:  # not built: the reference stands in
     FastRouter: Any = None
 else:
@@ -27,6 +28,7 @@ else:
 
         order_type = Order
         id_memory = IdTable
+        id_set = IdSet
 
 
 def router_class(name: str = "fast") -> type:

@@ -17,7 +17,7 @@ and the engine's book. Change one, change both.
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_SetDefault
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
@@ -31,6 +31,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memcmp, memcpy
 
 from cext.engine cimport Engine as CEngine
+from gateway.idset cimport IdSet
 
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
@@ -386,7 +387,8 @@ cdef int parse_frame(const uint8_t* body, Py_ssize_t length, Item* item, int wan
 cdef class IdTable:
     """``gateway.idmemory.IdMemory`` compiled: the same shards, limit and arrival order, with
     ``has`` / ``get`` / ``put`` as C calls (see that module for why a day's ids are kept in
-    shards)."""
+    shards). The compiled router keeps its finished orders in one (exchange id -> order); the
+    tables without values are ``gateway.idset.IdSet``."""
 
     cdef public object limit         # None: no limit
     cdef Py_ssize_t _limit           # the limit, or -1
@@ -431,25 +433,6 @@ cdef class IdTable:
         shard[key] = value  # (one probe: a new key is told by the shard's growth)
         if len(shard) > before:
             self._added(key)
-
-    cdef bint add_absent(self, str key) except -1:
-        """``put(key)`` when the key is absent (True), nothing when it is there (False): a
-        test and an insert in one probe."""
-        cdef dict shard = self._shard(key)
-        cdef Py_ssize_t before = len(shard)
-        PyDict_SetDefault(shard, key, None)
-        if len(shard) == before:
-            return False
-        self._added(key)
-        return True
-
-    cdef int add_new(self, str key, object value=None) except -1:
-        """``put`` of a key the caller has just found absent with ``has``: one probe less."""
-        return self._insert(self._shard(key), key, value)
-
-    cdef int _insert(self, dict shard, str key, object value) except -1:
-        shard[key] = value
-        return self._added(key)
 
     cdef int _added(self, str key) except -1:
         """``key`` was just added to its shard: counted, remembered in order, the oldest key
@@ -807,7 +790,7 @@ cdef class RouterCore:
     cdef public dict by_exch
     cdef public dict by_clid
     cdef public IdTable finished
-    cdef public IdTable exec_ids
+    cdef public IdSet exec_ids
     cdef public dict cancels
     cdef public dict used_clids
     cdef public int64_t day
@@ -899,7 +882,7 @@ cdef class RouterCore:
         self._at(now)
         used = self.used_clids.get(user)
         if used is None:
-            used = self.used_clids[user] = IdTable()
+            used = self.used_clids[user] = IdSet()
         return used
 
     # ------------------------------------------------------------------ a read
@@ -1083,7 +1066,7 @@ cdef class RouterCore:
         accepting path does not cover (a field too long, a foreign account, a repeated or
         over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
         cdef OrderIn* f = &it.f.order
-        cdef IdTable used
+        cdef IdSet used
         cdef CEngine ce = None
         cdef int64_t a = -1, i = -1
         if t >= self.day_end:
@@ -1258,7 +1241,7 @@ cdef class RouterCore:
     # ------------------------------------------------------------------ new orders
     def new_order(self, session, msg, now=None, bint engine_saw=True):
         cdef int64_t t = self.clock() if now is None else now
-        cdef IdTable used
+        cdef IdSet used
         cdef Order o
         cdef int64_t qty
         if t >= self.day_end:

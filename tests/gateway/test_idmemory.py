@@ -98,3 +98,84 @@ def test_a_known_key_keeps_its_age(kind):
     mem.put("a", 3)  # a new value, not a new arrival
     mem.put("c", 4)
     assert list(mem) == ["b", "c"] and mem.get("a") is None and mem.get("b") == 2
+
+
+# ``gateway.idset.IdSet``: the compiled tables the router keeps its used cl_ord_ids and applied
+# execution ids in — ``IdMemory`` without values, in open-addressing tables with hashes inline.
+
+idset = pytest.importorskip("gateway.idset")
+
+set_ops = st.lists(st.tuples(st.sampled_from(["put", "put", "has", "clear"]),
+                             st.integers(0, 12_000)), max_size=300)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=set_ops, limit=st.one_of(st.none(), st.integers(0, 50)),
+       bulk=st.integers(0, 6_000))
+def test_an_id_set_remembers_what_an_id_memory_does(ops, limit, bulk):
+    """Every answer, size and the arrival order as ``IdMemory`` gives them — through splits,
+    evictions (keys shifted back over the freed slot) and clears."""
+    got, want = idset.IdSet(limit), idmemory.IdMemory(limit)
+    for i in range(bulk):
+        key = f"k{i * 7919 % 12_000}"
+        got.put(key)
+        want.put(key)
+    for op, k in ops:
+        key = f"k{k}"
+        if op == "put":
+            got.put(key)
+            want.put(key)
+        elif op == "has":
+            assert got.has(key) == (key in got) == want.has(key)
+        else:
+            got.clear()
+            want.clear()
+        assert len(got) == len(want)
+    assert sorted(got) == sorted(want)
+    if limit is not None:
+        assert list(got) == list(want)  # oldest first
+    assert all(got.has(key) for key in want)
+
+
+def test_an_id_set_finds_equal_strs_that_are_not_the_same_object():
+    s = idset.IdSet()
+    key = "".join(["E", "12345"])  # built at run time: not the literal's object
+    s.put(key)
+    assert s.has("E12345") and "E12345" in s and not s.has("E1234") and 5 not in s
+    s.put("单号")  # non-ASCII ids (the exchange's, on the object path) are ids like the rest
+    assert s.has("".join(["单", "号"]))
+
+
+def test_a_large_id_set_is_many_small_tables():
+    s = idset.IdSet(200_000)
+    for i in range(300_000):
+        s.put(f"E{i}")
+    assert len(s) == 200_000 and len(s.shards) == SHARDS and sum(s.shards) == 200_000
+    assert max(s.shards) < 2 * 200_000 // SHARDS
+    assert "E99999" not in s and "E100000" in s and "E299999" in s
+    assert list(s)[:2] == ["E100000", "E100001"]
+
+
+def test_a_small_id_set_stays_one_table_until_it_grows():
+    s = idset.IdSet()
+    for i in range(SPLIT_AT):
+        s.put(f"c{i}")
+    assert len(s.shards) == 1
+    s.put("one more")
+    assert len(s.shards) == SHARDS and len(s) == SPLIT_AT + 1
+    assert all(f"c{i}" in s for i in range(SPLIT_AT)) and "one more" in s
+    s.clear()
+    assert len(s) == 0 and len(s.shards) == 1 and "c1" not in s
+
+
+def test_an_id_set_refuses_values_and_negative_limits():
+    s = idset.IdSet(2)
+    s.put("a")
+    s.put("b")
+    s.put("a")  # known: keeps its age
+    s.put("c")
+    assert list(s) == ["b", "c"]
+    with pytest.raises(ValueError, match="keeps ids, not values"):
+        s.put("d", 1)
+    with pytest.raises(ValueError, match="count of ids"):
+        idset.IdSet(-1)
