@@ -36,3 +36,4 @@ cdef class IdSet:
     cdef int _evict_oldest(self) except -1
     cdef int _split(self) except -1
     cdef int _release(self) except -1
+    cdef int _empty(self) except -1

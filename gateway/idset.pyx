@@ -98,12 +98,7 @@ cdef class IdSet:
     without values, compiled (see the module docstring)."""
 
     def __cinit__(self, limit=None):
-        self._shards = <Shard*>calloc(1, sizeof(Shard))
-        if self._shards == NULL:
-            raise MemoryError()
-        _make(&self._shards[0], FIRST_SLOTS)
-        self._shard_mask = 0
-        self.size = 0
+        self._empty()
         if limit is not None and limit < 0:
             raise ValueError(f"an id set's limit is a count of ids, not {limit!r}")
         self.limit = limit
@@ -220,8 +215,8 @@ cdef class IdSet:
         self._shard_mask = SHARDS - 1
         return 0
 
-    def clear(self):
-        self._release()
+    cdef int _empty(self) except -1:
+        """One empty table, no keys (the ring, if any, is reused)."""
         self._shards = <Shard*>calloc(1, sizeof(Shard))
         if self._shards == NULL:
             raise MemoryError()
@@ -229,6 +224,11 @@ cdef class IdSet:
         self._shard_mask = 0
         self.size = 0
         self._head = 0
+        return 0
+
+    def clear(self):
+        self._release()
+        self._empty()
 
     @property
     def shards(self):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import fastroute, idmemory
+from gateway import fastroute, idmemory, idset
 from gateway.idmemory import SHARDS, SPLIT_AT
 
 KINDS = [pytest.param(idmemory.IdMemory, id="python"),
@@ -77,7 +77,7 @@ def test_a_large_memory_is_many_small_dicts(kind):
     assert all(len({hash(k) & 255 for k in shard}) > 200 for shard in mem.shards)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, pytest.param(idset.IdSet, id="compiled-set")])
 def test_a_small_memory_stays_one_dict_until_it_grows(kind):
     mem = kind()
     for i in range(SPLIT_AT):
@@ -102,8 +102,6 @@ def test_a_known_key_keeps_its_age(kind):
 
 # ``gateway.idset.IdSet``: the compiled tables the router keeps its used cl_ord_ids and applied
 # execution ids in — ``IdMemory`` without values, in open-addressing tables with hashes inline.
-
-idset = pytest.importorskip("gateway.idset")
 
 set_ops = st.lists(st.tuples(st.sampled_from(["put", "put", "has", "clear"]),
                              st.integers(0, 12_000)), max_size=300)
@@ -154,18 +152,6 @@ def test_a_large_id_set_is_many_small_tables():
     assert max(s.shards) < 2 * 200_000 // SHARDS
     assert "E99999" not in s and "E100000" in s and "E299999" in s
     assert list(s)[:2] == ["E100000", "E100001"]
-
-
-def test_a_small_id_set_stays_one_table_until_it_grows():
-    s = idset.IdSet()
-    for i in range(SPLIT_AT):
-        s.put(f"c{i}")
-    assert len(s.shards) == 1
-    s.put("one more")
-    assert len(s.shards) == SHARDS and len(s) == SPLIT_AT + 1
-    assert all(f"c{i}" in s for i in range(SPLIT_AT)) and "one more" in s
-    s.clear()
-    assert len(s) == 0 and len(s.shards) == 1 and "c1" not in s
 
 
 def test_an_id_set_refuses_values_and_negative_limits():
