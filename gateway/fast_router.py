@@ -18,8 +18,8 @@ from gateway.router import Router, RouterBase
 log = structlog.get_logger("fengkong.router")
 
 try:
-    from gateway.fastroute import IdTable, Order, RouterCore
-    from gateway.idset import IdSet
+    from gateway.fastroute import Order, RouterCore
+    from gateway.idtable import IdTable
 except ImportError:  # not built: the reference stands in
     FastRouter: Any = None
 else:
@@ -28,7 +28,6 @@ else:
 
         order_type = Order
         id_memory = IdTable
-        id_set = IdSet
 
 
 def router_class(name: str = "fast") -> type:

@@ -17,7 +17,6 @@ and the engine's book. Change one, change both.
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
@@ -31,7 +30,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memcmp, memcpy
 
 from cext.engine cimport Engine as CEngine
-from gateway.idset cimport IdSet
+from gateway.idtable cimport IdTable
 
 from checks.enums import AlertLevel, ExecType, OrdStatus
 from checks.reasons import Reason
@@ -59,11 +58,7 @@ _decode = msgspec.msgpack.Decoder(Message).decode  # a canonical frame: decodes 
 log = structlog.get_logger("fengkong.router")
 
 from gateway import router as _reference
-from gateway import idmemory as _idmemory
 
-cdef Py_ssize_t _ID_SHARDS = _idmemory.SHARDS
-cdef Py_ssize_t _ID_SPLIT_AT = _idmemory.SPLIT_AT
-cdef int _ID_SHIFT = _idmemory.SHIFT
 
 # Identifier caps (gateway.router): C constants here, checked against the reference at import.
 DEF MAX_ID_BYTES = 64
@@ -384,96 +379,6 @@ cdef int parse_frame(const uint8_t* body, Py_ssize_t length, Item* item, int wan
 
 
 @cython.final
-cdef class IdTable:
-    """``gateway.idmemory.IdMemory`` compiled: the same shards, limit and arrival order, with
-    ``has`` / ``get`` / ``put`` as C calls (see that module for why a day's ids are kept in
-    shards). The compiled router keeps its finished orders in one (exchange id -> order); the
-    tables without values are ``gateway.idset.IdSet``."""
-
-    cdef public object limit         # None: no limit
-    cdef Py_ssize_t _limit           # the limit, or -1
-    cdef public list shards
-    cdef public Py_ssize_t mask
-    cdef public Py_ssize_t size
-    cdef readonly object order       # deque of keys, oldest first (only with a limit)
-    cdef object _append, _popleft    # its methods, bound once (not looked up per key)
-
-    def __init__(self, limit=None):
-        self.limit = limit
-        self._limit = -1 if limit is None else limit
-        self.shards = [{}]
-        self.mask = 0
-        self.size = 0
-        self.order = deque() if limit is not None else None
-        if self.order is not None:
-            self._append, self._popleft = self.order.append, self.order.popleft
-
-    def __len__(self):
-        return self.size
-
-    def __contains__(self, str key):
-        return self.has(key)
-
-    cdef inline dict _shard(self, str key):
-        return <dict><object>PyList_GET_ITEM(self.shards,
-                                             <Py_ssize_t>(<uint64_t>hash(key) >> _ID_SHIFT) & self.mask)
-
-    cpdef bint has(self, str key) except -1:
-        return PyDict_Contains(self._shard(key), key)
-
-    cpdef object get(self, str key, object default=None):
-        cdef PyObject* found = PyDict_GetItemWithError(self._shard(key), key)
-        if found == NULL:
-            return default
-        return <object>found
-
-    cpdef put(self, str key, object value=None):
-        cdef dict shard = self._shard(key)
-        cdef Py_ssize_t before = len(shard)
-        shard[key] = value  # (one probe: a new key is told by the shard's growth)
-        if len(shard) > before:
-            self._added(key)
-
-    cdef int _added(self, str key) except -1:
-        """``key`` was just added to its shard: counted, remembered in order, the oldest key
-        forgotten past the limit."""
-        self.size += 1
-        if self._limit >= 0:
-            self._append(key)
-            if self.size > self._limit:
-                oldest = self._popleft()
-                del self._shard(oldest)[oldest]
-                self.size -= 1
-        if self.mask == 0 and self.size > _ID_SPLIT_AT:
-            self.split()
-        return 0
-
-    def split(self):
-        cdef Py_ssize_t mask = _ID_SHARDS - 1
-        cdef list shards = [{} for _ in range(_ID_SHARDS)]
-        for key, value in (<dict>self.shards[0]).items():
-            (<dict>shards[<Py_ssize_t>(<uint64_t>hash(key) >> _ID_SHIFT) & mask])[key] = value
-        self.shards, self.mask = shards, mask
-
-    def clear(self):
-        self.shards, self.mask, self.size = [{}], 0, 0
-        if self.order is not None:
-            self.order.clear()
-
-    def __iter__(self):
-        if self.order is not None:
-            return iter(self.order)
-        return (key for shard in self.shards for key in shard)
-
-    def values(self):
-        return (self.get(key) for key in self) if self.order is not None else \
-            (value for shard in self.shards for value in shard.values())
-
-    def __repr__(self):
-        return f"IdTable({self.size} ids, limit {self.limit}, {len(self.shards)} shard(s))"
-
-
-@cython.final
 @cython.no_gc  # never part of a reference cycle: not scanned by the cyclic collector
 cdef class Order:
     """``gateway.router.RoutedOrder``, typed: what the gateway knows of one order.
@@ -790,7 +695,7 @@ cdef class RouterCore:
     cdef public dict by_exch
     cdef public dict by_clid
     cdef public IdTable finished
-    cdef public IdSet exec_ids
+    cdef public IdTable exec_ids
     cdef public dict cancels
     cdef public dict used_clids
     cdef public int64_t day
@@ -882,7 +787,7 @@ cdef class RouterCore:
         self._at(now)
         used = self.used_clids.get(user)
         if used is None:
-            used = self.used_clids[user] = IdSet()
+            used = self.used_clids[user] = IdTable()
         return used
 
     # ------------------------------------------------------------------ a read
@@ -1066,7 +971,7 @@ cdef class RouterCore:
         accepting path does not cover (a field too long, a foreign account, a repeated or
         over-quota cl_ord_id, a halt, the link down) goes to ``new_order`` before any effect."""
         cdef OrderIn* f = &it.f.order
-        cdef IdSet used
+        cdef IdTable used
         cdef CEngine ce = None
         cdef int64_t a = -1, i = -1
         if t >= self.day_end:
@@ -1241,7 +1146,7 @@ cdef class RouterCore:
     # ------------------------------------------------------------------ new orders
     def new_order(self, session, msg, now=None, bint engine_saw=True):
         cdef int64_t t = self.clock() if now is None else now
-        cdef IdSet used
+        cdef IdTable used
         cdef Order o
         cdef int64_t qty
         if t >= self.day_end:

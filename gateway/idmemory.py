@@ -18,10 +18,8 @@ deque, which grows by fixed blocks and never rebuilds); without one it only grow
 refuses ids past its own cap before remembering them).
 
 The reference router (``gateway.router.Router``) uses this class; the compiled order path uses
-its twins ``gateway.fastroute.IdTable`` (same layout and behaviour, typed) for the finished
-orders and ``gateway.idset.IdSet`` (the same behaviour without values, in open-addressing
-tables that keep each key's hash inline) for used cl_ord_ids and applied executions; both are
-held equal to this class by ``tests/gateway/test_idmemory.py``.
+its twin ``gateway.idtable.IdTable`` (the same behaviour and shards, in open-addressing tables
+that keep each key's hash inline; held equal to this class by ``tests/gateway/test_idmemory.py``).
 """
 
 from __future__ import annotations

@@ -203,7 +203,6 @@ class RouterBase:
 
     order_type: Any = RoutedOrder  # what ``_adopt`` makes an order of
     id_memory: Any = IdMemory  # what the day's id tables are (``FastRouter``: its compiled twin)
-    id_set: Any = IdMemory  # ... those that keep no values (``FastRouter``: ``gateway.idset``)
 
     def __init__(self, cfg: GatewayConfig, engine: Any, audit: AuditLog | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
@@ -224,7 +223,7 @@ class RouterBase:
         # By exchange id, today; and executions applied today. Each remembers at most its
         # newest keys, in shards that never rebuild the whole table at once (``IdMemory``).
         self.finished = self.id_memory(FINISHED_MEMORY)  # exchange id -> RoutedOrder
-        self.exec_ids = self.id_set(EXEC_ID_MEMORY)
+        self.exec_ids = self.id_memory(EXEC_ID_MEMORY)
         self.cancels: dict[str, tuple[int, str]] = {}  # exchange cancel id -> (ref, client id)
         self.used_clids: dict[str, IdMemory] = {}  # user -> ids used this trading day
         self.day = -1
@@ -642,7 +641,7 @@ class Router(RouterBase):
         self._at(now)
         used = self.used_clids.get(user)
         if used is None:
-            used = self.used_clids[user] = self.id_set()
+            used = self.used_clids[user] = self.id_memory()
         return used
 
     # ------------------------------------------------------------------ new orders

@@ -1,5 +1,5 @@
 """The router's day-long id tables — ``gateway.idmemory.IdMemory`` (the reference router's) and
-its compiled twin ``gateway.fastroute.IdTable`` — against a plain dict + deque model."""
+its compiled twin ``gateway.idtable.IdTable`` — against a plain dict + deque model."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import fastroute, idmemory, idset
+from gateway import idmemory, idtable
 from gateway.idmemory import SHARDS, SPLIT_AT
 
 KINDS = [pytest.param(idmemory.IdMemory, id="python"),
-         pytest.param(fastroute.IdTable, id="compiled")]
+         pytest.param(idtable.IdTable, id="compiled")]
 
 
 class Model:
@@ -77,7 +77,7 @@ def test_a_large_memory_is_many_small_dicts(kind):
     assert all(len({hash(k) & 255 for k in shard}) > 200 for shard in mem.shards)
 
 
-@pytest.mark.parametrize("kind", [*KINDS, pytest.param(idset.IdSet, id="compiled-set")])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_small_memory_stays_one_dict_until_it_grows(kind):
     mem = kind()
     for i in range(SPLIT_AT):
@@ -100,24 +100,18 @@ def test_a_known_key_keeps_its_age(kind):
     assert list(mem) == ["b", "c"] and mem.get("a") is None and mem.get("b") == 2
 
 
-# ``gateway.idset.IdSet``: the compiled tables the router keeps its used cl_ord_ids and applied
-# execution ids in — ``IdMemory`` without values, in open-addressing tables with hashes inline.
-
-set_ops = st.lists(st.tuples(st.sampled_from(["put", "put", "has", "clear"]),
-                             st.integers(0, 12_000)), max_size=300)
-
 
 @settings(max_examples=80, deadline=None)
-@given(ops=set_ops, limit=st.one_of(st.none(), st.integers(0, 50)),
-       bulk=st.integers(0, 6_000))
-def test_an_id_set_remembers_what_an_id_memory_does(ops, limit, bulk):
-    """Every answer, size and the arrival order as ``IdMemory`` gives them — through splits,
-    evictions (keys shifted back over the freed slot) and clears."""
-    got, want = idset.IdSet(limit), idmemory.IdMemory(limit)
+@given(ops=st.lists(st.tuples(st.sampled_from(["put", "put", "has", "clear"]),
+                              st.integers(0, 12_000)), max_size=300),
+       limit=st.one_of(st.none(), st.integers(0, 50)), bulk=st.integers(0, 6_000))
+def test_the_compiled_table_keeps_the_arrival_order_an_id_memory_keeps(ops, limit, bulk):
+    """Answers, sizes and the arrival order as ``IdMemory`` gives them — through splits,
+    evictions (keys shifted back over the freed slot), a limit of 0 and clears."""
+    got, want = idtable.IdTable(limit), idmemory.IdMemory(limit)
     for i in range(bulk):
-        key = f"k{i * 7919 % 12_000}"
-        got.put(key)
-        want.put(key)
+        got.put(f"k{i * 7919 % 12_000}")
+        want.put(f"k{i * 7919 % 12_000}")
     for op, k in ops:
         key = f"k{k}"
         if op == "put":
@@ -131,37 +125,33 @@ def test_an_id_set_remembers_what_an_id_memory_does(ops, limit, bulk):
         assert len(got) == len(want)
     assert sorted(got) == sorted(want)
     if limit is not None:
-        assert list(got) == list(want)  # oldest first
-    assert all(got.has(key) for key in want)
+        assert list(got) == list(want)
 
 
-def test_an_id_set_finds_equal_strs_that_are_not_the_same_object():
-    s = idset.IdSet()
+def test_the_compiled_table_finds_equal_strs_that_are_not_the_same_object():
+    t = idtable.IdTable()
     key = "".join(["E", "12345"])  # built at run time: not the literal's object
-    s.put(key)
-    assert s.has("E12345") and "E12345" in s and not s.has("E1234") and 5 not in s
-    s.put("单号")  # non-ASCII ids (the exchange's, on the object path) are ids like the rest
-    assert s.has("".join(["单", "号"]))
+    t.put(key, 7)
+    assert t.has("E12345") and t.get("E12345") == 7 and "E12345" in t
+    assert not t.has("E1234") and 5 not in t and t.get("E1234", "none") == "none"
+    t.put("单号")  # non-ASCII ids (the exchange's, on the object path) are ids like the rest
+    assert t.has("".join(["单", "号"])) and t.get("单号", "none") is None
 
 
-def test_a_large_id_set_is_many_small_tables():
-    s = idset.IdSet(200_000)
-    for i in range(300_000):
-        s.put(f"E{i}")
-    assert len(s) == 200_000 and len(s.shards) == SHARDS and sum(s.shards) == 200_000
-    assert max(s.shards) < 2 * 200_000 // SHARDS
-    assert "E99999" not in s and "E100000" in s and "E299999" in s
-    assert list(s)[:2] == ["E100000", "E100001"]
+def test_the_compiled_table_refuses_what_its_slots_cannot_hold():
+    """Its slots are not seen by the cyclic collector, so a value whose references the
+    collector follows (it could close a cycle through the table) is refused; atoms and the
+    router's orders (``no_gc``) are kept. A negative limit is refused."""
+    from gateway.fastroute import Order
 
-
-def test_an_id_set_refuses_values_and_negative_limits():
-    s = idset.IdSet(2)
-    s.put("a")
-    s.put("b")
-    s.put("a")  # known: keeps its age
-    s.put("c")
-    assert list(s) == ["b", "c"]
-    with pytest.raises(ValueError, match="keeps ids, not values"):
-        s.put("d", 1)
+    t = idtable.IdTable(3)
+    for bad in ([], {}, (1, 2), object.__new__(type("Thing", (), {}))):
+        with pytest.raises(TypeError, match="cyclic collector follows"):
+            t.put("k", bad)
+    assert "k" not in t
+    o = Order(1, None, "u", "c1", "gw.1", "A001", "rb2605", 1, 3200.0, 1, 0)
+    t.put("gw.1", o)
+    t.put("gw.2", 2.5)
+    assert t.get("gw.1") is o and t.get("gw.2") == 2.5
     with pytest.raises(ValueError, match="count of ids"):
-        idset.IdSet(-1)
+        idtable.IdTable(-1)
