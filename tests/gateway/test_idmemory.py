@@ -100,7 +100,6 @@ def test_a_known_key_keeps_its_age(kind):
     assert list(mem) == ["b", "c"] and mem.get("a") is None and mem.get("b") == 2
 
 
-
 @settings(max_examples=80, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from(["put", "put", "has", "clear"]),
                               st.integers(0, 12_000)), max_size=300),
