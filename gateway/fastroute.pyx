@@ -1078,7 +1078,7 @@ cdef class RouterCore:
                 if not outcome.known:
                     return self._fill_refused(o, f.last_qty)
                 alerts, trigger = outcome.alerts, outcome.trigger
-            self.exec_ids.add_new(exec_id)  # (found absent above)
+            self.exec_ids.add_absent(exec_id)  # (found absent above)
             self._n_fills += 1
             o.cum += f.last_qty
             o.leaves -= f.last_qty
@@ -1174,7 +1174,7 @@ cdef class RouterCore:
                                 f"user {user!r} used {self.max_clids_per_user_day} cl_ord_ids "
                                 "today, the most the gateway remembers; new orders are refused "
                                 "until the next trading day", t)
-        used.add_new(clid)
+        used.add_absent(clid)  # (found absent above)
         if self.replaying and not engine_saw:
             self.stats["rejected"] += 1
             return None

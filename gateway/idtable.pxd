@@ -34,7 +34,6 @@ cdef class IdTable:
     cpdef object get(self, str key, object default=*)
     cpdef put(self, str key, object value=*)
     cdef bint add_absent(self, str key) except -1
-    cdef int add_new(self, str key) except -1
     cdef int _place(self, Slot* s, uint64_t h, str key) except -1
     cdef int _added(self, str key) except -1
     cdef int _evict_oldest(self) except -1

@@ -197,11 +197,6 @@ cdef class IdTable:
         self._place(s, h, key)
         return True
 
-    cdef int add_new(self, str key) except -1:
-        """``put(key)`` of a key the caller has just found absent."""
-        self.add_absent(key)
-        return 0
-
     cdef int _place(self, Slot* s, uint64_t h, str key) except -1:
         """Fill the empty slot ``s`` with ``key`` (its value already set)."""
         cdef Shard* sh = &self._shards[(h >> SHIFT) & <uint64_t>self._shard_mask]
